@@ -1,0 +1,350 @@
+"""The `gram-tf` command line. Thin: it parses options and calls the library.
+
+TensorFlow is imported only inside the commands that need it, so `gram-tf --help` is fast and
+`gram-tf predict` works on a device that has only LiteRT, numpy, Pillow and click.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from . import __version__
+from .errors import GramTFError
+from .table import format_table
+
+
+class _Group(click.Group):
+    """Turns every GramTFError into one line on stderr and exit status 2 (no traceback)."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except GramTFError as exc:
+            click.echo(f"error: {exc}", err=True)
+            ctx.exit(2)
+        except KeyboardInterrupt:
+            click.echo("interrupted: finished stages are kept; run the same command again to resume", err=True)
+            ctx.exit(130)
+
+
+def _csv_list(kind):
+    def parse(ctx, param, value):
+        if value is None:
+            return None
+        try:
+            return [kind(v.strip()) for v in str(value).split(",") if v.strip()]
+        except ValueError:
+            raise click.BadParameter(f"expected a comma-separated list of {kind.__name__}, got {value!r}")
+
+    return parse
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="gram-tf")
+def main():
+    """gram-tf: train, prune, quantize and benchmark Gram-stain classifiers for CPUs and phones.
+
+    The one-command study:  gram-tf run configs/quickstart.yaml
+    """
+
+
+# ----------------------------------------------------------------------------------------- data
+@main.group(cls=_Group)
+def data():
+    """Make, check and split image datasets (one sub-folder per class)."""
+
+
+@data.command("synth")
+@click.argument("out", type=click.Path(file_okay=False))
+@click.option("--per-class", type=int, required=True, help="images per class")
+@click.option("--size", type=int, default=256, show_default=True, help="image side in pixels")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--fields-per-specimen", type=int, default=4, show_default=True,
+              help="images that share one specimen (its id is in the file name: _sNNNN_)")
+def data_synth(out, per_class, size, seed, fields_per_specimen):
+    """Generate synthetic Gram-stained micrographs (gram_positive / gram_negative) into OUT."""
+    from .synth import synthesize_dataset
+
+    summary = synthesize_dataset(out, per_class, size=size, seed=seed,
+                                 fields_per_specimen=fields_per_specimen, progress=True)
+    click.echo(format_table([{"class": k, "images": v} for k, v in summary["classes"].items()]))
+    click.echo(f"{summary['n_written']} written, {summary['n_skipped']} already there -> {out}"
+               f"  (group pattern for splits: '_s(\\d+)_')")
+
+
+@data.command("check")
+@click.argument("directory", type=click.Path())
+@click.option("--json", "as_json", is_flag=True, help="print the full report as JSON")
+def data_check(directory, as_json):
+    """Count images per class, size ranges, duplicates and unreadable files. Exits 1 on problems."""
+    from .data import check_dataset
+
+    report = check_dataset(directory)
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+    else:
+        rows = [{"class": c, "files": v["files"], "readable": v["readable"],
+                 "min WxH": "x".join(map(str, v["min_size"])) if v["min_size"] else "-",
+                 "max WxH": "x".join(map(str, v["max_size"])) if v["max_size"] else "-"}
+                for c, v in report["per_class"].items()]
+        click.echo(format_table(rows))
+        for bad in report["unreadable"]:
+            click.echo(f"unreadable: {bad['error']}")
+        for group in report["duplicates"]:
+            click.echo(f"duplicates: {' == '.join(group)}")
+        for problem in report["problems"]:
+            click.echo(f"problem: {problem}", err=True)
+        click.echo(f"{report['n_files']} files, {len(report['unreadable'])} unreadable, "
+                   f"{len(report['duplicates'])} duplicate groups: {'OK' if report['ok'] else 'NOT OK'}")
+    if not report["ok"]:
+        sys.exit(1)
+
+
+@data.command("split")
+@click.argument("directory", type=click.Path())
+@click.option("--out", "out", required=True, type=click.Path(dir_okay=False), help="manifest CSV to write")
+@click.option("--val", type=float, default=0.15, show_default=True)
+@click.option("--test", type=float, default=0.2, show_default=True)
+@click.option("--group-pattern", default=None,
+              help="regex whose group(1) is the specimen/patient id; no group spans two splits")
+@click.option("--seed", type=int, default=0, show_default=True)
+def data_split(directory, out, val, test, group_pattern, seed):
+    """Write a stratified train/val/test manifest (path,label,split,group,sha256,status)."""
+    from .data import split_dataset, summarize_split, write_manifest
+
+    rows = split_dataset(directory, val=val, test=test, seed=seed, group_pattern=group_pattern)
+    write_manifest(rows, out)
+    summary = summarize_split(rows)
+    labels = sorted({r["label"] for r in rows})
+    table = [{"split": s, **{lab: summary.get(s, {}).get(lab, 0) for lab in labels},
+              "groups": len({r["group"] for r in rows if r["split"] == s})}
+             for s in ("train", "val", "test", "excluded") if s in summary]
+    click.echo(format_table(table))
+    click.echo(f"manifest -> {out}")
+
+
+# ------------------------------------------------------------------------------------ backbones
+@main.command("backbones")
+@click.option("--measure/--no-measure", default=True, show_default=True,
+              help="build each backbone once to count parameters/MACs and TF-MOT support (cached)")
+@click.option("--json", "as_json", is_flag=True)
+def backbones(measure, as_json):
+    """List the registered backbones, one line each, name first."""
+    from .models import describe_backbones
+
+    rows = describe_backbones(measure=measure)
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    cols = ["name", "family", "default_size", "min_size", "weights", "source"]
+    if measure:
+        cols[4:4] = ["params", "macs", "prunable", "qat"]
+        for r in rows:
+            r["params"] = f"{r['params'] / 1e6:.2f}M" if r.get("params") else "-"
+            r["macs"] = f"{r['macs'] / 1e6:.0f}M" if r.get("macs") else "-"
+    click.echo(format_table(rows, cols))
+
+
+# ---------------------------------------------------------------------------------------- train
+def _load_cfg(config, sets, extra=None):
+    from .config import load_config, parse_overrides
+
+    overrides = parse_overrides(sets)
+    if extra:
+        from .config import _merge
+
+        overrides = _merge(overrides, extra)
+    return load_config(config, overrides)
+
+
+@main.command("train")
+@click.option("--data", "data_dir", type=click.Path(), help="ImageFolder (split into RUN_DIR/manifest.csv)")
+@click.option("--manifest", type=click.Path(), help="a manifest from 'gram-tf data split'")
+@click.option("--backbone", required=True, help="a name from 'gram-tf backbones'")
+@click.option("--weights", default=None, help="imagenet | none | path to a weights file")
+@click.option("--weights-dir", default=None, type=click.Path(),
+              help="folder holding Keras ImageNet weight files (also GRAM_TF_WEIGHTS_DIR)")
+@click.option("--input-size", type=int, default=None)
+@click.option("--epochs", type=int, default=None)
+@click.option("--out", "out", required=True, type=click.Path(), help="run directory")
+@click.option("--config", type=click.Path(), default=None, help="YAML config (its train/data sections)")
+@click.option("--set", "sets", multiple=True, help="override a config key, e.g. train.unfreeze=0.3")
+def train_cmd(data_dir, manifest, backbone, weights, weights_dir, input_size, epochs, out, config, sets):
+    """Train a classifier head on a frozen backbone (optionally fine-tune part of it)."""
+    if bool(data_dir) == bool(manifest):
+        raise GramTFError("pass exactly one of --data DIR or --manifest CSV")
+    extra = {"train": {k: v for k, v in {"weights": weights, "input_size": input_size,
+                                         "epochs": epochs}.items() if v is not None}}
+    if weights_dir:
+        extra["weights_dir"] = weights_dir
+    cfg = _load_cfg(config, sets, extra)
+    from .data import split_dataset, write_manifest
+    from .train import train
+
+    out = Path(out)
+    if data_dir:
+        manifest = out / "manifest.csv"
+        rows = split_dataset(data_dir, cfg.data.val, cfg.data.test, cfg.seed, cfg.data.group_pattern)
+        write_manifest(rows, manifest)
+    run = train(manifest, backbone, out, cfg.train, seed=cfg.seed, weights_dir=cfg.weights_dir)
+    rows = [{"split": s, **m} for s, m in run["metrics"].items()]
+    click.echo(format_table(rows, ["split", "n", "accuracy", "loss", "f1_macro", "auc"]))
+    t = run["timing"]
+    click.echo(f"{backbone} @ {run['input_size']}px, weights {Path(run['weights']).name}: "
+               f"{t['total_s']:.1f}s total -> {out}")
+
+
+# ---------------------------------------------------------------------------------------- prune
+@main.command("prune")
+@click.argument("run_dir", type=click.Path())
+@click.option("--final-sparsity", type=float, default=None, help="target sparsity, e.g. 0.5")
+@click.option("--sweep", "sweep", callback=_csv_list(float), default=None,
+              help="several levels in one call, e.g. 0.1,0.2,...,0.9 (the study's sweep)")
+@click.option("--schedule", type=click.Choice(["polynomial", "constant"]), default=None)
+@click.option("--epochs", type=int, default=None)
+@click.option("--scope", type=click.Choice(["all", "head"]), default=None)
+@click.option("--structured-2-4", "structured", is_flag=True, default=None, help="2:4 structured sparsity")
+@click.option("--frequency", type=int, default=None, help="pruning step frequency (default: automatic)")
+@click.option("--config", type=click.Path(), default=None)
+@click.option("--set", "sets", multiple=True)
+def prune_cmd(run_dir, final_sparsity, sweep, schedule, epochs, scope, structured, frequency, config, sets):
+    """Prune a trained run with TF-MOT (polynomial decay or constant sparsity) and fine-tune it."""
+    levels = sweep or ([final_sparsity] if final_sparsity is not None else None)
+    extra = {"prune": {k: v for k, v in {"levels": levels, "schedule": schedule, "epochs": epochs,
+                                         "scope": scope, "structured_2_4": structured,
+                                         "frequency": frequency}.items() if v is not None}}
+    cfg = _load_cfg(config, sets, extra)
+    from .prune import prune_run
+
+    results = prune_run(run_dir, cfg.prune, seed=cfg.seed)
+    click.echo(format_table(results, ["sparsity_target", "sparsity", "pruned_layers", "skipped_layers",
+                                      "accuracy", "zip_bytes", "out_dir"]))
+
+
+# -------------------------------------------------------------------------------------- convert
+@main.command("convert")
+@click.argument("run_dir", type=click.Path())
+@click.option("--variants", callback=_csv_list(str), default=None,
+              help="comma list: fp32,fp16,dynamic,int16x8,int8,int8-per-tensor,qat-int8,pqat-int8")
+@click.option("--out", "out", type=click.Path(), default=None,
+              help="artifact folder (default tflite_models/<run-name>)")
+@click.option("--io-type", type=click.Choice(["int8", "uint8", "float32"]), default=None)
+@click.option("--representative-samples", type=int, default=None)
+@click.option("--config", type=click.Path(), default=None)
+@click.option("--set", "sets", multiple=True)
+def convert_cmd(run_dir, variants, out, io_type, representative_samples, config, sets):
+    """Convert a run (or a pruned run) to .tflite variants, each checked against Keras."""
+    extra = {"convert": {k: v for k, v in {"variants": variants, "io_type": io_type,
+                                           "representative_samples": representative_samples}.items()
+                         if v is not None}}
+    cfg = _load_cfg(config, sets, extra)
+    from .convert import convert_run
+
+    manifest = convert_run(run_dir, cfg.convert.variants, out_dir=out, cfg=cfg.convert,
+                           seed=cfg.seed)
+    click.echo(format_table(manifest["artifacts"], ["file", "variant", "size_bytes", "zip_bytes",
+                                                    "sparsity", "seconds", "top1_agreement",
+                                                    "max_abs_diff", "flagged"]))
+    click.echo(f"manifest -> {manifest['manifest_path']}")
+
+
+# ---------------------------------------------------------------------------------------- bench
+@main.command("bench")
+@click.argument("paths", nargs=-1, required=True, type=click.Path())
+@click.option("--threads", callback=_csv_list(int), default="1", show_default=True)
+@click.option("--runs", type=int, default=50, show_default=True)
+@click.option("--warmup", type=int, default=5, show_default=True)
+@click.option("--max-seconds", type=float, default=None, help="time budget per model and thread count")
+@click.option("--out", "out", type=click.Path(), default="results.csv", show_default=True,
+              help="results CSV (a .json twin is written beside it)")
+@click.option("--no-eval", is_flag=True, help="time only; skip the test-split evaluation")
+@click.option("--no-keras", is_flag=True, help="skip the Keras float reference row")
+def bench_cmd(paths, threads, runs, warmup, max_seconds, out, no_eval, no_keras):
+    """Time .tflite files with LiteRT (batch 1) and evaluate them on the manifest's test split."""
+    from .bench import SUMMARY_COLUMNS, bench_paths, write_results
+
+    rows = bench_paths(paths, threads=threads, runs=runs, warmup=warmup, max_seconds=max_seconds,
+                       evaluate=not no_eval, keras_reference=not no_keras)
+    csv_path, json_path = write_results(rows, out)
+    click.echo(format_table(rows, SUMMARY_COLUMNS))
+    click.echo(f"results -> {csv_path} and {json_path}")
+
+
+# --------------------------------------------------------------------------------------- report
+@main.command("report")
+@click.argument("results", nargs=-1, required=True, type=click.Path())
+@click.option("--out", "out", required=True, type=click.Path(file_okay=False))
+@click.option("--max-drop", type=float, default=0.01, show_default=True,
+              help="accuracy loss vs fp32 allowed for the 'auto' choice (0.01 = 1 pp)")
+def report_cmd(results, out, max_drop):
+    """Markdown report + plots from one or more results files."""
+    from .report import build_report, load_results
+
+    rows = load_results(results)
+    made = build_report(rows, out, max_drop=max_drop)
+    auto = made.get("auto") or {}
+    table = [{"backbone": k if isinstance(k, str) else "/".join(map(str, k)),
+              "auto": f"{r.get('variant')} (sparsity {r.get('sparsity_target')})",
+              "accuracy": r.get("accuracy"), "p50 ms": r.get("latency_ms_p50")}
+             for k, r in auto.items()]
+    if table:
+        click.echo(format_table(table))
+    click.echo(f"report -> {made['report']}")
+
+
+# ------------------------------------------------------------------------------------------ run
+@main.command("run")
+@click.argument("config", type=click.Path())
+@click.option("--out", "out", type=click.Path(), default=None, help="override the config's out folder")
+@click.option("--set", "sets", multiple=True, help="override a config key, e.g. backbones=[resnet50]")
+def run_cmd(config, out, sets):
+    """Run the whole study from one YAML: data -> split -> train -> prune -> convert -> bench -> report."""
+    cfg = _load_cfg(config, sets, {"out": out} if out else None)
+    from .pipeline import SUMMARY_COLUMNS, run_study
+
+    result = run_study(cfg, progress=True)
+    click.echo(format_table(result["rows"], SUMMARY_COLUMNS))
+    click.echo(f"report -> {result['report']}")
+
+
+# -------------------------------------------------------------------------------------- predict
+@main.command("predict")
+@click.argument("model", type=click.Path())
+@click.argument("paths", nargs=-1, required=True, type=click.Path())
+@click.option("--top-k", type=int, default=1, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+@click.option("--csv", "as_csv", is_flag=True)
+@click.option("--threads", type=int, default=None)
+@click.option("--labels", default=None, help="labels file or comma list, for a model without metadata")
+@click.option("--size", type=int, default=None, help="input size, for a model without metadata")
+def predict_cmd(model, paths, top_k, as_json, as_csv, threads, labels, size):
+    """Classify images with a .tflite using LiteRT only (no TensorFlow needed)."""
+    from . import runtime
+
+    if as_json and as_csv:
+        raise GramTFError("choose one of --json or --csv")
+    if labels and Path(labels).is_file():
+        labels = [line.strip() for line in Path(labels).read_text().splitlines() if line.strip()]
+    elif labels:
+        labels = [s.strip() for s in labels.split(",") if s.strip()]
+    clf = runtime.Classifier(model, threads=threads, labels=labels, input_size=size)
+    results, errors = clf.predict_paths(paths, top_k=top_k)
+    if as_json:
+        click.echo(runtime.to_json(results, errors))
+    elif as_csv:
+        click.echo(runtime.to_csv(results, top_k), nl=False)
+    else:
+        click.echo(runtime.format_table(results, top_k))
+    for e in errors:
+        click.echo(f"skipped: {e['error']}", err=True)
+    if not as_json and not as_csv:
+        click.echo(f"{len(results)} classified, {len(errors)} skipped", err=True)
+    if not results:
+        sys.exit(1)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,163 @@
+"""`gram-tf run CONFIG`: the whole study from one YAML.
+
+data (synthesise or a folder) -> split -> per backbone: train -> prune levels -> convert variants
+-> bench -> report. Each stage records a key (hash of its config and inputs) in
+<out>/<name>/stages/; a stage whose key matches and whose outputs exist is skipped, so an
+interrupted or extended study resumes where it stopped.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from . import data as data_mod
+from .config import StudyConfig, config_hash, dump_yaml
+from .errors import GramTFError
+from .io_utils import atomic_write_json, read_json, sha256_file
+
+SUMMARY_COLUMNS = ["backbone", "sparsity_target", "variant", "threads", "accuracy", "size_bytes",
+                   "zip_bytes", "latency_ms_p50", "images_per_s", "speedup_vs_fp32"]
+SYNTH_GROUP_PATTERN = r"_s(\d+)_"
+
+
+class _Stages:
+    """Stage bookkeeping: keys on disk, a counter of what ran, and one progress line per stage."""
+
+    def __init__(self, root: Path, total: int, progress: bool):
+        self.dir = root / "stages"
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.total = total
+        self.index = 0
+        self.progress = progress
+        self.ran, self.skipped = [], []
+        self.t0 = time.perf_counter()
+
+    def done(self, name: str, key: str):
+        path = self.dir / f"{name}.json"
+        if path.is_file():
+            try:
+                rec = read_json(path)
+            except ValueError:
+                return None
+            if rec.get("key") == key:
+                return rec.get("result")
+        return None
+
+    def start(self, name: str, skipped: bool):
+        self.index += 1
+        (self.skipped if skipped else self.ran).append(name)
+        if self.progress:
+            state = "cached" if skipped else "running"
+            print(f"[{self.index}/{self.total}] {name}: {state} (t={time.perf_counter() - self.t0:.0f}s)", flush=True)
+
+    def finish(self, name: str, key: str, result):
+        atomic_write_json(self.dir / f"{name}.json", {"key": key, "result": result})
+
+
+def _data_stage(cfg: StudyConfig, root: Path, stages: _Stages) -> Path:
+    if cfg.data.manifest:
+        manifest = Path(cfg.data.manifest)
+        data_mod.read_manifest(manifest)  # validates
+        stages.start("data", skipped=True)
+        return manifest
+    manifest = root / "manifest.csv"
+    if cfg.data.dir:
+        source, pattern = Path(cfg.data.dir), cfg.data.group_pattern
+        key = config_hash({"dir": str(source.resolve()), "data": cfg.data, "seed": cfg.seed,
+                           "files": sorted(str(p) for p, _ in data_mod.scan_image_folder(source)[0])})
+    else:
+        source, pattern = root / "data", cfg.data.group_pattern or SYNTH_GROUP_PATTERN
+        key = config_hash({"synth": cfg.data, "seed": cfg.seed})
+    if stages.done("data", key) is not None and manifest.is_file():
+        stages.start("data", skipped=True)
+        return manifest
+    stages.start("data", skipped=False)
+    if not cfg.data.dir:
+        from .synth import synthesize_dataset
+
+        synthesize_dataset(source, cfg.data.synth_per_class, size=cfg.data.synth_size, seed=cfg.seed,
+                           progress=stages.progress)
+    rows = data_mod.split_dataset(source, cfg.data.val, cfg.data.test, cfg.seed, pattern,
+                                  progress=stages.progress)
+    data_mod.write_manifest(rows, manifest)
+    stages.finish("data", key, {"manifest": str(manifest), "splits": data_mod.summarize_split(rows)})
+    return manifest
+
+
+def run_study(cfg: StudyConfig, progress: bool = True) -> dict:
+    """Run (or resume) the study described by `cfg`; returns {'rows', 'report', 'stages'}."""
+    from .bench import bench_paths, write_results
+    from .convert import convert_run
+    from .prune import prune_run
+    from .report import build_report
+    from .train import train
+
+    root = Path(cfg.out) / cfg.name
+    root.mkdir(parents=True, exist_ok=True)
+    dump_yaml(cfg, root / "config.yaml")
+    tflite_dir = Path(cfg.tflite_dir) / cfg.name
+    n_levels = len(cfg.prune.levels)
+    stages = _Stages(root, 1 + len(cfg.backbones) * (2 + 2 * n_levels) + 2, progress)
+
+    manifest = _data_stage(cfg, root, stages)
+    manifest_sha = sha256_file(manifest)
+    for backbone in cfg.backbones:
+        run_dir = root / "runs" / backbone
+        key = config_hash({"train": cfg.train, "seed": cfg.seed, "manifest": manifest_sha, "backbone": backbone,
+                           "weights_dir": cfg.weights_dir})
+        name = f"train-{backbone}"
+        if stages.done(name, key) is not None and (run_dir / "run.json").is_file():
+            stages.start(name, skipped=True)
+        else:
+            stages.start(name, skipped=False)
+            run = train(manifest, backbone, run_dir, cfg.train, seed=cfg.seed, weights_dir=cfg.weights_dir,
+                        progress=progress)
+            stages.finish(name, key, {"metrics": run["metrics"]})
+        train_key = key
+        sources = [(run_dir, cfg.convert.variants, train_key)]
+        for level in cfg.prune.levels:
+            name = f"prune-{backbone}-{int(round(level * 100)):02d}"
+            pkey = config_hash({"prune": cfg.prune, "level": level, "parent": train_key})
+            pdir = run_dir / f"pruned_{int(round(level * 100)):02d}"
+            if stages.done(name, pkey) is not None and (pdir / "run.json").is_file():
+                stages.start(name, skipped=True)
+            else:
+                stages.start(name, skipped=False)
+                result = prune_run(run_dir, cfg.prune, seed=cfg.seed, progress=progress, levels=[level])
+                stages.finish(name, pkey, result)
+            sources.append((pdir, cfg.convert.pruned_variants, pkey))
+        for src_dir, variants, src_key in sources:
+            tag = src_dir.name if src_dir != run_dir else "dense"
+            name = f"convert-{backbone}-{tag}"
+            ckey = config_hash({"convert": cfg.convert, "variants": variants, "source": src_key})
+            rec = stages.done(name, ckey)
+            if rec is not None and all((tflite_dir / f).is_file() for f in rec):
+                stages.start(name, skipped=True)
+                continue
+            stages.start(name, skipped=False)
+            made = convert_run(src_dir, variants, out_dir=tflite_dir, cfg=cfg.convert, seed=cfg.seed,
+                               progress=progress)
+            stages.finish(name, ckey, [a["file"] for a in made["artifacts"]])
+
+    files = sorted(tflite_dir.glob("*.tflite"))
+    if not files:
+        raise GramTFError(f"no artifacts in {tflite_dir}; check convert.variants")
+    bkey = config_hash({"bench": cfg.bench, "files": [sha256_file(f) for f in files]})
+    results_csv = root / "results.csv"
+    rec = stages.done("bench", bkey)
+    if rec is not None and results_csv.is_file():
+        stages.start("bench", skipped=True)
+        from .report import load_results
+
+        rows = load_results([results_csv])
+    else:
+        stages.start("bench", skipped=False)
+        rows = bench_paths(files, threads=cfg.bench.threads, runs=cfg.bench.runs, warmup=cfg.bench.warmup,
+                           max_seconds=cfg.bench.max_seconds, keras_reference=cfg.bench.keras_reference,
+                           progress=progress, run_name=cfg.name)
+        write_results(rows, results_csv)
+        stages.finish("bench", bkey, {"rows": len(rows)})
+    stages.start("report", skipped=False)
+    made = build_report(rows, root / "report", max_drop=cfg.report.max_drop, title=f"gram_tf study: {cfg.name}")
+    return {"rows": rows, "report": made["report"], "auto": made.get("auto"),
+            "stages": {"ran": stages.ran, "skipped": stages.skipped}, "root": str(root)}

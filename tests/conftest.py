@@ -1,0 +1,57 @@
+"""Shared fixtures. Heavy TensorFlow objects are built once per session at tiny sizes."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+import gram_tf  # noqa: F401  (sets TF_USE_LEGACY_KERAS before anything imports TensorFlow)
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+WEIGHTS_DIR = SHARED / "weights"
+REAL_DATA = SHARED / "data" / "real"
+
+
+def shared_or_skip(path: Path) -> Path:
+    if not path.exists():
+        pytest.skip(f"{path} is absent (../shared is only on developer and CI machines)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def weights_dir() -> Path:
+    return shared_or_skip(WEIGHTS_DIR)
+
+
+@pytest.fixture(scope="session")
+def synth_dir(tmp_path_factory) -> Path:
+    """A small synthetic Gram-stain ImageFolder (both classes), shared by the whole session."""
+    from gram_tf.synth import synthesize_dataset
+
+    out = tmp_path_factory.mktemp("synth")
+    synthesize_dataset(out, per_class=48, size=96, seed=0, progress=False)
+    return out
+
+
+@pytest.fixture(scope="session")
+def synth_manifest(synth_dir, tmp_path_factory) -> Path:
+    from gram_tf.data import split_dataset, write_manifest
+
+    rows = split_dataset(synth_dir, val=0.2, test=0.25, seed=0, group_pattern=r"_s(\d+)_", progress=False)
+    path = tmp_path_factory.mktemp("manifest") / "manifest.csv"
+    write_manifest(rows, path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_run(synth_manifest, tmp_path_factory) -> Path:
+    """A trained run: MobileNetV2-0.35 at 48 px with random weights (fast; for pipeline tests)."""
+    from gram_tf.config import TrainConfig
+    from gram_tf.train import train
+
+    out = tmp_path_factory.mktemp("run") / "mnv2"
+    cfg = TrainConfig(input_size=48, weights="none", epochs=8, augment_views=1, tensorboard=False)
+    train(synth_manifest, "mobilenet_v2_035", out, cfg, seed=0, progress=False)
+    return out

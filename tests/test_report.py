@@ -1,0 +1,442 @@
+"""Tests for gram_tf.stats and gram_tf.report (no TensorFlow; fast)."""
+from __future__ import annotations
+
+import csv
+import json
+import math
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy import stats as sst
+
+from gram_tf import stats
+from gram_tf.errors import GramTFError
+from gram_tf.report import (
+    COLUMNS,
+    REQUIRED_COLUMNS,
+    build_report,
+    fmt_bytes,
+    fmt_p,
+    load_results,
+    normalize_row,
+)
+
+FIXTURE = Path(__file__).parent / "fixtures" / "results_small.csv"
+A, B = "mobilenet_v3_small", "efficientnet_lite0"
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def rows():
+    return load_results([FIXTURE])
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory, rows):
+    out = tmp_path_factory.mktemp("report")
+    res = build_report(rows, out)
+    return out, res, Path(res["report"]).read_text(encoding="utf-8")
+
+
+def _find(rows, backbone, variant, sparsity=0.0, threads=1, runtime="litert"):
+    hits = [r for r in rows if r["backbone"] == backbone and r["variant"] == variant
+            and r["sparsity_target"] == sparsity and r["threads"] == threads and r["runtime"] == runtime]
+    assert len(hits) == 1, (backbone, variant, sparsity, threads, runtime)
+    return hits[0]
+
+
+def _section(md: str, number: int) -> str:
+    start = md.index(f"\n## {number}.")
+    nxt = md.find("\n## ", start + 1)
+    return md[start: nxt if nxt >= 0 else len(md)]
+
+
+def _table_line(section: str, *cells: str) -> str:
+    prefix = "| " + " | ".join(cells) + " |"
+    lines = [ln for ln in section.splitlines() if ln.startswith(prefix)]
+    assert len(lines) == 1, (prefix, lines)
+    return lines[0]
+
+
+def _cells(line: str) -> list[str]:
+    return [c.strip() for c in line.strip().strip("|").split("|")]
+
+
+# ------------------------------------------------------------------------------------- loading
+
+
+def test_load_csv_types(rows):
+    assert len(rows) == 29
+    r = _find(rows, A, "fp32")
+    assert isinstance(r["threads"], int) and r["threads"] == 1
+    assert isinstance(r["n_test"], int) and r["n_test"] == 40
+    assert isinstance(r["size_bytes"], int)
+    assert isinstance(r["accuracy"], float) and r["accuracy"] == pytest.approx(0.9)
+    assert isinstance(r["sparsity_target"], float) and r["sparsity_target"] == 0.0
+    # `correct` looks like a number but must stay the exact string (leading zero kept)
+    assert isinstance(r["correct"], str) and len(r["correct"]) == 40 and r["correct"].startswith("0")
+    with open(FIXTURE, newline="") as fh:
+        raw = next(csv.DictReader(fh))
+    assert r["correct"] == raw["correct"]
+    k = _find(rows, A, "keras", runtime="keras")
+    assert k["size_bytes"] is None and k["zip_bytes"] is None and k["correct"] is None
+    assert k["speedup_vs_fp32"] is None
+    assert list(rows[0].keys()) == COLUMNS
+
+
+def test_load_json_and_dirs_match_csv(tmp_path, rows):
+    jdir = tmp_path / "jrun"
+    jdir.mkdir()
+    # JSON as a benchmark would write it: typed values, null for missing; one `correct`
+    # mangled into a number (leading zeros lost) must be restored from n_test.
+    data = [dict(r) for r in rows]
+    data[0]["correct"] = int(data[0]["correct"])
+    (jdir / "results.json").write_text(json.dumps(data))
+    assert load_results([jdir / "results.json"]) == rows
+    assert load_results([jdir]) == rows  # directory -> results.json
+    assert load_results(str(jdir)) == rows  # single path accepted
+    cdir = tmp_path / "crun"
+    cdir.mkdir()
+    shutil.copy(FIXTURE, cdir / "results.csv")
+    assert load_results([cdir]) == rows  # directory -> results.csv
+    merged = load_results([FIXTURE, jdir])
+    assert len(merged) == 2 * len(rows)
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["missing", "empty_dir", "bad_json", "json_not_list", "json_missing_col", "csv_missing_col",
+     "bad_number", "bad_correct", "empty_csv"],
+)
+def test_load_errors(tmp_path, case):
+    if case == "missing":
+        p = tmp_path / "nope" / "results.csv"
+    elif case == "empty_dir":
+        p = tmp_path / "emptydir"
+        p.mkdir()
+    elif case == "bad_json":
+        p = tmp_path / "results.json"
+        p.write_text('[{"run": "x",')
+    elif case == "json_not_list":
+        p = tmp_path / "results.json"
+        p.write_text('{"run": "x"}')
+    elif case == "json_missing_col":
+        p = tmp_path / "results.json"
+        row = {c: None for c in COLUMNS}
+        del row["latency_ms_p50"]
+        p.write_text(json.dumps([row]))
+    else:
+        p = tmp_path / "results.csv"
+        text = FIXTURE.read_text()
+        header, first = text.splitlines()[:2]
+        cols = header.split(",")
+        vals = next(csv.reader([first]))
+        if case == "csv_missing_col":
+            i = cols.index("accuracy")
+            del cols[i], vals[i]
+        elif case == "bad_number":
+            vals[cols.index("accuracy")] = "ninety"
+        elif case == "bad_correct":
+            vals[cols.index("correct")] = "01x1"
+        elif case == "empty_csv":
+            cols, vals = [], None
+        lines = [",".join(cols)] + ([",".join(vals)] if vals is not None else [])
+        p.write_text("\n".join(lines) + ("\n" if cols else ""))
+    with pytest.raises(GramTFError) as ei:
+        load_results([p])
+    msg = str(ei.value)
+    assert str(p) in msg and "\n" not in msg
+    if case in ("csv_missing_col",):
+        assert "accuracy" in msg
+    if case == "json_missing_col":
+        assert "latency_ms_p50" in msg
+    if case == "bad_number":
+        assert "accuracy" in msg and "line 2" in msg
+
+
+def test_required_columns_subset_of_columns():
+    assert set(REQUIRED_COLUMNS) <= set(COLUMNS)
+
+
+# ------------------------------------------------------------------------------------- report
+
+
+def test_build_report_files(report, rows):
+    out, res, md = report
+    assert Path(res["report"]) == out / "report.md"
+    names = sorted(Path(p).name for p in res["plots"])
+    assert names == ["accuracy_vs_latency.png", "size_per_variant.png", "sparsity_vs_accuracy.png"]
+    for p in res["plots"]:
+        data = Path(p).read_bytes()
+        assert data[:8] == PNG_MAGIC and len(data) > 5000
+        assert f"]({Path(p).name})" in md  # embedded with a relative link
+    # no temp files left behind
+    assert sorted(x.name for x in out.iterdir()) == sorted(names + ["report.md", "results.csv"])
+    # results.csv: all rows, same column order, round-trips
+    with open(out / "results.csv", newline="") as fh:
+        header = next(csv.reader(fh))
+    with open(FIXTURE, newline="") as fh:
+        assert header == next(csv.reader(fh))
+    assert load_results([out / "results.csv"]) == rows
+
+
+def test_report_sections_and_content(report):
+    _, _, md = report
+    for n, heading in [(1, "Summary"), (2, "Models and configurations"), (3, "Per-channel vs per-tensor int8"),
+                       (4, "Pruning level"), (5, "Statistical tests"), (6, "Plots")]:
+        assert f"## {n}. {heading}" in md
+    for bb in (A, B):
+        assert bb in md
+    for v in ("fp32", "fp16", "dynamic", "int8", "int8-per-tensor", "keras"):
+        assert f"| {v} |" in _section(md, 2)
+    s1 = _section(md, 1)
+    assert "CPU threads tested: 1, 2" in s1 and "n_test): 40" in s1
+    # auto choices: A -> dense int8, B -> pruned int8 (faster per-tensor rejected)
+    line = _table_line(s1, A, "1")
+    assert "**int8** (auto)" in line and _cells(line)[3] == "0"
+    line = _table_line(s1, B, "1")
+    assert "**int8** (auto)" in line and _cells(line)[3] == "0.5"
+    # model table: CI and n/a handling, sizes in MB
+    s2 = _section(md, 2)
+    assert "n = 40 test images" in s2
+    keras = _table_line(s2, A, "0", "keras", "keras")
+    assert "90.0% n/a" in keras and "n/a" in _cells(keras)[8]
+    fp32 = _table_line(s2, A, "0", "fp32", "litert")
+    assert "90.0% [" in fp32 and "6.14 MB" in fp32 and "12.4" in fp32
+    assert "**auto** (1t, 2t)" in _table_line(s2, B, "0.5", "int8", "litert")
+    # pruning: x smaller by zip vs dense fp32
+    s4 = _section(md, 4)
+    line = _table_line(s4, A, "0.5", "0.499", "int8")
+    ref = 5680425 / 1022437  # fixture zip sizes (dense fp32 / pruned int8)
+    assert f"{ref:.2f}×" in line
+
+
+def test_report_mcnemar_pvalues(report, rows):
+    _, _, md = report
+    s3, s5 = _section(md, 3), _section(md, 5)
+    for bb in (A, B):
+        ref = _find(rows, bb, "fp32")
+        for var in ("fp16", "dynamic", "int8", "int8-per-tensor"):
+            m = _find(rows, bb, var)
+            mc = stats.mcnemar(stats.correct_array(ref["correct"]), stats.correct_array(m["correct"]))
+            cells = _cells(_table_line(s5, bb, "0", var, "litert"))
+            assert cells[5:7] == [str(mc["b"]), str(mc["c"])]
+            assert cells[9] == fmt_p(mc["p_value"])
+        # section 3 side by side: per-channel p and per-tensor p
+        cells = _cells(_table_line(s3, bb, "0"))
+        for var, col in (("int8", 6), ("int8-per-tensor", 10)):
+            m = _find(rows, bb, var)
+            mc = stats.mcnemar(stats.correct_array(ref["correct"]), stats.correct_array(m["correct"]))
+            assert cells[col] == fmt_p(mc["p_value"])
+    # the fixture was built with known discordances
+    assert _cells(_table_line(s5, B, "0", "int8-per-tensor", "litert"))[9] == fmt_p(2 * 0.5 ** 7) == "0.0156"
+    assert _cells(_table_line(s5, A, "0", "int8-per-tensor", "litert"))[9] == "0.625"
+    assert "Friedman χ²" in s5 and "blocks = test images" in s5
+    assert "ranking backbones needs at least 3" in s5
+
+
+def test_report_auto_return(report):
+    _, res, _ = report
+    auto = res["auto"]
+    assert len(auto) == 4
+    a1 = auto[f"gram_2025_03/{A}/threads=1"]
+    assert (a1["variant"], a1["sparsity_target"]) == ("int8", 0.0)
+    b2 = auto[f"gram_2025_03/{B}/threads=2"]
+    assert (b2["variant"], b2["sparsity_target"]) == ("int8", 0.5)
+    json.dumps(auto)  # JSON-friendly
+
+
+def test_report_without_pruning_or_correct(tmp_path, rows):
+    sub = [dict(r, correct=None) for r in rows if r["sparsity_target"] == 0]
+    res = build_report(sub, tmp_path / "r", title="Dense only")
+    md = Path(res["report"]).read_text()
+    assert md.startswith("# Dense only")
+    assert "No pruned models" in md
+    assert not (tmp_path / "r" / "sparsity_vs_accuracy.png").exists()
+    assert "sparsity_vs_accuracy.png" in res["skipped_plots"]
+    assert len(res["plots"]) == 2
+    s5 = _section(md, 5)
+    assert "| n/a | n/a | n/a | n/a | n/a |" in _table_line(s5, A, "0", "int8", "litert")
+    assert "Skipped: only 0 model(s)" in s5
+    with pytest.raises(GramTFError):
+        build_report([], tmp_path / "empty")
+
+
+def test_report_three_backbones_friedman(tmp_path, rows):
+    # A third backbone (a copy of A, far less accurate in every configuration) enables the backbone ranking.
+    extra = []
+    for r in rows:
+        if r["backbone"] == A and r["runtime"] == "litert":
+            c = r["correct"]
+            i = c.index("1")
+            extra.append(dict(r, backbone="resnet_tiny", correct=c[:i] + "0" + c[i + 1:],
+                              accuracy=r["accuracy"] - 0.3))
+    res = build_report(rows + extra, tmp_path / "r3")
+    md = Path(res["report"]).read_text()
+    s5 = _section(md, 5)
+    sub = s5[s5.index("over backbones"):]
+    assert "Friedman χ²" in sub and "Skipped" not in sub
+    line = _table_line(sub, "3", "resnet_tiny")  # always worst -> rank 3
+    assert _cells(line)[2] == "3.00"
+
+
+def test_normalize_row_idempotent(rows):
+    assert normalize_row(rows[0]) == rows[0]
+    with pytest.raises(ValueError, match="accuracy"):
+        normalize_row({"accuracy": "x"})
+
+
+def test_fmt_helpers():
+    assert fmt_p(1.0) == "1"
+    assert fmt_p(0.015625) == "0.0156"
+    assert fmt_p(2.5e-6) == "2.5e-06"
+    assert fmt_p(None) == "n/a"
+    assert fmt_bytes(6141000) == "6.14 MB"
+    assert fmt_bytes(20500) == "20.5 KB"
+    assert fmt_bytes(None) == "n/a"
+
+
+# ------------------------------------------------------------------------------------- stats
+
+
+def test_bootstrap_ci_contains_estimate_and_shrinks():
+    rng = np.random.default_rng(1)
+    small = rng.random(40) < 0.8
+    big = rng.random(4000) < 0.8
+    lo_s, hi_s = stats.bootstrap_ci(small)
+    lo_b, hi_b = stats.bootstrap_ci(big)
+    assert lo_s <= small.mean() <= hi_s and lo_s < hi_s
+    assert lo_b <= big.mean() <= hi_b
+    assert (hi_b - lo_b) < (hi_s - lo_s) / 3
+    # roughly the normal-approximation width for n=4000: 2*1.96*sqrt(p(1-p)/n) ~ 0.025
+    p = big.mean()
+    assert hi_b - lo_b == pytest.approx(2 * 1.96 * math.sqrt(p * (1 - p) / big.size), rel=0.15)
+    assert stats.bootstrap_ci(small, seed=3) == stats.bootstrap_ci(small, seed=3)
+    assert stats.bootstrap_ci("1111") == (1.0, 1.0)
+    with pytest.raises(ValueError):
+        stats.bootstrap_ci(np.array([], dtype=bool))
+
+
+def test_mcnemar_exact_and_chi2():
+    a = np.array([1] * 10 + [0] * 5 + [1] * 5, dtype=bool)
+    b = np.array([0] * 10 + [0] * 5 + [1] * 5, dtype=bool)
+    r = stats.mcnemar(a, b)
+    assert (r["b"], r["c"], r["method"]) == (10, 0, "exact-binomial")
+    assert r["p_value"] == pytest.approx(2 * 0.5 ** 10)
+    r2 = stats.mcnemar(b, a)
+    assert (r2["b"], r2["c"]) == (0, 10) and r2["p_value"] == pytest.approx(r["p_value"])
+    # chi-square branch: b=30, c=10 -> (|30-10|-1)^2/40 = 9.025; chi2(1) sf = erfc(sqrt(x/2))
+    a = np.array([1] * 30 + [0] * 10 + [1] * 7, dtype=bool)
+    b = np.array([0] * 30 + [1] * 10 + [1] * 7, dtype=bool)
+    r = stats.mcnemar(a, b)
+    assert (r["b"], r["c"], r["method"]) == (30, 10, "chi2-cc")
+    assert r["statistic"] == pytest.approx(9.025)
+    assert r["p_value"] == pytest.approx(math.erfc(math.sqrt(9.025 / 2)))
+    # boundary: b+c = 24 exact, 25 chi-square
+    def pair(bb, cc):
+        return (np.array([1] * bb + [0] * cc, bool), np.array([0] * bb + [1] * cc, bool))
+    r24 = stats.mcnemar(*pair(14, 10))
+    assert r24["method"] == "exact-binomial"
+    assert r24["p_value"] == pytest.approx(2 * sum(math.comb(24, i) for i in range(11)) / 2 ** 24)
+    assert stats.mcnemar(*pair(15, 10))["method"] == "chi2-cc"
+    # no discordant pairs
+    r0 = stats.mcnemar("0110", "0110")
+    assert (r0["b"], r0["c"], r0["p_value"]) == (0, 0, 1.0)
+    with pytest.raises(ValueError):
+        stats.mcnemar("01", "011")
+
+
+def test_friedman_nemenyi_best_model_and_cd():
+    rng = np.random.default_rng(0)
+    n, k = 12, 4
+    base = rng.random((n, k - 1))
+    scores = np.column_stack([base.max(axis=1) + 0.1, base])  # model 0 always best
+    names = ["best", "m1", "m2", "m3"]
+    res = stats.friedman_nemenyi(scores, names)
+    assert res["avg_ranks"]["best"] == 1.0
+    assert res["order"][0] == "best"
+    assert sum(res["avg_ranks"].values()) == pytest.approx(k * (k + 1) / 2)
+    q = sst.studentized_range.ppf(0.95, k, np.inf) / math.sqrt(2)
+    assert res["q_alpha"] == pytest.approx(2.569, abs=1e-3)  # Demsar (2006) table, k=4, alpha .05
+    assert res["cd"] == pytest.approx(q * math.sqrt(k * (k + 1) / (6 * n)))
+    ref = sst.friedmanchisquare(*scores.T)
+    assert res["statistic"] == pytest.approx(ref.statistic) and res["p_value"] == pytest.approx(ref.pvalue)
+    # pairwise significance follows |rank diff| > CD
+    for p in res["pairwise"]:
+        d = abs(res["avg_ranks"][p["a"]] - res["avg_ranks"][p["b"]])
+        assert p["significant"] == (d > res["cd"])
+    # strictly ordered models over many blocks: best and worst must differ, best is alone in its group
+    strict = np.tile(np.array([4.0, 3.0, 2.0, 1.0]), (30, 1))
+    r2 = stats.friedman_nemenyi(strict, names)
+    assert r2["p_value"] < 1e-10
+    assert [p["significant"] for p in r2["pairwise"] if {p["a"], p["b"]} == {"best", "m3"}] == [True]
+    assert ["best"] in r2["groups"] or r2["groups"][0][0] == "best"
+    assert all(len(g) >= 1 for g in r2["groups"])
+    assert stats.nemenyi_cd(3, 10)[1] == pytest.approx(2.343, abs=1e-3)
+
+
+def test_friedman_skips_and_ties():
+    assert stats.friedman_nemenyi(np.ones((5, 2)), ["a", "b"]) is None
+    assert "at least 3 models" in stats.friedman_skip_reason(np.ones((5, 2)), ["a", "b"])
+    assert stats.friedman_nemenyi(np.ones((1, 3)), ["a", "b", "c"]) is None
+    assert "at least 2 blocks" in stats.friedman_skip_reason(np.ones((1, 3)), ["a", "b", "c"])
+    tied = stats.friedman_nemenyi(np.ones((6, 3)), ["a", "b", "c"])
+    assert tied["all_tied"] and tied["p_value"] == 1.0 and tied["statistic"] == 0.0
+    assert tied["avg_ranks"] == {"a": 2.0, "b": 2.0, "c": 2.0}
+    assert tied["groups"] == [["a", "b", "c"]]
+
+
+def test_pareto_front():
+    pts = [(10.0, 0.90), (5.0, 0.85), (20.0, 0.90), (4.0, 0.80), (6.0, 0.84), (5.0, 0.85), (30.0, 0.95),
+           (None, 0.99)]
+    assert stats.pareto_front(pts) == [True, True, False, True, False, True, True, False]
+    assert stats.pareto_front([]) == []
+    assert stats.pareto_front([(1.0, 0.5)]) == [True]
+
+
+def _row(variant, acc, p50, sparsity=0.0, runtime="litert", threads=1, backbone="bb", run="r"):
+    return {"run": run, "backbone": backbone, "variant": variant, "runtime": runtime,
+            "sparsity_target": sparsity, "threads": threads, "accuracy": acc, "latency_ms_p50": p50,
+            "size_bytes": 1000}
+
+
+def test_select_auto_threshold():
+    rows = [
+        _row("fp32", 0.90, 10.0),
+        _row("dynamic", 0.895, 6.0),          # within 1 pp
+        _row("int8", 0.89, 4.0),              # exactly 1 pp below: accepted (>=, not >)
+        _row("int8-per-tensor", 0.885, 3.0),  # 1.5 pp below: rejected although fastest
+        _row("keras", 0.95, 1.0, runtime="keras"),  # not LiteRT: never chosen
+        _row("fp32", 0.90, 20.0, threads=2),
+        _row("int8", 0.80, 1.0, threads=2),   # too inaccurate -> fp32 itself is chosen
+        _row("int8", 0.99, 1.0, backbone="noref"),  # no fp32 reference: group skipped
+    ]
+    auto = stats.select_auto(rows)
+    assert set(auto) == {("r", "bb", 1), ("r", "bb", 2)}
+    assert auto[("r", "bb", 1)]["variant"] == "int8"
+    assert auto[("r", "bb", 2)]["variant"] == "fp32"
+    strict = stats.select_auto(rows, max_drop=0.0075)
+    assert strict[("r", "bb", 1)]["variant"] == "dynamic"
+    loose = stats.select_auto(rows, max_drop=0.02)
+    assert loose[("r", "bb", 1)]["variant"] == "int8-per-tensor"
+    # 0.52 - 0.05 evaluates to 0.47000000000000003 in floating point: an exact 5 pp drop is still accepted
+    edge = [_row("fp32", 0.52, 10.0), _row("int8", 0.47, 4.0)]
+    assert stats.select_auto(edge, max_drop=0.05)[("r", "bb", 1)]["variant"] == "int8"
+    assert stats.select_auto(edge, max_drop=0.049)[("r", "bb", 1)]["variant"] == "fp32"
+    # a pruned fp32 row is not a reference
+    assert stats.select_auto([_row("fp32", 0.9, 5.0, sparsity=0.5)]) == {}
+
+
+def test_select_auto_on_fixture(rows):
+    auto = stats.select_auto(rows)
+    for t in (1, 2):
+        a = auto[("gram_2025_03", A, t)]
+        assert (a["variant"], a["sparsity_target"]) == ("int8", 0.0)
+        # the faster per-tensor and pruned int8 models were below the threshold
+        for var, sp in (("int8-per-tensor", 0.0), ("int8", 0.5)):
+            other = _find(rows, A, var, sparsity=sp, threads=t)
+            assert other["latency_ms_p50"] < a["latency_ms_p50"] and other["accuracy"] < a["accuracy"] - 0.01
+        b = auto[("gram_2025_03", B, t)]
+        assert (b["variant"], b["sparsity_target"]) == ("int8", 0.5)

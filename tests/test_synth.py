@@ -1,0 +1,261 @@
+"""Tests for gram_tf.synth, the procedural Gram-stain micrograph generator."""
+import re
+import time
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from gram_tf import synth
+from gram_tf.errors import GramTFError
+from gram_tf.synth import CLASSES, SpecimenStyle, render_micrograph, synthesize_dataset
+
+NAME_RE = re.compile(r"^(gram_negative|gram_positive)_s(\d{4})_f(\d{2})\.png$")
+GROUP_RE = re.compile(r"_s(\d+)_")
+
+
+def _files(root):
+    return sorted(p for p in root.rglob("*") if p.is_file())
+
+
+def _bytes(root):
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in _files(root)}
+
+
+@pytest.fixture(scope="module")
+def small_set(tmp_path_factory):
+    out = tmp_path_factory.mktemp("synth") / "ds"
+    summary = synthesize_dataset(out, per_class=10, size=64, seed=7, fields_per_specimen=4,
+                                 progress=False)
+    return out, summary
+
+
+@pytest.fixture(scope="module")
+def colour_set():
+    """40 fields per class at 64 px (10 specimens of 4 fields each), rendered in memory."""
+    imgs, labels = [], []
+    for ci, name in enumerate(CLASSES):
+        gram = name.split("_")[1]
+        for i in range(40):
+            sp, f = divmod(i, 4)
+            st = synth._specimen_style(11, ci, sp, gram)
+            im = render_micrograph(synth.field_rng(11, ci, sp, f), gram, 64, st)
+            imgs.append(np.asarray(im, dtype=np.float64))
+            labels.append(ci)
+    return np.stack(imgs), np.array(labels)
+
+
+# -- dataset layout ---------------------------------------------------------------------------------
+def test_summary_and_counts(small_set):
+    out, summary = small_set
+    assert summary == {"out_dir": str(out), "classes": {c: 10 for c in CLASSES}, "size": 64,
+                       "seed": 7, "n_written": 20, "n_skipped": 0}
+    for c in CLASSES:
+        assert len(list((out / c).glob("*.png"))) == 10
+    assert sorted(p.name for p in out.iterdir()) == sorted(CLASSES)
+
+
+def test_file_names_and_specimen_groups(small_set):
+    out, _ = small_set
+    for c in CLASSES:
+        names = sorted(p.name for p in (out / c).iterdir())
+        parsed = [NAME_RE.match(n) for n in names]
+        assert all(parsed), names
+        assert {m.group(1) for m in parsed} == {c}
+        pairs = sorted((int(m.group(2)), int(m.group(3))) for m in parsed)
+        # 10 fields, 4 per specimen -> specimens 0,1 complete and specimen 2 with fields 0,1
+        assert pairs == [(s, f) for s in range(3) for f in range(4)][:10]
+        groups = {}
+        for n in names:
+            groups.setdefault(GROUP_RE.search(n).group(1), []).append(n)
+        assert {g: len(v) for g, v in groups.items()} == {"0000": 4, "0001": 4, "0002": 2}
+
+
+def test_images_are_rgb_and_sized(small_set):
+    out, _ = small_set
+    for p in _files(out):
+        with Image.open(p) as im:
+            assert im.format == "PNG"
+            assert im.mode == "RGB"
+            assert im.size == (64, 64)
+
+
+def test_no_temporary_files_left(small_set):
+    out, _ = small_set
+    assert not [p for p in _files(out) if ".tmp" in p.name]
+
+
+# -- determinism ----------------------------------------------------------------------------------
+def test_same_seed_gives_identical_bytes(small_set, tmp_path):
+    out, _ = small_set
+    synthesize_dataset(tmp_path / "again", per_class=10, size=64, seed=7, progress=False)
+    assert _bytes(tmp_path / "again") == _bytes(out)
+
+
+def test_different_seed_gives_different_images(small_set, tmp_path):
+    out, _ = small_set
+    synthesize_dataset(tmp_path / "other", per_class=10, size=64, seed=8, progress=False)
+    a, b = _bytes(out), _bytes(tmp_path / "other")
+    assert a.keys() == b.keys()
+    assert sum(a[k] != b[k] for k in a) == len(a)
+
+
+def test_file_content_independent_of_per_class(small_set, tmp_path):
+    out, _ = small_set
+    synthesize_dataset(tmp_path / "few", per_class=3, size=64, seed=7, progress=False)
+    few = _bytes(tmp_path / "few")
+    full = _bytes(out)
+    assert len(few) == 6
+    assert all(full[k] == v for k, v in few.items())
+
+
+def test_file_matches_documented_seeding(small_set):
+    """Each file is rendered from SeedSequence([seed, class_index, specimen, field])."""
+    out, _ = small_set
+    ci, name = 1, CLASSES[1]
+    style = synth._specimen_style(7, ci, 1, "positive")
+    rng = np.random.default_rng(np.random.SeedSequence([7, ci, 1, 2]))
+    im = render_micrograph(rng, "positive", 64, style)
+    with Image.open(out / name / f"{name}_s0001_f02.png") as disk:
+        assert np.array_equal(np.asarray(disk), np.asarray(im))
+
+
+def test_render_is_deterministic_per_rng():
+    a = render_micrograph(np.random.default_rng(5), "negative", 48)
+    b = render_micrograph(np.random.default_rng(5), "negative", 48)
+    c = render_micrograph(np.random.default_rng(6), "negative", 48)
+    assert np.array_equal(np.asarray(a), np.asarray(b))
+    assert not np.array_equal(np.asarray(a), np.asarray(c))
+
+
+# -- resume and atomic writes ---------------------------------------------------------------------
+def test_resume_skips_existing_files(tmp_path):
+    out = tmp_path / "ds"
+    first = synthesize_dataset(out, per_class=4, size=32, seed=1, progress=False)
+    assert (first["n_written"], first["n_skipped"]) == (8, 0)
+    before = _bytes(out)
+    again = synthesize_dataset(out, per_class=4, size=32, seed=1, progress=False)
+    assert (again["n_written"], again["n_skipped"]) == (0, 8)
+    assert again["classes"] == {c: 4 for c in CLASSES}
+    assert _bytes(out) == before
+
+    # a deleted file is regenerated identically; a stale temp file from a crash is cleaned up
+    victim = out / "gram_positive" / "gram_positive_s0000_f02.png"
+    victim.unlink()
+    stale = out / "gram_negative" / "gram_negative_s0000_f01.tmp.png"
+    stale.write_bytes(b"half a png")
+    third = synthesize_dataset(out, per_class=4, size=32, seed=1, progress=False)
+    assert (third["n_written"], third["n_skipped"]) == (1, 7)
+    assert _bytes(out) == before
+
+    # growing the dataset only writes the new files
+    more = synthesize_dataset(out, per_class=6, size=32, seed=1, progress=False)
+    assert (more["n_written"], more["n_skipped"]) == (4, 8)
+
+
+def test_progress_bar_runs(tmp_path, capsys):
+    summary = synthesize_dataset(tmp_path / "p", per_class=1, size=16, seed=0, progress=True)
+    assert summary["n_written"] == 2
+
+
+# -- argument validation --------------------------------------------------------------------------
+@pytest.mark.parametrize("kwargs, option", [
+    ({"per_class": 0}, "--per-class"),
+    ({"per_class": -3}, "--per-class"),
+    ({"per_class": 2.5}, "--per-class"),
+    ({"per_class": 2, "size": 15}, "--size"),
+    ({"per_class": 2, "size": 4097}, "--size"),
+    ({"per_class": 2, "size": "64"}, "--size"),
+    ({"per_class": 2, "seed": -1}, "--seed"),
+    ({"per_class": 2, "fields_per_specimen": 0}, "fields_per_specimen"),
+])
+def test_bad_arguments_raise(tmp_path, kwargs, option):
+    with pytest.raises(GramTFError) as exc:
+        synthesize_dataset(tmp_path / "bad", progress=False, **kwargs)
+    msg = str(exc.value)
+    assert option in msg and "\n" not in msg
+    assert not (tmp_path / "bad").exists()
+
+
+def test_render_rejects_bad_inputs():
+    with pytest.raises(GramTFError, match="gram"):
+        render_micrograph(np.random.default_rng(0), "variable", 32)
+    with pytest.raises(GramTFError, match="--size"):
+        render_micrograph(np.random.default_rng(0), "positive", 8)
+
+
+def test_out_dir_that_is_a_file(tmp_path):
+    f = tmp_path / "file"
+    f.write_text("x")
+    with pytest.raises(GramTFError, match="not a directory"):
+        synthesize_dataset(f, per_class=1, size=16, progress=False)
+
+
+# -- rendering ------------------------------------------------------------------------------------
+@pytest.mark.parametrize("size", [16, 33, 200])
+def test_render_sizes(size):
+    im = render_micrograph(np.random.default_rng(size), "positive", size)
+    assert im.mode == "RGB" and im.size == (size, size)
+
+
+def test_specimen_style_is_shared_and_valid():
+    st = SpecimenStyle.sample(np.random.default_rng(3), "negative")
+    assert 18 <= st.fov_um <= 60
+    assert len(st.morphology) == len(synth.ARRANGEMENTS)
+    assert abs(sum(st.morphology) - 1) < 1e-9
+    assert 0 <= st.over_decolourised_fraction <= 1 and 0 <= st.cv_retained_negative <= 1
+    # fields of one specimen differ (own rng) but share the style
+    a = render_micrograph(np.random.default_rng(1), "negative", 48, st)
+    b = render_micrograph(np.random.default_rng(2), "negative", 48, st)
+    assert not np.array_equal(np.asarray(a), np.asarray(b))
+    assert synth._specimen_style(0, 1, 5, "positive") == synth._specimen_style(0, 1, 5, "positive")
+    assert synth._specimen_style(0, 1, 5, "positive") != synth._specimen_style(0, 1, 6, "positive")
+
+
+def test_background_is_pale():
+    """Most of a field is pale background."""
+    for seed in range(6):
+        a = np.asarray(render_micrograph(np.random.default_rng(seed), "positive", 96), float)
+        assert np.median(a.mean(axis=2)) > 120
+
+
+# -- colour: learnable, but not by mean colour alone ------------------------------------------------
+def _dark_blue_minus_red(imgs):
+    """Mean (B - R) over each image's stained pixels (clearly darker than its background)."""
+    out = []
+    for a in imgs:
+        lum = a.mean(axis=2)
+        m = lum < 0.8 * np.median(lum)
+        out.append((a[..., 2][m] - a[..., 0][m]).mean() if m.sum() >= 3 else np.nan)
+    return np.array(out)
+
+
+def test_positive_cells_are_more_violet(colour_set):
+    imgs, y = colour_set
+    br = _dark_blue_minus_red(imgs)
+    pos, neg = np.nanmean(br[y == 1]), np.nanmean(br[y == 0])
+    assert pos > neg + 15, (pos, neg)
+
+
+def test_mean_colour_alone_is_not_a_perfect_cue(colour_set):
+    imgs, y = colour_set
+    feats = imgs.reshape(len(imgs), -1, 3).mean(axis=1)
+    centres = np.stack([feats[y == k].mean(axis=0) for k in (0, 1)])
+    pred = np.argmin(((feats[:, None, :] - centres[None]) ** 2).sum(-1), axis=1)
+    acc = (pred == y).mean()
+    assert 0.55 <= acc <= 0.95, acc
+    # the colour of the stained cells is a much better cue than the mean colour of the field
+    br = _dark_blue_minus_red(imgs)
+    ok = ~np.isnan(br)
+    thr_acc = max(((br[ok] > t) == y[ok]).mean() for t in np.unique(br[ok]))
+    assert thr_acc > acc, (thr_acc, acc)
+
+
+def test_speed_is_reasonable():
+    """Loose bound (shared CI machines): well under 50 ms per 256 px image on one idle core."""
+    st = synth._specimen_style(0, 1, 0, "positive")
+    render_micrograph(np.random.default_rng(0), "positive", 128, st)  # warm-up
+    t = time.process_time()
+    for i in range(10):
+        render_micrograph(np.random.default_rng(i), "negative" if i % 2 else "positive", 128)
+    assert (time.process_time() - t) / 10 < 0.25
