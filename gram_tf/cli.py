@@ -72,7 +72,7 @@ def data_synth(out, per_class, size, seed, fields_per_specimen):
                                  fields_per_specimen=fields_per_specimen, progress=True)
     click.echo(format_table([{"class": k, "images": v} for k, v in summary["classes"].items()]))
     click.echo(f"{summary['n_written']} written, {summary['n_skipped']} already there -> {out}"
-               f"  (group pattern for splits: '_s(\\d+)_')")
+               f"  (group pattern for splits: '^(gram_\\w+?_s\\d+)_f')")
 
 
 @data.command("check")

@@ -49,6 +49,8 @@ class TrainConfig:
     unfreeze: float = 0.0  # fraction of backbone layers (from the top) to fine-tune after the head
     fine_tune_epochs: int = 5
     fine_tune_learning_rate: float = 1e-5
+    train_batchnorm: bool = False  # True only when training from scratch (weights none, unfreeze 1)
+    recalibrate_bn: str = "auto"  # auto (random weights only) | always | never: see train.recalibrate_batchnorm
     strategy: str = "default"  # default | mirrored | multi_worker
     tensorboard: bool = True
 
@@ -117,6 +119,7 @@ _CHOICES = {
     "train.cache": ("memory", "disk", "none"),
     "train.class_weights": ("balanced", "none"),
     "train.strategy": ("default", "mirrored", "multi_worker"),
+    "train.recalibrate_bn": ("auto", "always", "never"),
     "prune.schedule": ("polynomial", "constant"),
     "prune.scope": ("all", "head"),
     "convert.io_type": ("int8", "uint8", "float32"),

@@ -17,7 +17,7 @@ from .io_utils import atomic_write_json, read_json, sha256_file
 
 SUMMARY_COLUMNS = ["backbone", "sparsity_target", "variant", "threads", "accuracy", "size_bytes",
                    "zip_bytes", "latency_ms_p50", "images_per_s", "speedup_vs_fp32"]
-SYNTH_GROUP_PATTERN = r"_s(\d+)_"
+SYNTH_GROUP_PATTERN = r"^(gram_\w+?_s\d+)_f"  # class + specimen id: fields of one smear stay together
 
 
 class _Stages:

@@ -331,6 +331,36 @@ _BUCKETS = np.unique(np.round(1.25 ** np.arange(40)).astype(np.int64))  # patch 
 _CHUNK = 16_000  # patch pixels per vectorised batch (keeps the temporaries cache-sized)
 
 
+def _merge_patch_shapes(bx: np.ndarray, by: np.ndarray, circle: np.ndarray, waste: int = 4000):
+    """Fold small groups of patch shapes into a larger shape when the extra pixels cost less than
+    another round of numpy calls (about `waste` patch pixels)."""
+    key = (bx * 1000 + by) * 2 + circle
+    uk, counts = np.unique(key, return_counts=True)
+    if len(uk) <= 1:
+        return bx, by
+    shapes = [(int(k) // 2000, (int(k) // 2) % 1000, int(k) % 2, int(n)) for k, n in zip(uk, counts)]
+    area = lambda sx, sy: (2 * int(_BUCKETS[sx]) + 1) * (2 * int(_BUCKETS[sy]) + 1)  # noqa: E731
+    shapes.sort(key=lambda t: -area(t[0], t[1]))
+    kept, remap = [], {}
+    for sx, sy, circ, n in shapes:
+        best, best_cost = None, waste
+        for j, (kx, ky, kc, _) in enumerate(kept):
+            if kc == circ and kx >= sx and ky >= sy:
+                cost = n * (area(kx, ky) - area(sx, sy))
+                if cost < best_cost:
+                    best, best_cost = j, cost
+        if best is None:
+            kept.append((sx, sy, circ, n))
+            remap[(sx, sy, circ)] = (sx, sy)
+        else:
+            kx, ky, kc, kn = kept[best]
+            kept[best] = (kx, ky, kc, kn + n)
+            remap[(sx, sy, circ)] = (kx, ky)
+    new = np.array([remap[(int(k) // 2000, (int(k) // 2) % 1000, int(k) % 2)] for k in uk])
+    pos = np.searchsorted(uk, key)
+    return new[pos, 0], new[pos, 1]
+
+
 def _stamp(cells: dict, ppu: float, size: int, soft: float):
     """Render primitives into (cv, saf) density maps of shape (size+2*pad, size+2*pad).
 
@@ -366,6 +396,7 @@ def _stamp(cells: dict, ppu: float, size: int, soft: float):
     f32 = np.float32
     ix_all = np.floor(x).astype(np.int64)
     iy_all = np.floor(y).astype(np.int64)
+    bx, by = _merge_patch_shapes(bx, by, circle)
     order = np.lexsort((iy_all, circle, by, bx))  # by patch shape, then top to bottom
     key = (bx[order] * 1000 + by[order]) * 2 + circle[order]
     cuts = np.flatnonzero(np.diff(key)) + 1
@@ -604,7 +635,8 @@ def _layout_bacteria(rng, st: SpecimenStyle, coverage: float, clump_field) -> di
         la, lb, lc, bd = rod_dims(tot)
         step = 2 * la + rng.uniform(0.03, 0.15, tot)
         vec = np.stack([np.cos(phi) * step, np.sin(phi) * step], -1)
-        pos = _seg_cumsum(vec, starts, exclusive=True) + np.stack([np.cos(phi), np.sin(phi)], -1) * la[:, None]
+        pos = _seg_cumsum(vec, starts, exclusive=True)
+        pos += np.stack([np.cos(phi), np.sin(phi)], -1) * la[:, None]
         mean = np.add.reduceat(pos, starts, axis=0) / counts[:, None]
         x, y = centers(n)
         pos = pos - mean[gid] + np.stack([x, y], -1)[gid]
@@ -680,8 +712,10 @@ def _debris(rng, st: SpecimenStyle, cells: _Cells) -> None:
         purple = (rng.random(n) < 0.35)[gid]
         strength = rng.uniform(0.1, 0.55, n)[gid]
         cells.add(x=x[gid] + rng.normal(0, 1, tot) * sz, y=y[gid] + rng.normal(0, 1, tot) * sz,
-                  ang=rng.uniform(0, np.pi, tot), a=a, b=b, c=np.minimum(a, b) * rng.uniform(0.3, 1, tot),
-                  wcv=np.where(purple, strength * 0.7, strength * 0.08), wsaf=np.where(purple, 0.2, 1.0) * strength)
+                  ang=rng.uniform(0, np.pi, tot), a=a, b=b,
+                  c=np.minimum(a, b) * rng.uniform(0.3, 1, tot),
+                  wcv=np.where(purple, strength * 0.7, strength * 0.08),
+                  wsaf=np.where(purple, 0.2, 1.0) * strength)
     # crystal-violet precipitate: dark angular crystals / needles in small groups
     n = rng.poisson(st.precipitate * area)
     if n:
@@ -784,7 +818,8 @@ def render_micrograph(rng: np.random.Generator, gram: str, size: int = 256,
     """One RGB size x size image; gram is 'positive' or 'negative'."""
     positive = _gram_is_positive(gram)
     size = _check_size(size)
-    st = specimen if specimen is not None else SpecimenStyle.sample(rng, "positive" if positive else "negative")
+    st = specimen if specimen is not None else \
+        SpecimenStyle.sample(rng, "positive" if positive else "negative")
     ppu = size / st.fov_um
 
     # per-field variation around the specimen style
@@ -959,7 +994,7 @@ def synthesize_dataset(out_dir, per_class: int, size: int = 256, seed: int = 0,
             img = render_micrograph(field_rng(seed, ci, sp, f), gram, size, styles[key])
             tmp = path.with_name(path.stem + ".tmp.png")
             try:
-                img.save(tmp, format="PNG", compress_level=4)
+                img.save(tmp, format="PNG", compress_level=2)  # fast; noise compresses poorly anyway
                 os.replace(tmp, path)
             except BaseException:
                 try:

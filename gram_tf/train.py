@@ -115,6 +115,30 @@ def _extract(feature_model, images, preprocessing, batch_size, augment=False, vi
     return feats.astype(np.float32)
 
 
+def recalibrate_batchnorm(model, images: np.ndarray, preprocessing: dict, max_images: int = 256) -> int:
+    """Set every BatchNormalization's moving statistics to the statistics of `images`.
+
+    With random weights (no ImageNet file) the default statistics (mean 0, variance 1) let the
+    signal vanish through a deep network and every image gets the same features; one forward
+    pass in training mode with momentum 0 normalises each layer on real data instead, which
+    turns the random backbone into a usable random-feature extractor. Also repairs the
+    statistics after a short from-scratch fine-tune. Returns the number of layers updated.
+    """
+    import tf_keras
+
+    bns = [l for l in model.layers if isinstance(l, tf_keras.layers.BatchNormalization)]
+    if not bns or len(images) == 0:
+        return 0
+    x = data_mod.normalize_tf(images[:max_images], preprocessing)
+    saved = [(l.momentum, l.trainable) for l in bns]
+    for l in bns:
+        l.momentum, l.trainable = 0.0, True
+    model(x, training=True)
+    for l, (m, t) in zip(bns, saved):
+        l.momentum, l.trainable = m, t
+    return len(bns)
+
+
 def _head_model(feat_dim: int, n_classes: int, dropout: float):
     import tf_keras
 
@@ -154,7 +178,10 @@ def train(manifest, backbone: str, out_dir, cfg: Optional[TrainConfig] = None, s
     from .models import (HEAD_DENSE, backbone_layers, build_classifier, count_macs,
                          feature_extractor)
 
+    from .models import get_backbone
+
     cfg = cfg or TrainConfig()
+    get_backbone(backbone)  # a typo fails before any data is read
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     rows = data_mod.read_manifest(manifest)
@@ -186,6 +213,8 @@ def train(manifest, backbone: str, out_dir, cfg: Optional[TrainConfig] = None, s
     resume_state = read_json(state_file) if state_file.is_file() and head_ckpt.is_file() else None
     verbose = 1 if progress else 2
 
+    if cfg.recalibrate_bn == "always" or (cfg.recalibrate_bn == "auto" and info["weights"] == "none"):
+        recalibrate_batchnorm(model, xs["train"], pre)
     if cfg.cache != "none":
         # --- frozen backbone, cached features: the backbone runs once per image (view)
         t0 = time.perf_counter()
@@ -255,7 +284,7 @@ def train(manifest, backbone: str, out_dir, cfg: Optional[TrainConfig] = None, s
         n_unfreeze = int(round(cfg.unfreeze * len(layers)))
         for i, layer in enumerate(layers):
             train_it = i >= len(layers) - n_unfreeze
-            if isinstance(layer, tf_keras.layers.BatchNormalization):
+            if isinstance(layer, tf_keras.layers.BatchNormalization) and not cfg.train_batchnorm:
                 train_it = False
             layer.trainable = train_it
             n_trainable_ft += int(train_it and bool(layer.weights))
@@ -266,6 +295,8 @@ def train(manifest, backbone: str, out_dir, cfg: Optional[TrainConfig] = None, s
         history["fine_tune"] = _fit_end_to_end(model, xs, ys, val_split, pre, cfg,
                                                cfg.fine_tune_epochs, cw, seed, out_dir,
                                                "fine_tune", verbose)
+        if cfg.train_batchnorm and cfg.recalibrate_bn != "never":
+            recalibrate_batchnorm(model, xs["train"], pre)
         timing["fine_tune_s"] = time.perf_counter() - t0
     for layer in model.layers:
         layer.trainable = True  # saved models are ready for pruning / QAT

@@ -1,0 +1,83 @@
+"""The command tree: every command has --help; errors are one line; --help stays TensorFlow-free."""
+import subprocess
+import sys
+
+import pytest
+from click.testing import CliRunner
+
+from gram_tf.cli import main
+
+COMMANDS = [[], ["data"], ["data", "synth"], ["data", "check"], ["data", "split"], ["backbones"],
+            ["train"], ["prune"], ["convert"], ["bench"], ["report"], ["run"], ["predict"]]
+
+
+@pytest.mark.parametrize("cmd", COMMANDS, ids=lambda c: " ".join(c) or "root")
+def test_every_command_has_help(cmd):
+    result = CliRunner().invoke(main, cmd + ["--help"])
+    assert result.exit_code == 0, result.output
+    assert "Usage:" in result.output
+
+
+def test_help_does_not_import_tensorflow():
+    code = ("import sys\nfrom click.testing import CliRunner\nfrom gram_tf.cli import main\n"
+            "r = CliRunner().invoke(main, ['--help'])\nassert r.exit_code == 0\n"
+            "print('tensorflow' in sys.modules, 'tf_keras' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False False"
+
+
+def test_backbones_lists_name_first_without_building():
+    result = CliRunner().invoke(main, ["backbones", "--no-measure"])
+    assert result.exit_code == 0, result.output
+    names = [line.split()[0] for line in result.output.splitlines()[2:]]
+    for required in ("inception_v3", "resnet50", "mobilenet_v1_100", "mobilenet_v2_035",
+                     "efficientnet_lite0", "convnext_tiny", "mobilenet_v3_small"):
+        assert required in names
+
+
+def _one_line_error(result, *needles):
+    assert result.exit_code == 2, result.output
+    err = result.output.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: "), result.output
+    for n in needles:
+        assert n in err[0]
+
+
+def test_unknown_backbone_is_one_line(tmp_path):
+    (tmp_path / "m.csv").write_text("x")
+    r = CliRunner().invoke(main, ["train", "--manifest", str(tmp_path / "m.csv"), "--backbone",
+                                  "mobilenet_v2_35", "--out", str(tmp_path / "run")])
+    _one_line_error(r, "unknown backbone 'mobilenet_v2_35'", "mobilenet_v2_035")
+
+
+def test_config_typo_is_one_line(tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("trian:\n  epochs: 2\n")
+    r = CliRunner().invoke(main, ["run", str(cfg)])
+    _one_line_error(r, "unknown key 'trian'", str(cfg))
+
+
+def test_unknown_variant_and_missing_run_are_one_line(tmp_path):
+    r = CliRunner().invoke(main, ["convert", str(tmp_path), "--variants", "int4"])
+    _one_line_error(r, "unknown variant 'int4'")
+    r = CliRunner().invoke(main, ["convert", str(tmp_path), "--variants", "int8"])
+    _one_line_error(r, "not a finished training run")
+
+
+def test_data_commands_end_to_end(tmp_path):
+    runner = CliRunner()
+    out = tmp_path / "synth"
+    r = runner.invoke(main, ["data", "synth", str(out), "--per-class", "8", "--size", "48", "--seed", "1"])
+    assert r.exit_code == 0, r.output
+    assert "gram_positive" in r.output and "gram_negative" in r.output
+    r = runner.invoke(main, ["data", "check", str(out)])
+    assert r.exit_code == 0 and "OK" in r.output, r.output
+    r = runner.invoke(main, ["data", "split", str(out), "--out", str(tmp_path / "m.csv"), "--val", "0.25",
+                             "--test", "0.25", "--group-pattern", r"^(gram_\w+?_s\d+)_f"])
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "m.csv").read_text().startswith("path,label,split,group,sha256,status")
+    (out / "gram_positive" / "zero.png").write_bytes(b"")
+    (out / "gram_empty").mkdir()
+    r = runner.invoke(main, ["data", "check", str(out)])
+    assert r.exit_code == 1
+    assert "zero.png" in r.output and "gram_empty" in r.output
