@@ -332,7 +332,10 @@ def convert_run(run_dir, variants=None, out_dir=None, cfg: Optional[ConvertConfi
         with atomic_path(path, suffix=".tflite") as tmp:
             tmp.write_bytes(tfl)
             stats = tflite_weight_stats(tmp)
-            check = check_artifact(tmp, keras_probs, check_x, cfg.max_disagreement) if keras_probs is not None else None
+            ref = keras_probs
+            if spec.training and keras_probs is not None:  # fidelity to the QAT model converted
+                ref = source_model.predict(data_mod.make_dataset(check_x, None, pre, 32), verbose=0)
+            check = check_artifact(tmp, ref, check_x, cfg.max_disagreement) if ref is not None else None
             io = io_details(tmp)
         seconds = time.perf_counter() - t0
         entry = {

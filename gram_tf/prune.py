@@ -150,10 +150,12 @@ def check_2_4(model, layer_names) -> bool:
     for name in layer_names:
         _, k = _kernel_of(model.get_layer(name))
         arr = np.asarray(k.numpy())
-        flat = np.moveaxis(arr, -1, 0).reshape(arr.shape[-1], -1)  # (out, in*...)
-        cols = flat.shape[1] - flat.shape[1] % 4
-        groups = flat[:, :cols].reshape(flat.shape[0], -1, 4)
-        if np.any(np.count_nonzero(groups, axis=-1) > 2):
+        n_in, n_out = arr.shape[-2], arr.shape[-1]
+        # blocks of 4 run along the input channels, per output channel and kernel position
+        vecs = np.moveaxis(arr.reshape(-1, n_in, n_out), 1, 2).reshape(-1, n_in)
+        pad = (-n_in) % 4
+        vecs = np.pad(vecs, ((0, 0), (0, pad)))
+        if np.any(np.count_nonzero(vecs.reshape(vecs.shape[0], -1, 4), axis=-1) > 2):
             return False
     return True
 

@@ -43,12 +43,14 @@ def _why_not_quantizable(layer, registry) -> Optional[str]:
         return "input"
     if hasattr(layer, "get_quantize_config"):  # our own layers may declare a config
         return None
-    if not registry.supports(layer):
-        return f"{name} is not in TF-MOT's 8-bit registry"
     if isinstance(layer, tf_keras.layers.BatchNormalization):
+        # not in the registry on its own, but TF-MOT folds an annotated Conv+BN pair
         parents = _inbound_layers(layer)
         if not parents or type(parents[0]).__name__ not in _FOLDABLE_INTO:
             return "BatchNormalization not directly after a convolution (cannot be folded)"
+        return None
+    if not registry.supports(layer):
+        return f"{name} is not in TF-MOT's 8-bit registry"
     return None
 
 

@@ -31,7 +31,7 @@ def synth_dir(tmp_path_factory) -> Path:
     from gram_tf.synth import synthesize_dataset
 
     out = tmp_path_factory.mktemp("synth")
-    synthesize_dataset(out, per_class=48, size=96, seed=0, progress=False)
+    synthesize_dataset(out, per_class=48, size=96, seed=0, fields_per_specimen=1, progress=False)
     return out
 
 
@@ -47,11 +47,22 @@ def synth_manifest(synth_dir, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_run(synth_manifest, tmp_path_factory) -> Path:
-    """A trained run: MobileNetV2-0.35 at 48 px with random weights (fast; for pipeline tests)."""
+    """A trained run: MobileNet v1 0.50 at 64 px with random weights (fast to compile; for the
+    pruning, conversion and benchmark tests)."""
     from gram_tf.config import TrainConfig
     from gram_tf.train import train
 
-    out = tmp_path_factory.mktemp("run") / "mnv2"
-    cfg = TrainConfig(input_size=48, weights="none", epochs=8, augment_views=1, tensorboard=False)
-    train(synth_manifest, "mobilenet_v2_035", out, cfg, seed=0, progress=False)
+    out = tmp_path_factory.mktemp("run") / "mnv1"
+    cfg = TrainConfig(input_size=64, weights="none", epochs=30, augment_views=1, tensorboard=False)
+    train(synth_manifest, "mobilenet_v1_050", out, cfg, seed=0, progress=False)
     return out
+
+
+@pytest.fixture(scope="session")
+def pruned_run(tiny_run):
+    """tiny_run pruned to 60% (backbone + head); returns (run_dir, prune summary)."""
+    from gram_tf.config import PruneConfig
+    from gram_tf.prune import prune_run
+
+    [summary] = prune_run(tiny_run, PruneConfig(levels=[0.6], epochs=2, batch_size=16), progress=False)
+    return tiny_run / "pruned_60", summary

@@ -55,13 +55,13 @@ def test_run_directory_holds_every_output(tiny_run):
     assert all({"precision", "recall"} <= set(v) for v in metrics["per_class"].values())
     assert sum(map(sum, metrics["confusion_matrix"])) == metrics["n"]
     run = json.loads((tiny_run / "run.json").read_text())
-    assert run["labels"] == ["gram_negative", "gram_positive"] and run["input_size"] == 48
+    assert run["labels"] == ["gram_negative", "gram_positive"] and run["input_size"] == 64
     assert run["timing"]["feature_extraction_s"] > 0 and run["macs"] > 0
     pre = json.loads((tiny_run / "preprocessing.json").read_text())
-    assert pre["input_size"] == 48 and pre["mean"] == [127.5] * 3
+    assert pre["input_size"] == 64 and pre["mean"] == [127.5] * 3
     model = load_model(tiny_run / "model.keras")
     assert model.output_shape == (None, 2)
-    assert metrics["accuracy"] > 0.6  # random features, recalibrated: better than chance
+    assert metrics["accuracy"] >= 0.75  # random features, recalibrated: far better than chance
 
 
 def test_recalibration_makes_random_features_informative():

@@ -1,0 +1,107 @@
+"""Benchmark rows, evaluation on the test split, and LiteRT-only predictions that match them."""
+import json
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from gram_tf.bench import ROW_COLUMNS, bench_paths, write_results
+from gram_tf.cli import main
+from gram_tf.config import ConvertConfig
+from gram_tf.convert import convert_run
+from gram_tf.errors import GramTFError
+
+
+@pytest.fixture(scope="module")
+def artifacts(tiny_run, tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench_tfl")
+    convert_run(tiny_run, ["fp32", "int8"], out_dir=out,
+                cfg=ConvertConfig(representative_samples=24, check_samples=8), progress=False)
+    return out
+
+
+@pytest.fixture(scope="module")
+def rows(artifacts):
+    return bench_paths([artifacts], threads=[1, 2], runs=6, warmup=1, progress=False)
+
+
+def test_rows_have_every_column_with_sane_values(rows, synth_manifest):
+    from gram_tf.data import read_manifest
+
+    n_test = sum(r["split"] == "test" for r in read_manifest(synth_manifest))
+    assert len(rows) == 2 * 2 + 2  # (fp32, int8) x 2 threads + Keras reference x 2 threads
+    by = {(r["variant"], r["threads"]): r for r in rows}
+    for r in rows:
+        assert list(r) == ROW_COLUMNS
+        assert 0 < r["latency_ms_p50"] <= r["latency_ms_p90"] <= r["latency_ms_p99"] * 1.0001
+        assert r["images_per_s"] == pytest.approx(1000.0 / r["latency_ms_p50"], rel=1e-6)
+        assert 0 <= r["accuracy"] <= 1 and r["n_test"] == n_test and len(r["correct"]) == n_test
+        assert 0 < r["loss"] and 0 <= r["auc"] <= 1 and 0 <= r["f1_macro"] <= 1
+        assert 5 < r["peak_rss_mb"] < 4000 and r["init_ms"] > 0 and r["first_ms"] > 0
+        assert r["runs"] == 6 and r["macs"] > 0 and r["gmacs_per_s"] > 0
+    for t in (1, 2):
+        assert by[("fp32", t)]["speedup_vs_fp32"] == 1.0 and by[("fp32", t)]["size_ratio_vs_fp32"] == 1.0
+        assert by[("int8", t)]["size_ratio_vs_fp32"] < 0.5
+        assert by[("keras", t)]["runtime"] == "keras"
+    # the Keras float model and its fp32 .tflite make the same calls on the test images
+    assert by[("keras", 1)]["correct"] == by[("fp32", 1)]["correct"]
+    # int8 and fp32 artifacts of one model agree on most test images
+    a, b = by[("int8", 1)]["correct"], by[("fp32", 1)]["correct"]
+    assert np.mean([x == y for x, y in zip(a, b)]) >= 0.7
+
+
+def test_results_files_round_trip(rows, tmp_path):
+    from gram_tf.report import load_results
+
+    csv_path, json_path = write_results(rows, tmp_path / "results.csv")
+    assert csv_path.read_text().splitlines()[0].split(",") == ROW_COLUMNS
+    back = load_results([csv_path])
+    assert [r["correct"] for r in back] == [r["correct"] for r in rows]
+    assert json.loads(json_path.read_text())[0]["backbone"] == "mobilenet_v1_050"
+
+
+def test_litert_only_predictions_match_bench_evaluation(rows, artifacts, synth_manifest, tmp_path):
+    """`gram-tf predict`'s runtime, with TensorFlow unimportable, makes bench's calls."""
+    from gram_tf.data import read_manifest
+
+    test_rows = [r for r in read_manifest(synth_manifest) if r["split"] == "test"]
+    blocker = tmp_path / "block"
+    for name in ("tensorflow", "tf_keras", "keras"):
+        (blocker / name).mkdir(parents=True)
+        (blocker / name / "__init__.py").write_text("raise ImportError('blocked for this test')\n")
+    for variant in ("fp32", "int8"):
+        model = artifacts / f"mobilenet_v1_050__{variant}.tflite"
+        code = textwrap.dedent(f"""
+            import json, sys
+            from gram_tf.runtime import Classifier
+            clf = Classifier({str(model)!r}, threads=1)
+            results, errors = clf.predict_paths({[r["path"] for r in test_rows]!r})
+            assert not errors, errors
+            print(json.dumps([r["label"] for r in results]))
+            print(any(m in sys.modules for m in ("tensorflow", "tf_keras")))
+        """)
+        env = {"PYTHONPATH": str(blocker), "PATH": "/usr/bin:/bin"}
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+        assert out.returncode == 0, out.stderr[-2000:]
+        labels_line, tf_line = out.stdout.strip().splitlines()[-2:]
+        predicted = json.loads(labels_line)
+        assert tf_line == "False"
+        by_path = dict(zip(sorted(r["path"] for r in test_rows), predicted))
+        correct = "".join("1" if by_path[r["path"]] == r["label"] else "0" for r in test_rows)
+        bench_row = next(r for r in rows if r["variant"] == variant and r["threads"] == 1)
+        assert correct == bench_row["correct"], variant
+
+
+def test_bad_paths_and_non_models_are_one_line(tmp_path):
+    with pytest.raises(GramTFError, match="does not exist"):
+        bench_paths([tmp_path / "missing"], progress=False)
+    junk = tmp_path / "junk.tflite"
+    junk.write_bytes(b"this is not a flatbuffer at all")
+    with pytest.raises(GramTFError, match="not a TFLite model"):
+        bench_paths([junk], progress=False)
+    (tmp_path / "empty").mkdir()
+    r = CliRunner().invoke(main, ["bench", str(tmp_path / "empty")])
+    assert r.exit_code == 2 and r.output.strip().startswith("error: ") and "no .tflite" in r.output

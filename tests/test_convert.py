@@ -1,0 +1,142 @@
+"""Every conversion variant: loads in ai_edge_litert, has the expected tensor types, agrees with Keras."""
+import json
+
+import numpy as np
+import pytest
+
+from gram_tf import convert as convert_mod
+from gram_tf.config import ConvertConfig, PruneConfig
+from gram_tf.convert import VARIANTS, convert_model, convert_run, tflite_weight_stats
+from gram_tf.errors import GramTFError
+
+CFG = ConvertConfig(representative_samples=24, check_samples=24, qat_epochs=1)
+
+
+@pytest.fixture(scope="module")
+def converted(tiny_run, tmp_path_factory):
+    out = tmp_path_factory.mktemp("tfl")
+    variants = ["fp32", "fp16", "dynamic", "int16x8", "int8", "int8-per-tensor", "qat-int8"]
+    manifest = convert_run(tiny_run, variants, out_dir=out, cfg=CFG, progress=False)
+    return out, {a["variant"]: a for a in manifest["artifacts"]}
+
+
+def _interp(path):
+    from ai_edge_litert.interpreter import Interpreter
+
+    it = Interpreter(model_path=str(path))
+    it.allocate_tensors()
+    return it
+
+
+def test_each_variant_loads_with_expected_types(converted):
+    out, arts = converted
+    expect_io = {"fp32": "float32", "fp16": "float32", "dynamic": "float32", "int16x8": "float32",
+                 "int8": "int8", "int8-per-tensor": "int8", "qat-int8": "int8"}
+    for variant, art in arts.items():
+        it = _interp(art["path"])
+        assert np.dtype(it.get_input_details()[0]["dtype"]).name == expect_io[variant], variant
+        assert it.get_input_details()[0]["shape"].tolist() == [1, 64, 64, 3]  # static batch 1
+        assert art["io_type"] == expect_io[variant]
+    assert arts["fp32"]["weight_dtypes"] == ["float32"] and arts["fp32"]["weight_quantization"] == "none"
+    assert "float16" in arts["fp16"]["weight_dtypes"] or arts["fp16"]["size_bytes"] < 0.6 * arts["fp32"]["size_bytes"]
+    for v in ("int8", "int8-per-tensor", "qat-int8", "int16x8"):
+        assert arts[v]["weight_dtypes"] == ["int8"], v
+    assert "int8" in arts["dynamic"]["weight_dtypes"]  # tensors under 1024 values stay float
+    assert arts["int8"]["weight_quantization"] == "per-channel"
+    assert arts["int8-per-tensor"]["weight_quantization"] == "per-tensor"
+    assert arts["int8"]["size_bytes"] < 0.4 * arts["fp32"]["size_bytes"]
+    # int16x8 keeps int16 activations inside the graph
+    it = _interp(arts["int16x8"]["path"])
+    assert any(np.dtype(d["dtype"]) == np.int16 for d in it.get_tensor_details())
+
+
+def test_per_channel_scales_read_from_the_tensor_details(converted):
+    _, arts = converted
+    for variant, many in (("int8", True), ("int8-per-tensor", False)):
+        it = _interp(arts[variant]["path"])
+        conv_weights = [d for d in it.get_tensor_details()
+                        if np.dtype(d["dtype"]) == np.int8 and len(d["shape"]) == 4 and d["shape"][0] > 1]
+        assert conv_weights
+        n_scales = {len(d["quantization_parameters"]["scales"]) for d in conv_weights}
+        assert (max(n_scales) > 1) == many, (variant, n_scales)
+
+
+def test_variants_agree_with_keras(converted):
+    _, arts = converted
+    # integer activation noise may flip a few low-margin calls; float variants agree almost exactly
+    minimum = {"fp32": 1.0, "fp16": 0.9, "dynamic": 0.8, "int16x8": 0.75, "int8": 0.75}
+    for variant, floor in minimum.items():
+        check = arts[variant]["check"]
+        assert check["n"] == 24
+        assert check["top1_agreement"] >= floor, (variant, check)
+    # QAT is compared with the QAT model it converts; TF-MOT re-quantizes the BN-folded weights at
+    # conversion, so a barely-trained, low-confidence model drifts more (the manifest flags it)
+    assert arts["qat-int8"]["check"]["top1_agreement"] > 0.55
+    assert arts["fp32"]["check"]["max_abs_diff"] < 1e-4 and arts["fp32"]["flagged"] is False
+    assert isinstance(arts["int8-per-tensor"]["flagged"], bool)
+
+
+def test_manifest_records_sizes_hashes_and_metadata(converted, tiny_run):
+    from gram_tf.io_utils import sha256_file
+    from gram_tf.tflite_meta import read_metadata
+
+    out, arts = converted
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert {a["variant"] for a in manifest["artifacts"]} == set(arts)
+    art = arts["int8"]
+    assert art["sha256"] == sha256_file(art["path"]) and art["file"] == "mobilenet_v1_050__int8.tflite"
+    assert art["zip_bytes"] < art["size_bytes"] and art["gzip_bytes"] > 0
+    assert art["representative_samples"] == 24 and art["io"]["input"]["scale"]
+    ks = art["keras_sizes"]
+    assert ks["with_optimizer"]["size_bytes"] > ks["without_optimizer"]["size_bytes"]
+    assert "tensorflow" in art["versions"] and art["labels"] == ["gram_negative", "gram_positive"]
+    meta = read_metadata(art["path"])
+    assert meta["labels"] == art["labels"] and meta["input_size"] == 64 and meta["variant"] == "int8"
+    assert arts["qat-int8"]["qat_float_layers"] is not None
+
+
+def test_pruned_model_keeps_sparsity_through_conversion(pruned_run, tmp_path):
+    pruned_dir, res = pruned_run
+    m = convert_run(pruned_dir, ["fp32", "int8", "pqat-int8"], out_dir=tmp_path, cfg=CFG, progress=False)
+    arts = {a["variant"]: a for a in m["artifacts"]}
+    assert arts["fp32"]["file"] == "mobilenet_v1_050__pruned60-fp32.tflite"
+    for v in ("fp32", "int8", "pqat-int8"):
+        assert arts[v]["sparsity"] == pytest.approx(res["sparsity"], abs=0.03), v
+    dense = tflite_weight_stats(tmp_path / "mobilenet_v1_050__pruned60-fp32.tflite")
+    assert dense["sparsity"] > 0.3
+
+
+def test_errors_are_one_line_and_leave_no_partial_file(tiny_run, tmp_path, monkeypatch):
+    from gram_tf.quantize import quantize_aware
+    from gram_tf.train import load_model
+
+    with pytest.raises(GramTFError, match="unknown variant 'int4'"):
+        convert_run(tiny_run, ["int4"], out_dir=tmp_path)
+    with pytest.raises(GramTFError, match="pqat-int8 needs a pruned run"):
+        convert_run(tiny_run, ["pqat-int8"], out_dir=tmp_path)
+    model = load_model(tiny_run / "model.keras")
+    with pytest.raises(GramTFError, match="needs a representative dataset"):
+        convert_model(model, "int8", 64, {"channel_order": "RGB", "mean": [0] * 3, "std": [1] * 3}, None)
+
+    def broken(*a, **k):
+        raise GramTFError("TFLite conversion to fp32 failed: simulated")
+
+    monkeypatch.setattr(convert_mod, "convert_model", broken)
+    with pytest.raises(GramTFError, match="simulated"):
+        convert_run(tiny_run, ["fp32"], out_dir=tmp_path / "x", cfg=CFG, progress=False)
+    assert not list((tmp_path / "x").glob("*.tflite*"))
+
+
+def test_layer_tfmot_cannot_quantize_is_a_clear_error():
+    import tf_keras
+
+    inp = tf_keras.Input((8,))
+    out = tf_keras.layers.LayerNormalization(name="ln_only")(inp)
+    model = tf_keras.Model(inp, out, name="no_qat_layers")
+    with pytest.raises(GramTFError, match="no layer of no_qat_layers is supported"):
+        quantize_aware_model = __import__("gram_tf.quantize", fromlist=["x"]).quantize_aware
+        quantize_aware_model(model)
+
+
+def test_variant_table_is_complete():
+    assert set(VARIANTS) == {"fp32", "fp16", "dynamic", "int16x8", "int8", "int8-per-tensor", "qat-int8", "pqat-int8"}

@@ -1,0 +1,45 @@
+"""`gram-tf run`: the whole study from one config, resumable."""
+import yaml
+from click.testing import CliRunner
+
+from gram_tf.cli import main
+from gram_tf.config import load_config
+from gram_tf.pipeline import run_study
+
+TINY = {
+    "name": "tiny", "seed": 0, "backbones": ["mobilenet_v1_025"],
+    "data": {"synth_per_class": 16, "synth_size": 64, "val": 0.25, "test": 0.25},
+    "train": {"input_size": 32, "weights": "none", "epochs": 5, "augment_views": 1, "tensorboard": False},
+    "prune": {"levels": [0.5], "epochs": 2, "batch_size": 8},
+    "convert": {"variants": ["fp32", "int8"], "pruned_variants": ["fp32"], "representative_samples": 8,
+                "check_samples": 8},
+    "bench": {"threads": [1], "runs": 4, "warmup": 1, "keras_reference": False},
+}
+
+
+def test_run_end_to_end_then_resume_without_recomputing(tmp_path):
+    cfg_file = tmp_path / "tiny.yaml"
+    cfg_file.write_text(yaml.safe_dump({**TINY, "out": str(tmp_path / "runs"),
+                                        "tflite_dir": str(tmp_path / "tflite_models")}))
+    result = CliRunner().invoke(main, ["run", str(cfg_file)])
+    assert result.exit_code == 0, result.output
+    assert "report ->" in result.output and "latency_ms_p50" in result.output
+    root = tmp_path / "runs" / "tiny"
+    tfl = tmp_path / "tflite_models" / "tiny"
+    names = sorted(p.name for p in tfl.glob("*.tflite"))
+    assert names == ["mobilenet_v1_025__fp32.tflite", "mobilenet_v1_025__int8.tflite",
+                     "mobilenet_v1_025__pruned50-fp32.tflite"]
+    assert (root / "report" / "report.md").is_file() and (root / "results.csv").is_file()
+    mtimes = {p: p.stat().st_mtime_ns for p in [*tfl.glob("*.tflite"), root / "runs" / "mobilenet_v1_025" / "model.keras",
+                                                 root / "results.csv"]}
+
+    again = run_study(load_config(cfg_file), progress=False)
+    assert again["stages"]["ran"] == ["report"]
+    assert set(again["stages"]["skipped"]) >= {"data", "train-mobilenet_v1_025", "prune-mobilenet_v1_025-50",
+                                               "convert-mobilenet_v1_025-dense", "bench"}
+    assert all(p.stat().st_mtime_ns == t for p, t in mtimes.items())
+    assert len(again["rows"]) == 3
+
+    # changing one stage's config recomputes that stage and what follows, nothing before it
+    changed = run_study(load_config(cfg_file, ["bench.runs=5"]), progress=False)
+    assert changed["stages"]["ran"] == ["bench", "report"]
