@@ -50,6 +50,7 @@ class TrainConfig:
     fine_tune_epochs: int = 5
     fine_tune_learning_rate: float = 1e-5
     train_batchnorm: bool = False  # True only when training from scratch (weights none, unfreeze 1)
+    gelu: str = "erf"  # transformers: erf (exact) | tanh (approximation); recorded in run.json
     recalibrate_bn: str = "auto"  # auto (random weights only) | always | never: see train.recalibrate_batchnorm
     strategy: str = "default"  # default | mirrored | multi_worker
     tensorboard: bool = True
@@ -80,6 +81,7 @@ class ConvertConfig:
     io_type: str = "int8"  # int8 | uint8 | float32 (integer variants only)
     check_samples: int = 32
     max_disagreement: float = 0.1  # flag a variant whose top-1 disagrees with Keras on more
+    selective_max_drop: float = 0.01  # int8-selective: accuracy loss vs float allowed on val
     qat_epochs: int = 2
     qat_learning_rate: float = 1e-5
     batch_size: int = 1  # static batch 1 keeps graphs fully delegable to XNNPACK
@@ -120,6 +122,7 @@ _CHOICES = {
     "train.class_weights": ("balanced", "none"),
     "train.strategy": ("default", "mirrored", "multi_worker"),
     "train.recalibrate_bn": ("auto", "always", "never"),
+    "train.gelu": ("erf", "tanh"),
     "prune.schedule": ("polynomial", "constant"),
     "prune.scope": ("all", "head"),
     "convert.io_type": ("int8", "uint8", "float32"),

@@ -84,6 +84,9 @@ VARIANTS: dict[str, tuple[Variant, Callable]] = {
                          io_types=("int8", "uint8", "float32")), _setup_int8),
     "pqat-int8": (Variant("pqat-int8", "pruning-preserving QAT on a pruned model, then full integer", True,
                           training="pqat", io_types=("int8", "uint8", "float32")), _setup_int8),
+    # built by gram_tf.selective (quantization debugger); float IO since some nodes stay float
+    "int8-selective": (Variant("int8-selective", "int8 with the highest-error layers kept in float", True),
+                       _setup_int8),
 }
 
 
@@ -240,22 +243,39 @@ def check_artifact(path, keras_probs: np.ndarray, images: np.ndarray, max_disagr
             "mean_abs_diff": float(diff.mean()), "flagged": bool(agree < 1.0 - max_disagreement)}
 
 
-def keras_model_sizes(model, workdir: Path) -> dict:
-    """The .keras file with and without Adam state, so 'Nx smaller' has an honest baseline."""
+def keras_model_sizes(run_dir: Path) -> dict:
+    """The .keras file without and with Adam state, so 'Nx smaller' has an honest baseline.
+
+    Cached in the run directory (keras_sizes.json), keyed by the model file's hash.
+    """
     import tf_keras
 
-    out = {}
-    for with_opt in (False, True):
-        probe = workdir / f"_size_probe_{int(with_opt)}.keras"
-        if with_opt:
-            model.compile(optimizer=tf_keras.optimizers.Adam(), loss="categorical_crossentropy")
-            model.optimizer.build(model.trainable_variables)
-        model.save(str(probe))  # .keras stores the optimizer state exactly when compiled
-        sizes = compressed_sizes(probe)
-        probe.unlink()
-        tag = "with_optimizer" if with_opt else "without_optimizer"
-        out[tag] = sizes
-    return out
+    from .train import load_model
+
+    run_dir = Path(run_dir)
+    model_file = run_dir / "model.keras"
+    cache = run_dir / "keras_sizes.json"
+    digest = sha256_file(model_file)
+    if cache.is_file():
+        cached = read_json(cache)
+        if cached.get("model_sha256") == digest:
+            return cached["sizes"]
+    sizes = {"without_optimizer": compressed_sizes(model_file)}
+    model = load_model(model_file)
+    model.compile(optimizer=tf_keras.optimizers.Adam(), loss="categorical_crossentropy")
+    model.optimizer.build(model.trainable_variables)
+    import os
+    import tempfile
+
+    fd, probe = tempfile.mkstemp(prefix=".size_probe.", suffix=".keras", dir=run_dir)
+    os.close(fd)
+    try:
+        model.save(probe)  # .keras stores the optimizer state exactly when compiled
+        sizes["with_optimizer"] = {"size_bytes": os.path.getsize(probe)}
+    finally:
+        os.unlink(probe)
+    atomic_write_json(cache, {"model_sha256": digest, "sizes": sizes})
+    return sizes
 
 
 def _merge_manifest(path: Path, entries: list[dict], header: dict) -> dict:
@@ -265,6 +285,12 @@ def _merge_manifest(path: Path, entries: list[dict], header: dict) -> dict:
     manifest["artifacts"] = keep + entries
     atomic_write_json(path, manifest)
     return manifest
+
+
+def get_backbone_patch(name: str):
+    from .models import get_backbone
+
+    return get_backbone(name).patch_size
 
 
 def artifact_stem(run: dict, variant: str) -> str:
@@ -305,7 +331,7 @@ def convert_run(run_dir, variants=None, out_dir=None, cfg: Optional[ConvertConfi
     check_x, _, _, _ = data_mod.load_images(test_rows[: cfg.check_samples], size, pre["resize"],
                                             progress=False, labels=labels)
     keras_probs = model.predict(data_mod.make_dataset(check_x, None, pre, 32), verbose=0) if len(check_x) else None
-    sizes = keras_model_sizes(load_model(run_dir / "model.keras"), out_dir)
+    sizes = keras_model_sizes(run_dir)
     entries = []
     iterator = variants
     if progress:
@@ -323,10 +349,19 @@ def convert_run(run_dir, variants=None, out_dir=None, cfg: Optional[ConvertConfi
         source_model, qat_report = model, None
         if spec.training:
             source_model, qat_report = _quantization_aware(run_dir, run, rows, spec.training, cfg, seed, progress)
-        tfl = convert_model(source_model, variant, size, pre, rep, cfg.io_type, cfg.batch_size)
+        selective = None
+        if variant == "int8-selective":
+            from .selective import selective_int8
+
+            val_x, val_y = _validation_images(rows, run)
+            tfl, selective = selective_int8(model, size, pre, rep, val_x, val_y, labels,
+                                            cfg.selective_max_drop, batch_size=cfg.batch_size)
+        else:
+            tfl = convert_model(source_model, variant, size, pre, rep, cfg.io_type, cfg.batch_size)
         meta = {
             "format": "gram_tf/1", "labels": labels, "input_size": size, "preprocessing": pre,
             "backbone": run["backbone"], "variant": variant, "sparsity_target": run.get("sparsity_target") or 0.0,
+            "gelu": run.get("train", {}).get("gelu", "erf") if get_backbone_patch(run["backbone"]) else None,
         }
         tfl = tflite_meta.embed_metadata(tfl, meta)
         with atomic_path(path, suffix=".tflite") as tmp:
@@ -350,6 +385,7 @@ def convert_run(run_dir, variants=None, out_dir=None, cfg: Optional[ConvertConfi
             "max_abs_diff": check["max_abs_diff"] if check else None,
             "flagged": check["flagged"] if check else None,
             "qat_float_layers": [f["layer"] for f in qat_report["float"]] if qat_report else None,
+            "selective": selective,
             "run_dir": str(run_dir.resolve()), "keras_model": str((run_dir / "model.keras").resolve()),
             "data_manifest": run["manifest"], "macs": run.get("macs"),
             "keras_sizes": sizes, "versions": library_versions(),
@@ -364,6 +400,12 @@ def convert_run(run_dir, variants=None, out_dir=None, cfg: Optional[ConvertConfi
     manifest = _merge_manifest(out_dir / MANIFEST_NAME, entries, header)
     tf_keras.backend.clear_session()
     return {**manifest, "artifacts": entries, "manifest_path": str(out_dir / MANIFEST_NAME)}
+
+
+def _validation_images(rows, run):
+    split = "val" if data_mod.split_rows(rows, "val") else "test"
+    x, y, _ = data_mod.load_split(rows, split, run["input_size"], run["preprocessing"]["resize"], progress=False)
+    return x, y
 
 
 def _quantization_aware(run_dir, run, rows, kind, cfg: ConvertConfig, seed, progress):

@@ -194,7 +194,7 @@ def train(manifest, backbone: str, out_dir, cfg: Optional[TrainConfig] = None, s
     strategy = get_strategy(cfg.strategy)
     with strategy.scope():
         model, info = build_classifier(backbone, len(labels), cfg.input_size, cfg.weights,
-                                       weights_dir, cfg.dropout)
+                                       weights_dir, cfg.dropout, options={"gelu": cfg.gelu})
     size, pre = info["input_size"], info["preprocessing"]
     cache_dir = data_cache_dir or (out_dir / "cache" if cfg.cache == "disk" else None)
     xs, ys = {}, {}

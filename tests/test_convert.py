@@ -139,4 +139,5 @@ def test_layer_tfmot_cannot_quantize_is_a_clear_error():
 
 
 def test_variant_table_is_complete():
-    assert set(VARIANTS) == {"fp32", "fp16", "dynamic", "int16x8", "int8", "int8-per-tensor", "qat-int8", "pqat-int8"}
+    assert set(VARIANTS) == {"fp32", "fp16", "dynamic", "int16x8", "int8", "int8-per-tensor", "qat-int8", "pqat-int8",
+                             "int8-selective"}

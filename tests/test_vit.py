@@ -162,7 +162,7 @@ def test_deit_study_end_to_end_prunes_attention_and_runs_int8(tmp_path):
 
     cfg = load_config("configs/deit_tiny.yaml", [
         f"out={tmp_path / 'runs'}", f"tflite_dir={tmp_path / 'tfl'}", "data.synth_per_class=16", "data.synth_size=48",
-        "train.input_size=32", "train.epochs=3", "prune.levels=[0.5]", "prune.epochs=2", "prune.batch_size=8",
+        "train.input_size=32", "train.epochs=3", "prune.levels=[0.5]", "prune.epochs=1", "prune.batch_size=8",
         "convert.variants=[fp32,int8,int8-per-tensor]", "convert.pruned_variants=[int8]",
         "convert.representative_samples=8", "convert.check_samples=8", "bench.threads=[1]", "bench.runs=3",
         "bench.warmup=1", "bench.keras_reference=false"])

@@ -25,6 +25,8 @@ HEAD_LAYERS = (HEAD_POOL, HEAD_DROPOUT, HEAD_DENSE)
 def _load_backbone_weights(base, bb: Backbone, path: Path) -> None:
     try:
         base.load_weights(str(path))
+    except GramTFError:
+        raise
     except Exception as exc:
         reason = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
         expected = f" (expected e.g. {bb.imagenet_files[0]})" if bb.imagenet_files else ""
