@@ -28,15 +28,9 @@ def cpu_name() -> str:
 
 
 def environment() -> dict:
-    import importlib.metadata as md
+    from gram_tf.train import library_versions
 
-    versions = {}
-    for pkg in ("tensorflow", "tf-keras", "ai-edge-litert", "onnxruntime", "tf2onnx", "numpy"):
-        try:
-            versions[pkg] = md.version(pkg)
-        except md.PackageNotFoundError:
-            pass
-    return {"cpu": cpu_name(), "cores": os.cpu_count(), "python": sys.version.split()[0], **versions}
+    return {"cpu": cpu_name(), "cores": os.cpu_count(), "python": sys.version.split()[0], **library_versions()}
 
 
 def export_artifact(model, out_dir: Path, backbone: str, variant: str, size: int, preprocessing: dict,

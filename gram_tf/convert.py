@@ -128,6 +128,8 @@ def convert_model(model, variant: str, size: int, preprocessing: dict,
     import tensorflow as tf
 
     spec, setup = get_variant(variant)
+    if variant == "int8-selective":
+        raise GramTFError("int8-selective needs validation data: use convert_run or gram_tf.selective.selective_int8")
     if spec.integer and (representative is None or len(representative) == 0):
         raise GramTFError(f"variant {variant} needs a representative dataset (training images); none was given")
     if io_type not in spec.io_types:

@@ -226,6 +226,7 @@ def prune_run(run_dir, cfg: Optional[PruneConfig] = None, seed: int = 0, progres
         hist = wrapped.fit(train_ds, validation_data=val_ds, epochs=cfg.epochs, callbacks=callbacks,
                            verbose=1 if progress else 2)
         stripped = strip(wrapped)
+        bn_note = _maybe_recalibrate(stripped, xs, ys, val_split, pre)
         measured = measure_sparsity(stripped)
         pruned_sparsity = _pruned_layers_sparsity(measured, report["prunable"])
         if pruned_sparsity < 0.5 * level:
@@ -246,7 +247,8 @@ def prune_run(run_dir, cfg: Optional[PruneConfig] = None, seed: int = 0, progres
             "pruned_layers_sparsity": pruned_sparsity,
             "pruned_layers": len(report["prunable"]), "skipped_layers": len(report["skipped"]),
             "accuracy": metrics.get("test", {}).get("accuracy"), "zip_bytes": sizes["keras_weights_zip_bytes"],
-            "structured_2_4_ok": two_four, "seconds": time.perf_counter() - t0, "out_dir": str(out_dir),
+            "structured_2_4_ok": two_four, "bn_recalibrated": bn_note["kept"],
+            "seconds": time.perf_counter() - t0, "out_dir": str(out_dir),
         }
         sparsity_report = {"summary": summary, "schedule": {"type": cfg.schedule, **sched_info},
                            "pruned": report["prunable"], "skipped": report["skipped"],
@@ -265,6 +267,34 @@ def prune_run(run_dir, cfg: Optional[PruneConfig] = None, seed: int = 0, progres
         results.append(summary)
         tf_keras.backend.clear_session()
     return results
+
+
+def _maybe_recalibrate(model, xs, ys, val_split, pre) -> dict:
+    """Pruning changes every layer's activation statistics, and BatchNorm was frozen during the
+    fine-tune. Re-estimate BN statistics on the training images and keep them only if the
+    validation loss improves (a random-feature backbone collapses without it; a pretrained one
+    usually gains a little)."""
+    from .metrics import classification_metrics
+    from .train import recalibrate_batchnorm
+
+    def val_loss():
+        probs = model.predict(data_mod.make_dataset(xs[val_split], None, pre, 32), verbose=0)
+        return classification_metrics(ys[val_split], probs, list(range(probs.shape[1])))["loss"]
+
+    import tf_keras
+
+    bns = [l for l in model.layers if isinstance(l, tf_keras.layers.BatchNormalization)]
+    if not bns:
+        return {"kept": False}
+    before = val_loss()
+    saved = [l.get_weights() for l in bns]
+    recalibrate_batchnorm(model, xs["train"], pre)
+    after = val_loss()
+    if after < before:
+        return {"kept": True, "val_loss_before": before, "val_loss_after": after}
+    for l, w in zip(bns, saved):
+        l.set_weights(w)
+    return {"kept": False, "val_loss_before": before, "val_loss_after": after}
 
 
 def _pruned_layers_sparsity(measured: dict, pruned_layers) -> float:

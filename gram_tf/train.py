@@ -50,7 +50,8 @@ def library_versions() -> dict:
     import importlib.metadata as md
 
     out = {}
-    for pkg in ("tensorflow", "tf-keras", "tensorflow-model-optimization", "ai-edge-litert", "keras-cv", "numpy"):
+    for pkg in ("tensorflow", "tf-keras", "tensorflow-model-optimization", "ai-edge-litert", "keras-cv", "numpy",
+                "onnxruntime", "tf2onnx"):
         try:
             out[pkg] = md.version(pkg)
         except md.PackageNotFoundError:
@@ -68,10 +69,18 @@ def load_run(run_dir) -> dict:
     return info
 
 
+def quiet_tensorflow() -> None:
+    """Keep TensorFlow's Python logger to errors (its retracing notices drown the progress bars)."""
+    import tensorflow as tf
+
+    tf.get_logger().setLevel("ERROR")
+
+
 def load_model(path):
     """Load a .keras model saved by gram_tf (custom transformer layers included)."""
     import tf_keras
 
+    quiet_tensorflow()
     from .models import vit
 
     with tf_keras.utils.custom_object_scope(vit.custom_objects()):
@@ -182,6 +191,7 @@ def train(manifest, backbone: str, out_dir, cfg: Optional[TrainConfig] = None, s
 
     cfg = cfg or TrainConfig()
     get_backbone(backbone)  # a typo fails before any data is read
+    quiet_tensorflow()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     rows = data_mod.read_manifest(manifest)

@@ -141,3 +141,30 @@ def test_layer_tfmot_cannot_quantize_is_a_clear_error():
 def test_variant_table_is_complete():
     assert set(VARIANTS) == {"fp32", "fp16", "dynamic", "int16x8", "int8", "int8-per-tensor", "qat-int8", "pqat-int8",
                              "int8-selective"}
+
+
+def test_selective_int8_keeps_the_worst_layers_in_float(tiny_run):
+    """The debugger ranks layers by error; denylisted nodes come back float in the .tflite."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    from gram_tf import data as data_mod
+    from gram_tf.convert import representative_images
+    from gram_tf.selective import selective_int8
+    from gram_tf.train import load_model, load_run
+
+    run = load_run(tiny_run)
+    rows = data_mod.read_manifest(run["manifest"])
+    rep = representative_images(rows, run, 16, 0)
+    vx, vy, _ = data_mod.load_split(rows, "val", 64, progress=False)
+    model = load_model(tiny_run / "model.keras")
+    # max_drop < 0 can never be met, so the search runs its steps (1 then 2 float nodes)
+    blob, report = selective_int8(model, 64, run["preprocessing"], rep, vx, vy, run["labels"],
+                                  max_drop=-1.0, max_nodes=2)
+    assert [s["float_nodes"] for s in report["steps"]] == [0, 1, 2]
+    assert report["worst_layers"][0]["rmse_over_scale"] >= report["worst_layers"][-1]["rmse_over_scale"]
+    assert 1 <= len(report["float_nodes"]) <= 2 and 0 <= report["final_accuracy"] <= 1
+    it = Interpreter(model_content=blob)
+    it.allocate_tensors()
+    names = {d["name"]: np.dtype(d["dtype"]) for d in it.get_tensor_details()}
+    assert any(n in names and names[n] == np.float32 for n in report["float_nodes"])
+    assert any(dt == np.int8 for dt in names.values())

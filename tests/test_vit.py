@@ -151,30 +151,24 @@ def test_bad_checkpoints_list_the_names(tmp_path):
     assert len(expected_names({"depth": 2, "distilled": True})) == 7 + 24
 
 
-def test_deit_study_end_to_end_prunes_attention_and_runs_int8(tmp_path):
-    """`gram-tf run` with DeiT-tiny at 32 px: train, prune, int8 per-channel/per-tensor, LiteRT bench."""
+def test_partial_qat_on_a_transformer_reports_float_layers_and_converts(tmp_path):
     from ai_edge_litert.interpreter import Interpreter
 
-    from gram_tf.config import load_config
-    from gram_tf.pipeline import run_study
-    from gram_tf.prune import measure_sparsity
-    from gram_tf.train import load_model
+    from gram_tf.convert import convert_model
+    from gram_tf.quantize import quantize_aware
 
-    cfg = load_config("configs/deit_tiny.yaml", [
-        f"out={tmp_path / 'runs'}", f"tflite_dir={tmp_path / 'tfl'}", "data.synth_per_class=16", "data.synth_size=48",
-        "train.input_size=32", "train.epochs=3", "prune.levels=[0.5]", "prune.epochs=1", "prune.batch_size=8",
-        "convert.variants=[fp32,int8,int8-per-tensor]", "convert.pruned_variants=[int8]",
-        "convert.representative_samples=8", "convert.check_samples=8", "bench.threads=[1]", "bench.runs=3",
-        "bench.warmup=1", "bench.keras_reference=false"])
-    result = run_study(cfg, progress=False)
-    variants = {(r["variant"], r["sparsity_target"]) for r in result["rows"]}
-    assert variants == {("fp32", 0.0), ("int8", 0.0), ("int8-per-tensor", 0.0), ("int8", 0.5)}
-    pruned = load_model(tmp_path / "runs" / cfg.name / "runs" / "deit_tiny" / "pruned_50" / "model.keras")
-    per_layer = measure_sparsity(pruned)["per_layer"]
-    for i in range(12):
-        for part in ("qkv", "proj", "fc1", "fc2"):
-            assert per_layer[f"block{i}_{part}/kernel"]["sparsity"] == pytest.approx(0.5, abs=0.02)
-    for f in (tmp_path / "tfl" / cfg.name).glob("*int8*.tflite"):
-        it = Interpreter(model_path=str(f))
-        it.allocate_tensors()
-        assert np.dtype(it.get_input_details()[0]["dtype"]) == np.int8
+    model, info = build_classifier("deit_tiny", 2, 32, weights="none")
+    qat, report = quantize_aware(model)
+    floating = {f["layer"] for f in report["float"]}
+    assert "block0_norm1" in floating and "block0_attn" in floating and "class_token" in floating
+    assert "block0_qkv" in report["quantizable"] and "block11_fc2" in report["quantizable"]
+    rep = np.random.default_rng(0).integers(0, 255, (4, 32, 32, 3), np.uint8)
+    blob = convert_model(qat, "qat-int8", 32, info["preprocessing"], rep)
+    it = Interpreter(model_content=blob)
+    it.allocate_tensors()
+    assert np.dtype(it.get_input_details()[0]["dtype"]) == np.int8
+    x = np.zeros(it.get_input_details()[0]["shape"], np.int8)
+    it.set_tensor(it.get_input_details()[0]["index"], x)
+    it.invoke()
+    out = it.get_tensor(it.get_output_details()[0]["index"])
+    assert out.shape == (1, 2)

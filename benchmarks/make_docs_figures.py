@@ -1,0 +1,39 @@
+"""Regenerate the README pictures: a contact sheet of synthetic Gram stains and (if the quickstart
+has run) its accuracy-vs-latency plot.
+
+    python benchmarks/make_docs_figures.py
+"""
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from gram_tf.synth import render_micrograph  # noqa: E402
+
+
+def contact_sheet(path: Path, n: int = 6, size: int = 160, seed: int = 7) -> None:
+    rng = np.random.default_rng(seed)
+    rows = []
+    for gram in ("positive", "negative"):
+        rows.append(np.concatenate([np.asarray(render_micrograph(rng, gram, size)) for _ in range(n)], axis=1))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.concatenate(rows, axis=0)).save(path, optimize=True)
+
+
+def main():
+    docs = ROOT / "docs"
+    contact_sheet(docs / "synth_examples.png")
+    plot = ROOT / "runs" / "quickstart" / "report" / "accuracy_vs_latency.png"
+    if plot.is_file():
+        shutil.copy(plot, docs / "quickstart_accuracy_vs_latency.png")
+    print(f"-> {docs}")
+
+
+if __name__ == "__main__":
+    main()
