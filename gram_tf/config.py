@@ -109,6 +109,8 @@ class StudyConfig:
     tflite_dir: str = "tflite_models"
     weights_dir: Optional[str] = None  # folder searched for Keras ImageNet weight files
     backbones: list = field(default_factory=lambda: ["mobilenet_v2_035"])
+    # per-backbone weights overriding train.weights, e.g. {deit_tiny: /models/deit_tiny.safetensors}
+    backbone_weights: dict = field(default_factory=dict)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     prune: PruneConfig = field(default_factory=PruneConfig)
@@ -153,6 +155,10 @@ def _coerce(value: Any, tp, key: str, source: str):
         if not isinstance(value, list):
             value = [value]  # a scalar from --set is a one-element list
         return value
+    if tp is dict or origin is dict:
+        if not isinstance(value, dict):
+            raise GramTFError(f"{source}: key '{key}' must be a mapping, got {type(value).__name__} {value!r}")
+        return {str(k): str(v) for k, v in value.items()}
     if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
     if tp is int and isinstance(value, int) and not isinstance(value, bool):
@@ -203,6 +209,9 @@ def _validate(cfg: StudyConfig, source: str) -> None:
     for level in cfg.prune.levels:
         if not isinstance(level, (int, float)) or not 0.0 < float(level) < 1.0:
             raise GramTFError(f"{source}: prune.levels entries must be in (0, 1), got {level!r}")
+    unknown = sorted(set(cfg.backbone_weights) - set(cfg.backbones))
+    if unknown:
+        raise GramTFError(f"{source}: backbone_weights names {', '.join(unknown)}, which is not in 'backbones'")
     for t in cfg.bench.threads:
         if not isinstance(t, int) or t < 1:
             raise GramTFError(f"{source}: bench.threads entries must be positive ints, got {t!r}")

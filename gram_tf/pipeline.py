@@ -101,16 +101,21 @@ def run_study(cfg: StudyConfig, progress: bool = True) -> dict:
 
     manifest = _data_stage(cfg, root, stages)
     manifest_sha = sha256_file(manifest)
+    import dataclasses
+
     for backbone in cfg.backbones:
         run_dir = root / "runs" / backbone
-        key = config_hash({"train": cfg.train, "seed": cfg.seed, "manifest": manifest_sha, "backbone": backbone,
+        train_cfg = cfg.train
+        if backbone in cfg.backbone_weights:
+            train_cfg = dataclasses.replace(cfg.train, weights=cfg.backbone_weights[backbone])
+        key = config_hash({"train": train_cfg, "seed": cfg.seed, "manifest": manifest_sha, "backbone": backbone,
                            "weights_dir": cfg.weights_dir})
         name = f"train-{backbone}"
         if stages.done(name, key) is not None and (run_dir / "run.json").is_file():
             stages.start(name, skipped=True)
         else:
             stages.start(name, skipped=False)
-            run = train(manifest, backbone, run_dir, cfg.train, seed=cfg.seed, weights_dir=cfg.weights_dir,
+            run = train(manifest, backbone, run_dir, train_cfg, seed=cfg.seed, weights_dir=cfg.weights_dir,
                         progress=progress)
             stages.finish(name, key, {"metrics": run["metrics"]})
         train_key = key

@@ -93,6 +93,18 @@ def test_litert_only_predictions_match_bench_evaluation(rows, artifacts, synth_m
         correct = "".join("1" if by_path[r["path"]] == r["label"] else "0" for r in test_rows)
         bench_row = next(r for r in rows if r["variant"] == variant and r["threads"] == 1)
         assert correct == bench_row["correct"], variant
+    # the console command itself, on the deploy install (no TensorFlow), with a folder and a bad file
+    (tmp_path / "imgs").mkdir()
+    import shutil
+
+    shutil.copy(test_rows[0]["path"], tmp_path / "imgs" / "a.png")
+    (tmp_path / "imgs" / "broken.png").write_bytes(b"not an image")
+    out = subprocess.run([sys.executable, "-m", "gram_tf.cli", "predict", str(artifacts / "mobilenet_v1_050__int8.tflite"),
+                          str(tmp_path / "imgs"), "--json", "--top-k", "2"], capture_output=True, text=True, env=env)
+    assert out.returncode == 0, out.stderr[-2000:]
+    payload = json.loads(out.stdout)
+    assert [r["path"].endswith("a.png") for r in payload["results"]] == [True]
+    assert len(payload["results"][0]["top_k"]) == 2 and payload["errors"][0]["path"].endswith("broken.png")
 
 
 def test_bad_paths_and_non_models_are_one_line(tmp_path):

@@ -71,3 +71,12 @@ def test_set_overrides_are_parsed_and_validated(tmp_path):
 def test_int_accepted_for_float():
     cfg = load_config(None, ["train.learning_rate=1"])
     assert isinstance(cfg.train.learning_rate, float)
+
+
+def test_per_backbone_weights_mapping(tmp_path):
+    cfg = load_config("configs/thesis.yaml")
+    assert cfg.backbone_weights["deit_tiny"].endswith(".safetensors") and "deit_tiny" in cfg.backbones
+    with pytest.raises(GramTFError, match="backbone_weights names resnet18"):
+        load_config(None, ["backbone_weights={resnet18: x.h5}"])
+    with pytest.raises(GramTFError, match="'backbone_weights' must be a mapping"):
+        load_config(None, ["backbone_weights=[a]"])
