@@ -293,14 +293,10 @@ def bench_paths(paths, threads=(1,), runs: int = 50, warmup: int = 5, max_second
 
 
 def _evaluate_keras(model_path, testset, info) -> dict:
-    from . import data as data_mod
-    from .metrics import classification_metrics
-    from .train import load_model
+    from .train import evaluate_keras, load_model
 
     x, y = testset.get(info["data_manifest"], info["input_size"], info["preprocessing"]["resize"], info["labels"])
-    model = load_model(model_path)
-    probs = model.predict(data_mod.make_dataset(x, None, info["preprocessing"], 32), verbose=0)
-    return classification_metrics(y, probs, info["labels"])
+    return evaluate_keras(load_model(model_path), x, y, info["preprocessing"], info["labels"])
 
 
 def _base_row(f: Path, info: dict, run_name) -> dict:
