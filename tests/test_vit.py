@@ -172,3 +172,41 @@ def test_partial_qat_on_a_transformer_reports_float_layers_and_converts(tmp_path
     it.invoke()
     out = it.get_tensor(it.get_output_details()[0]["index"])
     assert out.shape == (1, 2)
+
+
+def _gelu_model(gelu):
+    import tensorflow as tf
+    import tf_keras
+
+    from gram_tf.models.vit_layers import GELU
+
+    inp = tf_keras.Input((8,), batch_size=1)
+    model = tf_keras.Model(inp, GELU(approximate=(gelu == "tanh"))(tf_keras.layers.Dense(8)(inp)))
+    x = np.random.default_rng(0).standard_normal((1, 8)).astype(np.float32)
+    return model, tf.function(lambda t: model(t, training=False)), tf.TensorSpec([1, 8], tf.float32), x
+
+
+@pytest.mark.parametrize("gelu", ["erf", "tanh"])
+def test_gelu_is_exact_and_becomes_one_tflite_op(gelu):
+    import tensorflow as tf
+    from ai_edge_litert.interpreter import Interpreter
+
+    model, fn, spec, x = _gelu_model(gelu)
+    pre = x @ model.layers[1].kernel.numpy() + model.layers[1].bias.numpy()
+    if gelu == "erf":
+        np.testing.assert_allclose(model(x).numpy(), 0.5 * pre * (1 + erf(pre / np.sqrt(2))), atol=1e-6)
+    it = Interpreter(model_content=tf.lite.TFLiteConverter.from_concrete_functions(
+        [fn.get_concrete_function(spec)]).convert())
+    it.allocate_tensors()
+    assert "GELU" in {d["op_name"] for d in it._get_ops_details()}
+
+
+@pytest.mark.parametrize("gelu", ["erf", "tanh"])
+def test_gelu_exports_to_onnx(gelu):
+    """tf.nn.gelu(approximate=False) would lower to Erfc, which tf2onnx rejects; ours exports."""
+    tf2onnx = pytest.importorskip("tf2onnx", reason="ONNX export needs the 'peers' extra (tf2onnx)")
+    ort = pytest.importorskip("onnxruntime", reason="needs the 'peers' extra (onnxruntime)")
+    model, fn, spec, x = _gelu_model(gelu)
+    onnx_model, _ = tf2onnx.convert.from_function(fn, input_signature=(spec,), opset=17)
+    sess = ort.InferenceSession(onnx_model.SerializeToString(), providers=["CPUExecutionProvider"])
+    np.testing.assert_allclose(sess.run(None, {sess.get_inputs()[0].name: x})[0], model(x).numpy(), atol=1e-5)

@@ -86,14 +86,18 @@ class SelfAttention(tf_keras.layers.Layer, _NoPrune):
 
 @tf_keras.utils.register_keras_serializable("gram_tf")
 class GELU(tf_keras.layers.Layer, _NoPrune):
-    """GELU, exact (erf) or tanh approximation: both map to TFLite's GELU op and to ONNX."""
+    """GELU, exact (erf) or tanh approximation: both become TFLite's GELU op and export to ONNX."""
 
     def __init__(self, approximate: bool = False, **kwargs):
         super().__init__(**kwargs)
         self.approximate = approximate
 
     def call(self, x):
-        return tf.nn.gelu(x, approximate=self.approximate)
+        if self.approximate:
+            return tf.nn.gelu(x, approximate=True)
+        # The erf form, not tf.nn.gelu(approximate=False): TF lowers that one to Erfc, which tf2onnx
+        # cannot export. This form exports to ONNX as Erf, and TFLite still fuses it into GELU.
+        return 0.5 * x * (1.0 + tf.math.erf(x * 0.7071067811865476))
 
     def get_config(self):
         return {**super().get_config(), "approximate": self.approximate}
