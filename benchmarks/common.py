@@ -1,7 +1,6 @@
 """Helpers shared by the benchmark scripts: synthetic data, artifact export, result files."""
 from __future__ import annotations
 
-import json
 import os
 import platform
 import sys

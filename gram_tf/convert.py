@@ -17,7 +17,7 @@ import numpy as np
 from . import data as data_mod
 from .config import ConvertConfig
 from .errors import GramTFError
-from .io_utils import atomic_path, atomic_write_bytes, atomic_write_json, compressed_sizes, read_json, sha256_file
+from .io_utils import atomic_path, atomic_write_json, compressed_sizes, read_json, sha256_file
 
 MANIFEST_NAME = "manifest.json"
 

@@ -17,7 +17,7 @@ import numpy as np
 from . import data as data_mod
 from .config import PruneConfig, config_hash
 from .errors import GramTFError
-from .io_utils import atomic_write_json, compressed_sizes, atomic_path
+from .io_utils import atomic_write_json, compressed_sizes
 
 KERNEL_ATTRS = ("kernel", "depthwise_kernel")
 
@@ -274,12 +274,11 @@ def _maybe_recalibrate(model, xs, ys, val_split, pre) -> dict:
     fine-tune. Re-estimate BN statistics on the training images and keep them only if the
     validation loss improves (a random-feature backbone collapses without it; a pretrained one
     usually gains a little)."""
-    from .metrics import classification_metrics
-    from .train import recalibrate_batchnorm
+    from .train import evaluate_keras, recalibrate_batchnorm
 
     def val_loss():
-        probs = model.predict(data_mod.make_dataset(xs[val_split], None, pre, 32), verbose=0)
-        return classification_metrics(ys[val_split], probs, list(range(probs.shape[1])))["loss"]
+        labels = list(range(model.output_shape[-1]))
+        return evaluate_keras(model, xs[val_split], ys[val_split], pre, labels)["loss"]
 
     import tf_keras
 

@@ -96,7 +96,6 @@ def quantize_aware(model, preserve_sparsity: bool = False):
     Returns (qat_model, report). Raises GramTFError naming the layer when TF-MOT still fails.
     """
     import tensorflow_model_optimization as tfmot
-    import tf_keras
 
     from .models import vit
 

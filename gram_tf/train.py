@@ -8,7 +8,6 @@ confusion_matrix.png.
 """
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Optional
@@ -181,13 +180,10 @@ def _callbacks(out_dir: Path, cfg: TrainConfig, ckpt: Path, state_file: Path, pr
 def train(manifest, backbone: str, out_dir, cfg: Optional[TrainConfig] = None, seed: int = 0,
           weights_dir=None, progress: bool = True, data_cache_dir=None) -> dict:
     """Train one backbone on a split manifest; returns the run info (also written to run.json)."""
-    import tensorflow as tf
     import tf_keras
 
     from .models import (HEAD_DENSE, backbone_layers, build_classifier, count_macs,
-                         feature_extractor)
-
-    from .models import get_backbone
+                         feature_extractor, get_backbone)
 
     cfg = cfg or TrainConfig()
     get_backbone(backbone)  # a typo fails before any data is read
