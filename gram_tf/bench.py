@@ -331,17 +331,18 @@ def add_relative_columns(rows: list[dict]) -> None:
             r["gmacs_per_s"] = r["macs"] / (r["latency_ms_p50"] / 1000.0) / 1e9
 
 
-def write_results(rows: list[dict], out) -> tuple[Path, Path]:
+def write_results(rows: list[dict], out, columns=None) -> tuple[Path, Path]:
     from .io_utils import atomic_write_json, atomic_write_text
 
+    columns = list(columns or ROW_COLUMNS)
     out = Path(out)
     csv_path = out if out.suffix == ".csv" else out.with_suffix(".csv")
     json_path = csv_path.with_suffix(".json")
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=ROW_COLUMNS, extrasaction="ignore", lineterminator="\n")
+    writer = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
     for r in rows:
-        writer.writerow({k: ("" if r.get(k) is None else r.get(k)) for k in ROW_COLUMNS})
+        writer.writerow({k: ("" if r.get(k) is None else r.get(k)) for k in columns})
     atomic_write_text(csv_path, buf.getvalue())
     atomic_write_json(json_path, rows)
     return csv_path, json_path
@@ -365,3 +366,37 @@ def _worker_main(arg: str) -> int:
 
 if __name__ == "__main__":  # worker entry: python -m gram_tf.bench '<json>'
     sys.exit(_worker_main(sys.argv[1]))
+
+
+def time_interleaved(runners: dict, rounds: int = 5, runs: int = 30, warmup: int = 5) -> dict:
+    """Latency of several models measured in turns: each round runs every model `runs` times.
+
+    On a shared 2-vCPU machine the speed drifts by 20-30 % over minutes (measured); timing
+    variants one after another turns that drift into fake speed-ups. Interleaving gives every
+    variant the same conditions. Returns {key: p50, p90 over all samples, and the lowest and
+    highest per-round median (the drift the numbers carry)}.
+    """
+    samples = {k: [] for k in runners}
+    round_medians = {k: [] for k in runners}
+    for fn in runners.values():
+        for _ in range(warmup):
+            fn()
+    for _ in range(rounds):
+        for key, fn in runners.items():
+            fn()
+            times = np.empty(runs)
+            for i in range(runs):
+                t0 = time.perf_counter()
+                fn()
+                times[i] = (time.perf_counter() - t0) * 1e3
+            samples[key].extend(times.tolist())
+            round_medians[key].append(float(np.median(times)))
+    out = {}
+    for key, values in samples.items():
+        values = np.asarray(values)
+        p50 = float(np.percentile(values, 50))
+        out[key] = {"latency_ms_p50": p50, "latency_ms_p90": float(np.percentile(values, 90)),
+                    "latency_ms_mean": float(values.mean()), "latency_ms_std": float(values.std()),
+                    "round_p50_min": min(round_medians[key]), "round_p50_max": max(round_medians[key]),
+                    "images_per_s": 1e3 / p50, "runs": int(values.size)}
+    return out

@@ -273,6 +273,47 @@ def bench_cmd(paths, threads, runs, warmup, max_seconds, out, no_eval, no_keras)
     click.echo(f"results -> {csv_path} and {json_path}")
 
 
+@main.command("profile")
+@click.argument("model", type=click.Path(exists=True, dir_okay=False))
+@click.option("--threads", type=int, default=1, show_default=True)
+@click.option("--runs", type=int, default=20, show_default=True, help="timed runs per op")
+@click.option("--csv", "csv_out", type=click.Path(dir_okay=False), default=None,
+              help="also write the per-op rows (index, op, dtype, delegated, isolated_ms, macs)")
+def profile_cmd(model, threads, runs, csv_out):
+    """Where a .tflite's time goes: XNNPACK partitions, fallback ops, per-op-type time (LiteRT only)."""
+    from .profile import delegation, format_fallback, op_profile, summarize, whole_model_ms
+
+    d = delegation(model, threads)
+    rows = op_profile(model, threads=threads, runs=runs, progress=True)
+    table = summarize(rows, whole_model_ms(model, threads))
+    click.echo(f"{Path(model).name}: {d['nodes']} nodes, {d['delegated_nodes']} in XNNPACK, "
+               f"{d['partitions']} partition(s); builtin fallbacks: {format_fallback(d)}")
+    click.echo(format_table(table, ["op", "dtype", "kernel", "count", "ms", "share", "gmacs", "gmacs_per_s"]))
+    if csv_out:
+        from .bench import write_results
+
+        write_results(rows, csv_out, columns=list(rows[0]) if rows else ["index"])
+        click.echo(f"per-op rows -> {csv_out}")
+
+
+@main.command("peak")
+@click.option("--threads", callback=_csv_list(int), default="1,2", show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+def peak_cmd(threads, as_json):
+    """Measure this CPU's fp32 and int8 GMAC/s peak with the LiteRT/XNNPACK GEMM micro-benchmark."""
+    from .roofline import measure_peak
+
+    peak = measure_peak(threads)
+    if as_json:
+        click.echo(json.dumps(peak, indent=1))
+        return
+    rows = [{"dtype": k.split("@")[0], "threads": int(k.split("@")[1]), "measured_gmacs_per_s": v,
+             "isa_estimate": peak["theoretical"][k.split("@")[1]][f"{k.split('@')[0]}_gmacs"]}
+            for k, v in peak["peak"].items()]
+    click.echo(f"{peak['cpu']['cpu']} ({', '.join(peak['cpu']['flags'])}); {peak['method']}")
+    click.echo(format_table(rows))
+
+
 # --------------------------------------------------------------------------------------- report
 @main.command("report")
 @click.argument("results", nargs=-1, required=True, type=click.Path())

@@ -82,6 +82,8 @@ class ConvertConfig:
     check_samples: int = 32
     max_disagreement: float = 0.1  # flag a variant whose top-1 disagrees with Keras on more
     selective_max_drop: float = 0.01  # int8-selective: accuracy loss vs float allowed on val
+    fast_threads: int = 2  # int8-fast: threads the per-op profile is measured with (match deployment)
+    fast_margin: float = 0.05  # int8-fast: keep an op float when int8 is slower by more than this
     qat_epochs: int = 2
     qat_learning_rate: float = 1e-5
     batch_size: int = 1  # static batch 1 keeps graphs fully delegable to XNNPACK

@@ -84,6 +84,9 @@ VARIANTS: dict[str, tuple[Variant, Callable]] = {
                          io_types=("int8", "uint8", "float32")), _setup_int8),
     "pqat-int8": (Variant("pqat-int8", "pruning-preserving QAT on a pruned model, then full integer", True,
                           training="pqat", io_types=("int8", "uint8", "float32")), _setup_int8),
+    # built by gram_tf.fast_int8: per-op profile of fp32 vs int8, float where int8 is slower
+    "int8-fast": (Variant("int8-fast", "int8 where XNNPACK runs it faster, float elsewhere (profile-guided)",
+                          True), _setup_int8),
     # built by gram_tf.selective (quantization debugger); float IO since some nodes stay float
     "int8-selective": (Variant("int8-selective", "int8 with the highest-error layers kept in float", True),
                        _setup_int8),
@@ -130,6 +133,10 @@ def convert_model(model, variant: str, size: int, preprocessing: dict,
     spec, setup = get_variant(variant)
     if variant == "int8-selective":
         raise GramTFError("int8-selective needs validation data: use convert_run or gram_tf.selective.selective_int8")
+    if variant == "int8-fast":
+        from .fast_int8 import fast_int8
+
+        return fast_int8(model, size, preprocessing, representative, batch_size=batch_size)[0]
     if spec.integer and (representative is None or len(representative) == 0):
         raise GramTFError(f"variant {variant} needs a representative dataset (training images); none was given")
     if io_type not in spec.io_types:
@@ -351,8 +358,14 @@ def convert_run(run_dir, variants=None, out_dir=None, cfg: Optional[ConvertConfi
         source_model, qat_report = model, None
         if spec.training:
             source_model, qat_report = _quantization_aware(run_dir, run, rows, spec.training, cfg, seed, progress)
-        selective = None
-        if variant == "int8-selective":
+        selective = fast = None
+        if variant == "int8-fast":
+            from .fast_int8 import fast_int8
+
+            tfl, fast = fast_int8(model, size, pre, rep, threads=cfg.fast_threads, margin=cfg.fast_margin,
+                                  batch_size=cfg.batch_size)
+            fast.update(_val_accuracies(model, tfl, rows, run))
+        elif variant == "int8-selective":
             from .selective import selective_int8
 
             val_x, val_y = _validation_images(rows, run)
@@ -387,7 +400,7 @@ def convert_run(run_dir, variants=None, out_dir=None, cfg: Optional[ConvertConfi
             "max_abs_diff": check["max_abs_diff"] if check else None,
             "flagged": check["flagged"] if check else None,
             "qat_float_layers": [f["layer"] for f in qat_report["float"]] if qat_report else None,
-            "selective": selective,
+            "selective": selective, "fast": fast,
             "run_dir": str(run_dir.resolve()), "keras_model": str((run_dir / "model.keras").resolve()),
             "data_manifest": run["manifest"], "macs": run.get("macs"),
             "keras_sizes": sizes, "versions": library_versions(),
@@ -402,6 +415,18 @@ def convert_run(run_dir, variants=None, out_dir=None, cfg: Optional[ConvertConfi
     manifest = _merge_manifest(out_dir / MANIFEST_NAME, entries, header)
     tf_keras.backend.clear_session()
     return {**manifest, "artifacts": entries, "manifest_path": str(out_dir / MANIFEST_NAME)}
+
+
+def _val_accuracies(model, tfl: bytes, rows, run) -> dict:
+    """Float (Keras) and artifact accuracy on the validation split, for mixed-precision variants."""
+    from .selective import _accuracy
+
+    x, y = _validation_images(rows, run)
+    if len(y) == 0:
+        return {}
+    probs = model.predict(data_mod.make_dataset(x, None, run["preprocessing"], 32), verbose=0)
+    return {"float_val_accuracy": float(np.mean(probs.argmax(1) == y)), "n_val": int(len(y)),
+            "val_accuracy": _accuracy(tfl, x, y, run["labels"], run["input_size"], run["preprocessing"])}
 
 
 def _validation_images(rows, run):

@@ -1,0 +1,145 @@
+"""Peer runtime: the same Keras model in ONNX Runtime, fp32 and static int8 (QDQ, per-channel).
+
+Optional extra: `pip install -e ".[peers]"` (tf2onnx, onnx, onnxruntime). tf2onnx pins an old
+protobuf, so it is kept out of the default install. Rows have the bench row shape with
+runtime="onnxruntime" and variants "ort-fp32" / "ort-int8", so they sit beside LiteRT's in one
+table. ORT's int8 uses uint8 activations x int8 weights (its recommended x86 format), which its
+AVX2 kernels multiply with VPMADDUBSW (32 MACs per instruction, twice XNNPACK's VPMADDWD path).
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .errors import GramTFError
+
+
+def _require():
+    try:
+        import onnxruntime  # noqa: F401
+        import tf2onnx  # noqa: F401
+    except ImportError as exc:
+        raise GramTFError(f"ONNX Runtime peers need the 'peers' extra: pip install 'gram_tf[peers]' ({exc.name} "
+                          "missing)") from None
+
+
+def export_onnx(model, size: int, path, batch_size: int = 1, opset: int = 17) -> Path:
+    """Keras model -> ONNX file (static batch, NHWC float input like the .tflite)."""
+    _require()
+    import tensorflow as tf
+    import tf2onnx
+
+    from .io_utils import atomic_path
+
+    spec = tf.TensorSpec((batch_size, size, size, 3), tf.float32, name="image")
+    fn = tf.function(lambda x: model(x, training=False))
+    onnx_model, _ = tf2onnx.convert.from_function(fn, input_signature=(spec,), opset=opset)
+    path = Path(path)
+    with atomic_path(path, suffix=".onnx") as tmp:
+        tmp.write_bytes(onnx_model.SerializeToString())
+    return path
+
+
+def quantize_onnx(fp32_path, out_path, calibration: np.ndarray, per_channel: bool = True) -> Path:
+    """Static int8 (QDQ) with ORT's calibrator on already-normalized float images."""
+    _require()
+    from onnxruntime import quantization as q
+
+    from .io_utils import atomic_path
+
+    class Reader(q.CalibrationDataReader):
+        def __init__(self):
+            self.items = iter([{"image": calibration[i : i + 1]} for i in range(len(calibration))])
+
+        def get_next(self):
+            return next(self.items, None)
+
+    out_path = Path(out_path)
+    with atomic_path(out_path, suffix=".onnx") as tmp:
+        q.quantize_static(str(fp32_path), str(tmp), Reader(), quant_format=q.QuantFormat.QDQ,
+                          per_channel=per_channel, activation_type=q.QuantType.QUInt8,
+                          weight_type=q.QuantType.QInt8, calibrate_method=q.CalibrationMethod.MinMax)
+    return out_path
+
+
+def session(path, threads: int):
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+
+def time_onnx(path, threads: int, x: np.ndarray, runs: int = 50, warmup: int = 10) -> dict:
+    """Latency of one image (batch 1) in the bench row's terms."""
+    t0 = time.perf_counter()
+    sess = session(path, threads)
+    init_ms = (time.perf_counter() - t0) * 1e3
+    name = sess.get_inputs()[0].name
+    feed = {name: x[:1].astype(np.float32)}
+    t0 = time.perf_counter()
+    sess.run(None, feed)
+    first_ms = (time.perf_counter() - t0) * 1e3
+    for _ in range(warmup):
+        sess.run(None, feed)
+    times = np.empty(runs)
+    for i in range(runs):
+        t0 = time.perf_counter()
+        sess.run(None, feed)
+        times[i] = (time.perf_counter() - t0) * 1e3
+    p50 = float(np.percentile(times, 50))
+    return {"runtime": "onnxruntime", "threads": threads, "size_bytes": Path(path).stat().st_size,
+            "latency_ms_mean": float(times.mean()), "latency_ms_std": float(times.std()),
+            "latency_ms_p50": p50, "latency_ms_p90": float(np.percentile(times, 90)),
+            "latency_ms_p99": float(np.percentile(times, 99)), "first_ms": first_ms, "init_ms": init_ms,
+            "images_per_s": 1e3 / p50, "runs": runs, "path": str(path)}
+
+
+def measure_peak_onnx(threads=(1, 2), runs: int = 20) -> dict:
+    """ONNX Runtime's fp32 and int8 (QDQ u8 x s8) GMAC/s on the same GEMM micro-benchmark as
+    gram_tf.roofline.measure_peak, so the two runtimes' kernels are compared on equal work."""
+    import tempfile
+
+    import tf_keras
+
+    from .roofline import _C, _HW, _LAYERS, PEAK_MACS
+
+    _require()
+    rng = np.random.default_rng(0)
+    inp = tf_keras.Input((_HW, _HW, _C), batch_size=1)
+    x = inp
+    for _ in range(_LAYERS):
+        x = tf_keras.layers.Conv2D(_C, 1, use_bias=True)(x)
+    model = tf_keras.Model(inp, x)
+    data = rng.standard_normal((4, _HW, _HW, _C)).astype(np.float32)
+    out = {"method": f"ONNX Runtime 1x1-conv GEMM {_HW * _HW}x{_C}x{_C} x{_LAYERS}, best of {runs}", "peak": {}}
+    with tempfile.TemporaryDirectory() as tmp:
+        spec_path = Path(tmp) / "gemm.onnx"
+        import tensorflow as tf
+        import tf2onnx
+
+        fn = tf.function(lambda t: model(t, training=False))
+        onnx_model, _ = tf2onnx.convert.from_function(
+            fn, input_signature=(tf.TensorSpec((1, _HW, _HW, _C), tf.float32, name="image"),), opset=17)
+        spec_path.write_bytes(onnx_model.SerializeToString())
+        int8_path = quantize_onnx(spec_path, Path(tmp) / "gemm_int8.onnx", data)
+        for kind, path in (("fp32", spec_path), ("int8", int8_path)):
+            for t in threads:
+                sess = session(path, t)
+                feed = {sess.get_inputs()[0].name: data[:1]}
+                for _ in range(3):
+                    sess.run(None, feed)
+                best = min(_timed(sess, feed) for _ in range(runs))
+                out["peak"][f"{kind}@{t}"] = round(PEAK_MACS / best / 1e9, 1)
+    return out
+
+
+def _timed(sess, feed) -> float:
+    t0 = time.perf_counter()
+    sess.run(None, feed)
+    return time.perf_counter() - t0
