@@ -15,6 +15,7 @@ Writes benchmarks/results/int8.{csv,json}, int8.peak.json, int8.targets.json.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import tempfile
 import time
@@ -140,6 +141,7 @@ def main(argv=None):
     ap.add_argument("--runs", type=int, default=30, help="timed runs per model per round")
     ap.add_argument("--rounds", type=int, default=5, help="rounds of interleaved timing")
     ap.add_argument("--warmup", type=int, default=8)
+    ap.add_argument("--fast-runs", type=int, default=15, help="int8-fast: timed runs per op in its profile")
     ap.add_argument("--calibration", type=int, default=32, help="representative images for int8")
     ap.add_argument("--skip", default="", help="comma list of backbones to leave out (with --backbones all)")
     ap.add_argument("--no-peers", action="store_true", help="skip ONNX Runtime even if installed")
@@ -179,10 +181,17 @@ def main(argv=None):
     print("measured peak GMAC/s:", peak["peak"], "| ISA estimate:", peak["theoretical"])
     x_train, y_train = synthetic(args.train, args.size, 1)
     x_test, y_test = synthetic(args.test, args.size, 2)
-    rows = []
+    # rows are saved after every backbone; a rerun with the same --name resumes after the last one
+    partial = RESULTS / f"{args.name}.partial.json"
+    rows = json.loads(partial.read_text()) if partial.is_file() else []
+    done = {r["backbone"] for r in rows}
+    if done:
+        print(f"resuming {partial.name}: {len(done)} backbone(s) already measured")
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         for name in args.backbones.split(","):
+            if name in done:
+                continue
             model, info = trained_model(name, args.size, x_train, y_train, 0)
             pre, macs = info["preprocessing"], count_macs(model)
             out = tmp / name
@@ -190,7 +199,8 @@ def main(argv=None):
             for variant in args.variants.split(","):
                 t0 = time.time()
                 export_artifact(model, out, name, variant, args.size, pre, x_train[: args.calibration],
-                                ["gram_negative", "gram_positive"], macs)
+                                ["gram_negative", "gram_positive"], macs,
+                                fast_options={"threads": args.target_threads, "runs": args.fast_runs})
                 print(f"converted {name} {variant} in {time.time() - t0:.0f} s", flush=True)
             models = {}  # (runtime, variant) -> (path, accuracy)
             for variant in args.variants.split(","):
@@ -220,6 +230,7 @@ def main(argv=None):
                     rows.append(row)
                 del runners
             tf_keras.backend.clear_session()
+            atomic_write_json(partial, rows)
     add_relative_columns(rows)
     annotate(rows, peak)
     for r in rows:
@@ -233,6 +244,7 @@ def main(argv=None):
     atomic_write_json(RESULTS / f"{args.name}.peak.json", peak)
     atomic_write_json(RESULTS / f"{args.name}.targets.json", targets)
     atomic_write_json(RESULTS / f"{args.name}.env.json", {**environment(), "seconds": round(time.time() - t_start)})
+    partial.unlink(missing_ok=True)
     print(f"-> {csv_path} ({time.time() - t_start:.0f} s)")
 
 

@@ -33,13 +33,15 @@ def environment() -> dict:
 
 
 def export_artifact(model, out_dir: Path, backbone: str, variant: str, size: int, preprocessing: dict,
-                    representative, labels, macs: int, io_type: str = "int8") -> Path:
+                    representative, labels, macs: int, io_type: str = "int8",
+                    fast_options: dict | None = None) -> Path:
     """Convert one Keras model variant and write it with metadata + a manifest-like sidecar."""
     from gram_tf import tflite_meta
     from gram_tf.convert import convert_model, tflite_weight_stats
     from gram_tf.io_utils import atomic_write_bytes, atomic_write_json
 
-    blob = convert_model(model, variant, size, preprocessing, representative, io_type)
+    blob = convert_model(model, variant, size, preprocessing, representative, io_type,
+                         fast_options=fast_options)
     meta = {"format": "gram_tf/1", "labels": labels, "input_size": size, "preprocessing": preprocessing,
             "backbone": backbone, "variant": variant}
     path = out_dir / f"{backbone}__{variant}.tflite"

@@ -74,7 +74,7 @@ class PruneConfig:
 @dataclass
 class ConvertConfig:
     variants: list = field(
-        default_factory=lambda: ["fp32", "fp16", "dynamic", "int8", "int8-per-tensor"]
+        default_factory=lambda: ["fp32", "fp16", "dynamic", "int8", "int8-per-tensor", "int8-fast"]
     )
     pruned_variants: list = field(default_factory=lambda: ["fp32", "int8"])
     representative_samples: int = 100

@@ -126,7 +126,7 @@ def _concrete(model, batch_size: int, size: int):
 
 def convert_model(model, variant: str, size: int, preprocessing: dict,
                   representative: Optional[np.ndarray] = None, io_type: str = "int8",
-                  batch_size: int = 1) -> bytes:
+                  batch_size: int = 1, fast_options: Optional[dict] = None) -> bytes:
     """Convert a Keras model to TFLite bytes for one variant (no files written)."""
     import tensorflow as tf
 
@@ -136,7 +136,8 @@ def convert_model(model, variant: str, size: int, preprocessing: dict,
     if variant == "int8-fast":
         from .fast_int8 import fast_int8
 
-        return fast_int8(model, size, preprocessing, representative, batch_size=batch_size)[0]
+        return fast_int8(model, size, preprocessing, representative, batch_size=batch_size,
+                         **(fast_options or {}))[0]
     if spec.integer and (representative is None or len(representative) == 0):
         raise GramTFError(f"variant {variant} needs a representative dataset (training images); none was given")
     if io_type not in spec.io_types:
