@@ -20,18 +20,6 @@ import numpy as np
 from .errors import GramTFError
 
 
-def _converter(model, size: int, batch_size: int, rep_gen):
-    import tensorflow as tf
-
-    from .convert import _concrete
-
-    conv = tf.lite.TFLiteConverter.from_concrete_functions([_concrete(model, batch_size, size)])
-    conv.optimizations = [tf.lite.Optimize.DEFAULT]
-    conv.representative_dataset = rep_gen
-    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8, tf.lite.OpsSet.TFLITE_BUILTINS]
-    return conv
-
-
 def _named_times(blob: bytes, threads: int, runs: int) -> dict:
     """{output tensor name: (op, isolated ms, delegated)} for every op of the model."""
     from .profile import op_profile, output_names
@@ -60,26 +48,15 @@ def fast_int8(model, size: int, preprocessing: dict, representative: np.ndarray,
               margin: float = 0.05, min_gain_ms: float = 0.01, runs: int = 15, rounds: int = 3,
               batch_size: int = 1) -> tuple[bytes, dict]:
     """Mixed int8/float TFLite bytes and a report (float nodes and why, estimated op-sum times)."""
-    import tensorflow as tf
-
-    from .convert import _quiet_absl, convert_model, data_mod_normalize
+    from .convert import convert_model, int8_with_float_nodes, representative_gen
     from .profile import delegation
 
     if representative is None or len(representative) == 0:
         raise GramTFError("int8-fast needs a representative dataset (training images)")
-    x_rep = data_mod_normalize(representative, preprocessing)
-
-    def rep_gen():
-        for i in range(len(x_rep)):
-            yield [x_rep[i : i + 1].repeat(batch_size, axis=0)]
+    rep_gen = representative_gen(representative, preprocessing, batch_size)
 
     def quantized(denylist: list[str]) -> bytes:
-        with _quiet_absl():
-            options = tf.lite.experimental.QuantizationDebugOptions(denylisted_nodes=list(denylist))
-            debugger = tf.lite.experimental.QuantizationDebugger(
-                converter=_converter(model, size, batch_size, rep_gen), debug_dataset=rep_gen,
-                debug_options=options)
-            return debugger.get_nondebug_quantized_model()
+        return int8_with_float_nodes(model, size, rep_gen, denylist, batch_size)[1]
 
     fp32 = convert_model(model, "fp32", size, preprocessing, None, "float32", batch_size)
     fp32_times = _named_times(fp32, threads, runs)

@@ -25,7 +25,7 @@ def _require():
                           "missing)") from None
 
 
-def export_onnx(model, size: int, path, batch_size: int = 1, opset: int = 17) -> Path:
+def export_onnx(model, size: int, path, batch_size: int = 1, opset: int = 17, channels: int = 3) -> Path:
     """Keras model -> ONNX file (static batch, NHWC float input like the .tflite)."""
     _require()
     import tensorflow as tf
@@ -33,7 +33,7 @@ def export_onnx(model, size: int, path, batch_size: int = 1, opset: int = 17) ->
 
     from .io_utils import atomic_path
 
-    spec = tf.TensorSpec((batch_size, size, size, 3), tf.float32, name="image")
+    spec = tf.TensorSpec((batch_size, size, size, channels), tf.float32, name="image")
     fn = tf.function(lambda x: model(x, training=False))
     onnx_model, _ = tf2onnx.convert.from_function(fn, input_signature=(spec,), opset=opset)
     path = Path(path)
@@ -105,28 +105,14 @@ def measure_peak_onnx(threads=(1, 2), runs: int = 20) -> dict:
     gram_tf.roofline.measure_peak, so the two runtimes' kernels are compared on equal work."""
     import tempfile
 
-    import tf_keras
-
-    from .roofline import _C, _HW, _LAYERS, PEAK_MACS
+    from .roofline import _C, _HW, _LAYERS, PEAK_MACS, gemm_keras_model
 
     _require()
     rng = np.random.default_rng(0)
-    inp = tf_keras.Input((_HW, _HW, _C), batch_size=1)
-    x = inp
-    for _ in range(_LAYERS):
-        x = tf_keras.layers.Conv2D(_C, 1, use_bias=True)(x)
-    model = tf_keras.Model(inp, x)
     data = rng.standard_normal((4, _HW, _HW, _C)).astype(np.float32)
     out = {"method": f"ONNX Runtime 1x1-conv GEMM {_HW * _HW}x{_C}x{_C} x{_LAYERS}, best of {runs}", "peak": {}}
     with tempfile.TemporaryDirectory() as tmp:
-        spec_path = Path(tmp) / "gemm.onnx"
-        import tensorflow as tf
-        import tf2onnx
-
-        fn = tf.function(lambda t: model(t, training=False))
-        onnx_model, _ = tf2onnx.convert.from_function(
-            fn, input_signature=(tf.TensorSpec((1, _HW, _HW, _C), tf.float32, name="image"),), opset=17)
-        spec_path.write_bytes(onnx_model.SerializeToString())
+        spec_path = export_onnx(gemm_keras_model(), _HW, Path(tmp) / "gemm.onnx", channels=_C)
         int8_path = quantize_onnx(spec_path, Path(tmp) / "gemm_int8.onnx", data)
         for kind, path in (("fp32", spec_path), ("int8", int8_path)):
             for t in threads:

@@ -58,15 +58,21 @@ def theoretical_peak(flags: dict, threads: int) -> dict:
             "ghz_nominal": ghz}
 
 
-def _gemm_model(kind: str) -> bytes:
-    import tensorflow as tf
+def gemm_keras_model():
+    """The micro-benchmark as a Keras model (shared with the ONNX Runtime peer)."""
     import tf_keras
 
     inp = tf_keras.Input((_HW, _HW, _C), batch_size=1)
     x = inp
     for _ in range(_LAYERS):
         x = tf_keras.layers.Conv2D(_C, 1, use_bias=True)(x)
-    conv = tf.lite.TFLiteConverter.from_keras_model(tf_keras.Model(inp, x))
+    return tf_keras.Model(inp, x)
+
+
+def _gemm_model(kind: str) -> bytes:
+    import tensorflow as tf
+
+    conv = tf.lite.TFLiteConverter.from_keras_model(gemm_keras_model())
     if kind == "int8":
         rng = np.random.default_rng(0)
         conv.optimizations = [tf.lite.Optimize.DEFAULT]

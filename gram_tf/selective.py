@@ -51,37 +51,20 @@ def selective_int8(model, size: int, preprocessing: dict, representative: np.nda
                    val_y: np.ndarray, labels, max_drop: float = 0.01, max_nodes: int = 64,
                    batch_size: int = 1) -> tuple[bytes, dict]:
     """Full-int8 conversion with the fewest float nodes that keep accuracy within `max_drop`."""
-    import tensorflow as tf
-
-    from .convert import _concrete, _quiet_absl, data_mod_normalize
+    from .convert import int8_with_float_nodes, representative_gen
     from .data import make_dataset
 
     if representative is None or len(representative) == 0:
         raise GramTFError("int8-selective needs a representative dataset (training images)")
     if len(val_images) == 0:
         raise GramTFError("int8-selective needs validation (or test) images to measure the accuracy drop")
-    x_rep = data_mod_normalize(representative, preprocessing)
-
-    def rep_gen():
-        for i in range(len(x_rep)):
-            yield [x_rep[i : i + 1].repeat(batch_size, axis=0)]
-
-    def make_converter():
-        conv = tf.lite.TFLiteConverter.from_concrete_functions([_concrete(model, batch_size, size)])
-        conv.optimizations = [tf.lite.Optimize.DEFAULT]
-        conv.representative_dataset = rep_gen
-        conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8, tf.lite.OpsSet.TFLITE_BUILTINS]
-        return conv
+    rep_gen = representative_gen(representative, preprocessing, batch_size)
 
     float_probs = model.predict(make_dataset(val_images, None, preprocessing, 32), verbose=0)
     float_acc = float(np.mean(float_probs.argmax(1) == val_y))
 
     def quantized(denylist):
-        with _quiet_absl():
-            options = tf.lite.experimental.QuantizationDebugOptions(denylisted_nodes=list(denylist))
-            debugger = tf.lite.experimental.QuantizationDebugger(
-                converter=make_converter(), debug_dataset=rep_gen, debug_options=options)
-            return debugger, debugger.get_nondebug_quantized_model()
+        return int8_with_float_nodes(model, size, rep_gen, denylist, batch_size)
 
     debugger, blob = quantized([])
     acc = _accuracy(blob, val_images, val_y, labels, size, preprocessing)
@@ -91,6 +74,8 @@ def selective_int8(model, size: int, preprocessing: dict, representative: np.nda
     if float_acc - acc <= max_drop:
         report["final_accuracy"] = acc
         return blob, report
+    from .convert import _quiet_absl
+
     with _quiet_absl():
         debugger.run()
     ranked = [r for r in layer_errors(debugger) if r["rmse_over_scale"] > 0]
