@@ -10,7 +10,7 @@ interleaved rounds in one process, so drift of the shared CPU hits every variant
 targets of the issue are checked at the end.
 
     python benchmarks/bench_int8.py [--backbones a,b|all] [--threads 1,2] [--rounds 5] [--no-peers]
-Writes benchmarks/results/int8.{csv,json}, int8.peak.json, int8.targets.json.
+Writes benchmarks/results/int8.{csv,json}, int8.peak.json, int8.targets.json, int8.fast.json.
 """
 from __future__ import annotations
 
@@ -138,6 +138,7 @@ def main(argv=None):
     ap.add_argument("--size", type=int, default=224)
     ap.add_argument("--train", type=int, default=160, help="synthetic training images")
     ap.add_argument("--test", type=int, default=200, help="synthetic test images")
+    ap.add_argument("--val", type=int, default=48, help="synthetic validation images (int8-fast's accuracy guard)")
     ap.add_argument("--runs", type=int, default=30, help="timed runs per model per round")
     ap.add_argument("--rounds", type=int, default=5, help="rounds of interleaved timing")
     ap.add_argument("--warmup", type=int, default=8)
@@ -151,13 +152,12 @@ def main(argv=None):
     import numpy as np
     import tf_keras
 
-    from gram_tf.bench import ROW_COLUMNS, add_relative_columns, time_interleaved, write_results
+    from gram_tf.bench import time_interleaved
     from gram_tf.convert import data_mod_normalize
     from gram_tf.io_utils import atomic_write_json
     from gram_tf.models import count_macs
     from gram_tf.profile import delegation, format_fallback
-    from gram_tf.roofline import annotate, measure_peak
-    from gram_tf.table import format_table
+    from gram_tf.roofline import measure_peak
 
     threads = [int(t) for t in args.threads.split(",")]
     if args.backbones == "all":
@@ -181,9 +181,11 @@ def main(argv=None):
     print("measured peak GMAC/s:", peak["peak"], "| ISA estimate:", peak["theoretical"])
     x_train, y_train = synthetic(args.train, args.size, 1)
     x_test, y_test = synthetic(args.test, args.size, 2)
+    validation = synthetic(args.val, args.size, 3) if args.val else None
     # rows are saved after every backbone; a rerun with the same --name resumes after the last one
     partial = RESULTS / f"{args.name}.partial.json"
-    rows = json.loads(partial.read_text()) if partial.is_file() else []
+    saved = json.loads(partial.read_text()) if partial.is_file() else {}
+    rows, fast_reports = saved.get("rows", []), saved.get("fast", {})
     done = {r["backbone"] for r in rows}
     if done:
         print(f"resuming {partial.name}: {len(done)} backbone(s) already measured")
@@ -200,7 +202,8 @@ def main(argv=None):
                 t0 = time.time()
                 export_artifact(model, out, name, variant, args.size, pre, x_train[: args.calibration],
                                 ["gram_negative", "gram_positive"], macs,
-                                fast_options={"threads": args.target_threads, "runs": args.fast_runs})
+                                fast_options={"threads": args.target_threads, "runs": args.fast_runs,
+                                              "validation": validation})
                 print(f"converted {name} {variant} in {time.time() - t0:.0f} s", flush=True)
             models = {}  # (runtime, variant) -> (path, accuracy)
             for variant in args.variants.split(","):
@@ -227,26 +230,45 @@ def main(argv=None):
                     if runtime == "litert":
                         d = delegation(path, t)
                         row["partitions"], row["fallback_ops"] = d["partitions"], format_fallback(d)
+                        fast = json.loads(Path(str(path) + ".json").read_text())["artifact"].get("fast")
+                        if fast:  # which int8-fast candidate won, with how many float ops
+                            row["fast_choice"] = f"{fast['chosen']} ({len(fast['float_nodes'])} float)"
+                            fast_reports[name] = fast
                     rows.append(row)
                 del runners
             tf_keras.backend.clear_session()
-            atomic_write_json(partial, rows)
+            atomic_write_json(partial, {"rows": rows, "fast": fast_reports})
+            write_outputs(rows, fast_reports, peak, args, t_start, final=False)
+    write_outputs(rows, fast_reports, peak, args, t_start, final=True)
+    partial.unlink(missing_ok=True)
+
+
+def write_outputs(raw_rows: list[dict], fast_reports: dict, peak: dict, args, t_start: float, final: bool):
+    """CSV/JSON, peak, targets, int8-fast reports and environment for the backbones measured so far
+    (written after every backbone, so a long sweep stopped early still leaves readable results)."""
+    from gram_tf.bench import ROW_COLUMNS, add_relative_columns, write_results
+    from gram_tf.io_utils import atomic_write_json
+    from gram_tf.roofline import annotate
+    from gram_tf.table import format_table
+
+    rows = [dict(r, path=Path(r["path"]).name) for r in raw_rows]
     add_relative_columns(rows)
     annotate(rows, peak)
-    for r in rows:
-        r["path"] = Path(r["path"]).name
     columns = ROW_COLUMNS + ["round_p50_min", "round_p50_max", "peak_gmacs_per_s", "frac_of_peak", "partitions",
-                             "fallback_ops"]
-    print(format_table(rows, COLUMNS))
+                             "fallback_ops", "fast_choice"]
     targets = check_targets(rows, args.target_threads)
-    print(format_table(targets, ["backbone", "target", "measured", "met"]))
+    if final:
+        print(format_table(rows, COLUMNS))
+        print(format_table(targets, ["backbone", "target", "measured", "met"]))
     csv_path, _ = write_results(rows, RESULTS / f"{args.name}.csv", columns=columns)
     atomic_write_json(RESULTS / f"{args.name}.peak.json", peak)
     atomic_write_json(RESULTS / f"{args.name}.targets.json", targets)
-    atomic_write_json(RESULTS / f"{args.name}.env.json", {**environment(), "seconds": round(time.time() - t_start)})
-    partial.unlink(missing_ok=True)
-    print(f"-> {csv_path} ({time.time() - t_start:.0f} s)")
-
+    if fast_reports:  # per backbone: int8-fast's candidates, their ms and accuracy, float ops and why
+        atomic_write_json(RESULTS / f"{args.name}.fast.json", fast_reports)
+    atomic_write_json(RESULTS / f"{args.name}.env.json", {**environment(), "complete": final,
+                                                          "backbones": sorted({r["backbone"] for r in rows}),
+                                                          "seconds": round(time.time() - t_start)})
+    print(f"-> {csv_path} ({len(rows)} rows, {time.time() - t_start:.0f} s)", flush=True)
 
 if __name__ == "__main__":
     main()

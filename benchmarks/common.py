@@ -35,13 +35,19 @@ def environment() -> dict:
 def export_artifact(model, out_dir: Path, backbone: str, variant: str, size: int, preprocessing: dict,
                     representative, labels, macs: int, io_type: str = "int8",
                     fast_options: dict | None = None) -> Path:
-    """Convert one Keras model variant and write it with metadata + a manifest-like sidecar."""
+    """Convert one Keras model variant and write it with metadata + a manifest-like sidecar
+    (int8-fast: its report too, under "fast")."""
     from gram_tf import tflite_meta
     from gram_tf.convert import convert_model, tflite_weight_stats
     from gram_tf.io_utils import atomic_write_bytes, atomic_write_json
 
-    blob = convert_model(model, variant, size, preprocessing, representative, io_type,
-                         fast_options=fast_options)
+    fast = None
+    if variant == "int8-fast":
+        from gram_tf.fast_int8 import fast_int8
+
+        blob, fast = fast_int8(model, size, preprocessing, representative, **(fast_options or {}))
+    else:
+        blob = convert_model(model, variant, size, preprocessing, representative, io_type)
     meta = {"format": "gram_tf/1", "labels": labels, "input_size": size, "preprocessing": preprocessing,
             "backbone": backbone, "variant": variant}
     path = out_dir / f"{backbone}__{variant}.tflite"
@@ -49,5 +55,6 @@ def export_artifact(model, out_dir: Path, backbone: str, variant: str, size: int
     stats = tflite_weight_stats(path)
     atomic_write_json(Path(str(path) + ".json"), {**meta, "artifact": {
         "file": path.name, "backbone": backbone, "variant": variant, "sparsity_target": 0.0,
-        "macs": macs, "input_size": size, "preprocessing": preprocessing, "labels": labels, **stats}})
+        "macs": macs, "input_size": size, "preprocessing": preprocessing, "labels": labels, **stats,
+        "fast": fast}})
     return path

@@ -84,6 +84,7 @@ class ConvertConfig:
     selective_max_drop: float = 0.01  # int8-selective: accuracy loss vs float allowed on val
     fast_threads: int = 2  # int8-fast: threads the per-op profile is measured with (match deployment)
     fast_margin: float = 0.05  # int8-fast: keep an op float when int8 is slower by more than this
+    fast_max_drop: float = 0.01  # int8-fast: candidates must stay within this accuracy loss on val
     qat_epochs: int = 2
     qat_learning_rate: float = 1e-5
     batch_size: int = 1  # static batch 1 keeps graphs fully delegable to XNNPACK

@@ -135,21 +135,45 @@ def representative_gen(images_uint8: np.ndarray, preprocessing: dict, batch_size
     return gen
 
 
-def int8_with_float_nodes(model, size: int, rep_gen, float_nodes=(), batch_size: int = 1):
-    """Full-int8 conversion through TFLite's quantization debugger with `float_nodes` (output
-    tensor names) kept in float; returns (debugger, model bytes). Float IO, since some nodes stay
-    float. Shared by int8-selective and int8-fast."""
-    import tensorflow as tf
+class CalibratedInt8:
+    """Full-int8 conversions of one model with any set of nodes kept float, calibrated once.
 
-    conv = tf.lite.TFLiteConverter.from_concrete_functions([_concrete(model, batch_size, size)])
-    conv.optimizations = [tf.lite.Optimize.DEFAULT]
-    conv.representative_dataset = rep_gen
-    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8, tf.lite.OpsSet.TFLITE_BUILTINS]
-    with _quiet_absl():
-        options = tf.lite.experimental.QuantizationDebugOptions(denylisted_nodes=list(float_nodes))
-        debugger = tf.lite.experimental.QuantizationDebugger(converter=conv, debug_dataset=rep_gen,
-                                                             debug_options=options)
-        return debugger, debugger.get_nondebug_quantized_model()
+    Built on TFLite's quantization debugger: the representative dataset runs through the model
+    once (calibration), and each `quantize(float_nodes)` only re-runs the quantizer on the
+    calibrated model with those nodes (output tensor names) denylisted. Float IO, since some nodes
+    stay float. Shared by int8-selective and int8-fast, whose searches try many denylists.
+    """
+
+    def __init__(self, model, size: int, rep_gen, batch_size: int = 1):
+        import tensorflow as tf
+
+        conv = tf.lite.TFLiteConverter.from_concrete_functions([_concrete(model, batch_size, size)])
+        conv.optimizations = [tf.lite.Optimize.DEFAULT]
+        conv.representative_dataset = rep_gen
+        conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8, tf.lite.OpsSet.TFLITE_BUILTINS]
+        with _quiet_absl():
+            self.debugger = tf.lite.experimental.QuantizationDebugger(
+                converter=conv, debug_dataset=rep_gen, debug_options=tf.lite.experimental.QuantizationDebugOptions())
+        self._cache: dict = {}
+
+    def quantize(self, float_nodes=()) -> bytes:
+        """Model bytes with `float_nodes` kept float (cached per set of nodes)."""
+        key = frozenset(float_nodes)
+        if key not in self._cache:
+            # the live options object, not the setter: the setter rebuilds the instrumented model
+            self.debugger.options.denylisted_nodes = sorted(key)
+            with _quiet_absl():
+                self._cache[key] = self.debugger.get_nondebug_quantized_model()
+        return self._cache[key]
+
+    def ranked_errors(self, float_nodes=()) -> list[dict]:
+        """The quantized tensors of the model with `float_nodes` float, worst error first."""
+        import tensorflow as tf
+
+        from .selective import ranked_errors
+
+        self.debugger.options = tf.lite.experimental.QuantizationDebugOptions(denylisted_nodes=sorted(float_nodes))
+        return ranked_errors(self.debugger)
 
 
 def convert_model(model, variant: str, size: int, preprocessing: dict,
@@ -388,8 +412,12 @@ def convert_run(run_dir, variants=None, out_dir=None, cfg: Optional[ConvertConfi
             from .fast_int8 import fast_int8
 
             tfl, fast = fast_int8(model, size, pre, rep, threads=cfg.fast_threads, margin=cfg.fast_margin,
-                                  batch_size=cfg.batch_size)
-            fast.update(_val_accuracies(model, tfl, rows, run))
+                                  batch_size=cfg.batch_size, validation=_validation_images(rows, run),
+                                  max_drop=cfg.fast_max_drop)
+            if fast.get("within_max_drop") is False:
+                print(f"warning: {path.name}: no int8-fast candidate within {cfg.fast_max_drop:.1%} of float "
+                      f"accuracy; kept the most accurate ({fast['val_accuracy']:.3f} vs "
+                      f"{fast['float_val_accuracy']:.3f})")
         elif variant == "int8-selective":
             from .selective import selective_int8
 
@@ -440,18 +468,6 @@ def convert_run(run_dir, variants=None, out_dir=None, cfg: Optional[ConvertConfi
     manifest = _merge_manifest(out_dir / MANIFEST_NAME, entries, header)
     tf_keras.backend.clear_session()
     return {**manifest, "artifacts": entries, "manifest_path": str(out_dir / MANIFEST_NAME)}
-
-
-def _val_accuracies(model, tfl: bytes, rows, run) -> dict:
-    """Float (Keras) and artifact accuracy on the validation split, for mixed-precision variants."""
-    from .selective import _accuracy
-
-    x, y = _validation_images(rows, run)
-    if len(y) == 0:
-        return {}
-    probs = model.predict(data_mod.make_dataset(x, None, run["preprocessing"], 32), verbose=0)
-    return {"float_val_accuracy": float(np.mean(probs.argmax(1) == y)), "n_val": int(len(y)),
-            "val_accuracy": _accuracy(tfl, x, y, run["labels"], run["input_size"], run["preprocessing"])}
 
 
 def _validation_images(rows, run):

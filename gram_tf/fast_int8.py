@@ -12,6 +12,11 @@ by output tensor name (the converter keeps them) and re-conversion repeats until
 appears. QUANTIZE/DEQUANTIZE between int8 and float parts run inside XNNPACK, so the graph stays
 one partition. The candidates and full int8 are then timed whole, interleaved with fp32, and the
 fastest is kept: isolated op times miss what a float island costs at the boundaries.
+
+Speed is not the only judge: given validation images, only candidates within `max_drop` of the float
+model's accuracy compete. When none is, the quantization debugger ranks the tensors of the fastest
+candidate by error and the worst 1, 2, 4... are kept in float too ("accuracy-guarded"), as in
+int8-selective, until the accuracy is back within `max_drop`.
 """
 from __future__ import annotations
 
@@ -46,21 +51,25 @@ def choose_float_nodes(int8_times: dict, fp32_times: dict, margin: float, min_ga
 
 def fast_int8(model, size: int, preprocessing: dict, representative: np.ndarray, threads: int = 2,
               margin: float = 0.05, min_gain_ms: float = 0.01, runs: int = 15, rounds: int = 3,
-              batch_size: int = 1) -> tuple[bytes, dict]:
-    """Mixed int8/float TFLite bytes and a report (float nodes and why, estimated op-sum times)."""
-    from .convert import convert_model, int8_with_float_nodes, representative_gen
-    from .profile import delegation
+              batch_size: int = 1, validation: tuple | None = None, max_drop: float = 0.01,
+              max_guard_nodes: int = 64) -> tuple[bytes, dict]:
+    """Mixed int8/float TFLite bytes and a report (float nodes and why, candidates, timings).
+
+    `validation`: (uint8 images, integer labels); with it, only candidates within `max_drop` of the
+    Keras model's accuracy are kept (see the module docstring), and the report holds the accuracies.
+    """
+    from .convert import CalibratedInt8, convert_model, representative_gen
+    from .profile import delegation, fallback_nodes
+    from .selective import _accuracy, float_accuracy
 
     if representative is None or len(representative) == 0:
         raise GramTFError("int8-fast needs a representative dataset (training images)")
     rep_gen = representative_gen(representative, preprocessing, batch_size)
 
-    def quantized(denylist: list[str]) -> bytes:
-        return int8_with_float_nodes(model, size, rep_gen, denylist, batch_size)[1]
-
+    int8 = CalibratedInt8(model, size, rep_gen, batch_size)  # calibrated once, re-quantized per denylist
     fp32 = convert_model(model, "fp32", size, preprocessing, None, "float32", batch_size)
     fp32_times = _named_times(fp32, threads, runs)
-    full_int8 = quantized([])
+    full_int8 = int8.quantize()
     int8_times = _named_times(full_int8, threads, runs)
     first = delegation(full_int8, threads)
     chosen = choose_float_nodes(int8_times, fp32_times, margin, min_gain_ms)
@@ -78,15 +87,14 @@ def fast_int8(model, size: int, preprocessing: dict, representative: np.ndarray,
             if not new:
                 break
             denylist.update({c["node"]: c for c in new})
-            blob = quantized(list(denylist))
-            times = _named_times(blob, threads, runs)
+            blob = int8.quantize(denylist)
             summary = delegation(blob, threads)
             log.append({"float_nodes": len(denylist), "partitions": summary["partitions"],
-                        "fallback_ops": summary["fallback_ops"],
-                        "op_sum_ms": round(sum(t[1] for t in times.values()), 3)})
+                        "fallback_ops": summary["fallback_ops"]})
             # only new fallbacks are chased: a node chosen for speed is not re-judged
-            todo = [c for c in choose_float_nodes(times, fp32_times, margin, min_gain_ms)
-                    if c["reason"] == "not delegated in int8"]
+            todo = [{"node": f["node"], "op": f["op"], "reason": "not delegated in int8", "int8_ms": None,
+                     "fp32_ms": fp32_times[f["node"]][1] if f["node"] in fp32_times else None}
+                    for f in fallback_nodes(blob, threads) if f["op"] not in ("QUANTIZE", "DEQUANTIZE")]
         return blob, denylist, log
 
     # Three candidates, judged whole: the op-level choice ignores what a float island costs
@@ -98,15 +106,60 @@ def fast_int8(model, size: int, preprocessing: dict, representative: np.ndarray,
     if len(chosen) > len(fallbacks):
         candidates["profile-guided"] = mixed(chosen)
     timed = _whole_model_times({"fp32": fp32, **{k: v[0] for k, v in candidates.items()}}, threads)
-    best = min(candidates, key=lambda k: timed[k])
+    accuracy: dict = {}
+    if validation is not None and len(validation[1]):
+        x_val, y_val = validation
+        labels = [str(i) for i in range(int(model.output_shape[-1]))]
+
+        def acc_of(blob: bytes) -> float:
+            return _accuracy(blob, x_val, y_val, labels, size, preprocessing)
+
+        float_acc = float_accuracy(model, x_val, y_val, preprocessing)
+        accuracy = {k: acc_of(v[0]) for k, v in candidates.items()}
+        report.update(float_val_accuracy=float_acc, n_val=int(len(y_val)), max_drop=max_drop)
+        if not any(float_acc - a <= max_drop for a in accuracy.values()):
+            base = min(candidates, key=lambda k: timed[k])
+            guard = _accuracy_guard(int8, mixed, candidates[base][1], acc_of, float_acc, max_drop,
+                                    max_guard_nodes)
+            report["guard"] = {"from": base, **guard["report"]}
+            if guard["candidate"] is not None:
+                candidates["accuracy-guarded"] = guard["candidate"]
+                accuracy["accuracy-guarded"] = guard["accuracy"]
+                timed = _whole_model_times({"fp32": fp32, **{k: v[0] for k, v in candidates.items()}}, threads)
+    ok = [k for k in candidates if not accuracy or report["float_val_accuracy"] - accuracy[k] <= max_drop]
+    # none within max_drop: the most accurate candidate, and the report says so
+    best = min(ok, key=lambda k: timed[k]) if ok else max(accuracy, key=lambda k: (accuracy[k], -timed[k]))
     blob, denylist, log = candidates[best]
     final = delegation(blob, threads)
     report.update(chosen=best, rounds=log, float_nodes=list(denylist.values()), partitions=final["partitions"],
                   fallback_ops=final["fallback_ops"], whole_model_ms=timed,
                   candidates={k: {"float_nodes": len(v[1]), "whole_model_ms": timed[k],
-                                  "partitions": delegation(v[0], threads)["partitions"]}
+                                  "partitions": delegation(v[0], threads)["partitions"],
+                                  **({"val_accuracy": accuracy[k]} if accuracy else {})}
                               for k, v in candidates.items()})
+    if accuracy:
+        report.update(val_accuracy=accuracy[best], within_max_drop=bool(ok))
     return blob, report
+
+
+def _accuracy_guard(int8, mixed, base_denylist: dict, acc_of, float_acc: float, max_drop: float,
+                    max_nodes: int) -> dict:
+    """Float kept for the highest-error tensors on top of `base_denylist`, fewest first."""
+    from .selective import recover_accuracy
+
+    ranked = [r for r in int8.ranked_errors(base_denylist) if r["tensor"] not in base_denylist]
+    by_name = {r["tensor"]: r for r in ranked}
+
+    def try_nodes(nodes):
+        extra = [{"node": n, "op": by_name[n]["op"], "reason": "quantization error",
+                  "rmse_over_scale": round(by_name[n]["rmse_over_scale"], 3)} for n in nodes]
+        candidate = mixed(list(base_denylist.values()) + extra)
+        return acc_of(candidate[0]), candidate
+
+    acc, candidate, nodes, steps = recover_accuracy(try_nodes, [r["tensor"] for r in ranked], float_acc,
+                                                    max_drop, max_nodes)
+    return {"accuracy": acc, "candidate": candidate,
+            "report": {"steps": steps, "error_nodes": nodes, "worst_layers": ranked[:10]}}
 
 
 def _whole_model_times(blobs: dict, threads: int) -> dict:

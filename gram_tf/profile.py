@@ -102,6 +102,16 @@ def delegation(src, threads: int = 1) -> dict:
     }
 
 
+def fallback_nodes(src, threads: int = 1) -> list[dict]:
+    """The nodes XNNPACK did not take: index, op type and output tensor name of each."""
+    interp = _interpreter(src, threads)
+    ops = interp._get_ops_details()
+    names = {t["index"]: t["name"] for t in interp.get_tensor_details()}
+    delegated = set().union(*_partition_nodes(ops))
+    return [{"index": op["index"], "op": op["op_name"], "node": names[int(op["outputs"][0])]}
+            for op in ops if op["op_name"] != "DELEGATE" and op["index"] not in delegated]
+
+
 def format_fallback(summary: dict) -> str:
     """'BATCH_MATMUL 22/24, SOFTMAX 12/12' or 'none'."""
     items = [f"{op} {n}/{summary['op_counts'][op]}" for op, n in summary["fallback_ops"].items()]

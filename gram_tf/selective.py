@@ -47,26 +47,59 @@ def layer_errors(debugger) -> list[dict]:
     return sorted(rows, key=lambda r: -r["rmse_over_scale"])
 
 
+def ranked_errors(debugger) -> list[dict]:
+    """Run the debugger (float and quantized models side by side) and rank its quantized tensors."""
+    from .convert import _quiet_absl
+
+    with _quiet_absl():
+        debugger.run()
+    return [r for r in layer_errors(debugger) if r["rmse_over_scale"] > 0]
+
+
+def float_accuracy(model, images: np.ndarray, y: np.ndarray, preprocessing: dict) -> float:
+    """The Keras model's accuracy: what a mixed-precision artifact is held to."""
+    from .data import make_dataset
+
+    probs = model.predict(make_dataset(images, None, preprocessing, 32), verbose=0)
+    return float(np.mean(probs.argmax(1) == y))
+
+
+def recover_accuracy(try_nodes, ranked: list[str], float_acc: float, max_drop: float, max_nodes: int):
+    """Keep the worst 1, 2, 4, 8... `ranked` nodes in float until the accuracy is within `max_drop`.
+
+    `try_nodes(nodes)` converts with `nodes` float and returns (accuracy, payload). Returns
+    (accuracy, payload, nodes, steps) of the first step within `max_drop`, else of the most accurate.
+    """
+    best, steps, k = None, [], 1
+    while k <= min(max_nodes, len(ranked)):
+        nodes = ranked[:k]
+        acc, payload = try_nodes(nodes)
+        steps.append({"float_nodes": k, "accuracy": acc})
+        if float_acc - acc <= max_drop:
+            return acc, payload, nodes, steps
+        if best is None or acc > best[0]:
+            best = (acc, payload, nodes)
+        k *= 2
+    if best is None:
+        return None, None, [], steps
+    return (*best, steps)
+
+
 def selective_int8(model, size: int, preprocessing: dict, representative: np.ndarray, val_images: np.ndarray,
                    val_y: np.ndarray, labels, max_drop: float = 0.01, max_nodes: int = 64,
                    batch_size: int = 1) -> tuple[bytes, dict]:
     """Full-int8 conversion with the fewest float nodes that keep accuracy within `max_drop`."""
-    from .convert import int8_with_float_nodes, representative_gen
-    from .data import make_dataset
+    from .convert import CalibratedInt8, representative_gen
 
     if representative is None or len(representative) == 0:
         raise GramTFError("int8-selective needs a representative dataset (training images)")
     if len(val_images) == 0:
         raise GramTFError("int8-selective needs validation (or test) images to measure the accuracy drop")
     rep_gen = representative_gen(representative, preprocessing, batch_size)
+    float_acc = float_accuracy(model, val_images, val_y, preprocessing)
 
-    float_probs = model.predict(make_dataset(val_images, None, preprocessing, 32), verbose=0)
-    float_acc = float(np.mean(float_probs.argmax(1) == val_y))
-
-    def quantized(denylist):
-        return int8_with_float_nodes(model, size, rep_gen, denylist, batch_size)
-
-    debugger, blob = quantized([])
+    int8 = CalibratedInt8(model, size, rep_gen, batch_size)
+    blob = int8.quantize()
     acc = _accuracy(blob, val_images, val_y, labels, size, preprocessing)
     steps = [{"float_nodes": 0, "accuracy": acc}]
     report = {"float_accuracy": float_acc, "int8_accuracy": acc, "max_drop": max_drop, "n_val": int(len(val_y)),
@@ -74,24 +107,17 @@ def selective_int8(model, size: int, preprocessing: dict, representative: np.nda
     if float_acc - acc <= max_drop:
         report["final_accuracy"] = acc
         return blob, report
-    from .convert import _quiet_absl
-
-    with _quiet_absl():
-        debugger.run()
-    ranked = [r for r in layer_errors(debugger) if r["rmse_over_scale"] > 0]
+    ranked = int8.ranked_errors()
     report["worst_layers"] = ranked[:10]
-    k = 1
-    best = (acc, blob, [])
-    while k <= min(max_nodes, len(ranked)):
-        nodes = [r["tensor"] for r in ranked[:k]]
-        _, candidate = quantized(nodes)
-        cand_acc = _accuracy(candidate, val_images, val_y, labels, size, preprocessing)
-        steps.append({"float_nodes": k, "accuracy": cand_acc})
-        if cand_acc > best[0]:
-            best = (cand_acc, candidate, nodes)
-        if float_acc - cand_acc <= max_drop:
-            best = (cand_acc, candidate, nodes)
-            break
-        k *= 2
-    report.update(final_accuracy=best[0], float_nodes=best[2], recovered=best[0] - acc)
-    return best[1], report
+
+    def try_nodes(nodes):
+        candidate = int8.quantize(nodes)
+        return _accuracy(candidate, val_images, val_y, labels, size, preprocessing), candidate
+
+    got, candidate, nodes, more = recover_accuracy(try_nodes, [r["tensor"] for r in ranked], float_acc, max_drop,
+                                                   max_nodes)
+    steps.extend(more)
+    if got is None or got <= acc:  # nothing helped: full int8 stays
+        got, candidate, nodes = acc, blob, []
+    report.update(final_accuracy=got, float_nodes=nodes, recovered=got - acc)
+    return candidate, report

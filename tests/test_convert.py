@@ -144,13 +144,16 @@ def test_variant_table_is_complete():
 
 
 def test_int8_fast_in_convert_run_records_why_and_accuracy(tiny_run, tmp_path):
-    cfg = ConvertConfig(representative_samples=16, check_samples=16, fast_threads=1)
+    # a loose budget keeps this test on the candidates; the accuracy guard is tested in test_profile
+    cfg = ConvertConfig(representative_samples=16, check_samples=16, fast_threads=1, fast_max_drop=1.0)
     [art] = convert_run(tiny_run, ["int8-fast"], out_dir=tmp_path, cfg=cfg, progress=False)["artifacts"]
     fast = art["fast"]
     assert "fp32" in fast["whole_model_ms"] and fast["chosen"] in fast["whole_model_ms"]
     assert fast["chosen"] in fast["candidates"] and "full-int8" in fast["candidates"]
     assert all(v > 0 for v in fast["whole_model_ms"].values())
     assert 0 <= fast["val_accuracy"] <= 1 and 0 <= fast["float_val_accuracy"] <= 1 and fast["n_val"] > 0
+    assert fast["within_max_drop"] is True and fast["max_drop"] == 1.0
+    assert fast["val_accuracy"] == fast["candidates"][fast["chosen"]]["val_accuracy"]
     assert all(f["reason"] in ("not delegated in int8", "slower in int8") for f in fast["float_nodes"])
     assert fast["partitions"] <= fast["int8_partitions"]
     assert art["top1_agreement"] >= 0.8

@@ -42,6 +42,38 @@ def test_delegation_finds_int8_fallbacks(mnv3):
     assert "HARD_SWISH" in format_fallback(int8)
 
 
+def test_fallback_nodes_name_what_the_delegate_refused(mnv3):
+    from gram_tf.profile import fallback_nodes
+
+    d = delegation(mnv3["int8"])
+    nodes = fallback_nodes(mnv3["int8"])
+    assert len(nodes) == d["fallback_nodes"]
+    assert {n["index"] for n in nodes}.isdisjoint(d["delegated_index"])
+    names = output_names(mnv3["int8"])
+    assert all(names[n["index"]] == n["node"] for n in nodes)
+    assert sum(n["op"] == "HARD_SWISH" for n in nodes) == d["fallback_ops"]["HARD_SWISH"]
+    assert fallback_nodes(mnv3["fp32"]) == []
+
+
+def test_calibrated_int8_requantizes_without_recalibrating(mnv3):
+    """One calibration serves every denylist; a denylisted node comes back float, and the same
+    denylist gives the same bytes as a fresh calibration."""
+    from gram_tf.convert import CalibratedInt8, representative_gen
+
+    gen = representative_gen(mnv3["rep"], mnv3["pre"])
+    int8 = CalibratedInt8(mnv3["model"], SIZE, gen)
+    node = next(n for n in output_names(int8.quantize()) if "conv" in n.lower())
+    mixed = int8.quantize([node])
+    assert int8.quantize([node]) is mixed  # cached
+    assert mixed == CalibratedInt8(mnv3["model"], SIZE, gen).quantize([node])
+    from ai_edge_litert.interpreter import Interpreter
+
+    def dtypes(blob):
+        return {t["name"]: np.dtype(t["dtype"]) for t in Interpreter(model_content=blob).get_tensor_details()}
+
+    assert dtypes(int8.quantize())[node] == np.int8 and dtypes(mixed)[node] == np.float32
+
+
 def test_op_profile_rows_and_summary(mnv3):
     rows = op_profile(mnv3["int8"], threads=1, runs=3, warmup=1)
     d = delegation(mnv3["int8"])
@@ -102,6 +134,41 @@ def test_int8_fast_removes_fallbacks_and_keeps_predictions(mnv3):
     ref = mnv3["model"].predict(make_dataset(x, None, mnv3["pre"], 16), verbose=0)
     assert np.abs(probs - ref).max() < 0.15
     os.unlink(path)
+
+
+def test_int8_fast_accuracy_guard_adds_high_error_nodes(mnv3):
+    """With validation data only accurate candidates compete; when none is, the debugger's worst
+    tensors are kept float on top of the fastest candidate (max_drop < 0 forces the search)."""
+    x, y = _images(12, seed=5), np.arange(12) % 2
+    blob, report = fast_int8(mnv3["model"], SIZE, mnv3["pre"], mnv3["rep"], threads=1, runs=3,
+                             validation=(x, y), max_drop=-1.0, max_guard_nodes=2)
+    guard = report["guard"]
+    assert guard["from"] in ("full-int8", "delegate-only", "profile-guided")
+    assert [s["float_nodes"] for s in guard["steps"]] == [1, 2]
+    assert guard["worst_layers"][0]["rmse_over_scale"] >= guard["worst_layers"][-1]["rmse_over_scale"]
+    cands = report["candidates"]
+    assert "accuracy-guarded" in cands and all("val_accuracy" in c for c in cands.values())
+    # nothing can be within a negative budget: the most accurate candidate is kept, and said so
+    assert report["within_max_drop"] is False
+    assert report["val_accuracy"] == max(c["val_accuracy"] for c in cands.values())
+    from gram_tf.data import make_dataset
+
+    keras_probs = mnv3["model"].predict(make_dataset(x, None, mnv3["pre"], 16), verbose=0)
+    assert report["float_val_accuracy"] == pytest.approx(float(np.mean(keras_probs.argmax(1) == y)))
+    guarded = cands["accuracy-guarded"]
+    assert guarded["float_nodes"] >= cands[guard["from"]]["float_nodes"] + 1
+    if report["chosen"] == "accuracy-guarded":
+        errs = [f for f in report["float_nodes"] if f["reason"] == "quantization error"]
+        assert errs and {f["node"] for f in errs} <= set(guard["error_nodes"])
+
+
+def test_int8_fast_keeps_the_fastest_accurate_candidate(mnv3):
+    x, y = _images(8, seed=6), np.arange(8) % 2
+    _, report = fast_int8(mnv3["model"], SIZE, mnv3["pre"], mnv3["rep"], threads=1, runs=3,
+                          validation=(x, y), max_drop=1.0)  # every candidate is accurate enough
+    cands = report["candidates"]
+    assert "guard" not in report and report["within_max_drop"] is True
+    assert report["chosen"] == min(cands, key=lambda k: cands[k]["whole_model_ms"])
 
 
 def test_vit_graph_is_one_xnnpack_partition_in_fp32():
