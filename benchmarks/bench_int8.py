@@ -138,7 +138,7 @@ def main(argv=None):
     ap.add_argument("--size", type=int, default=224)
     ap.add_argument("--train", type=int, default=160, help="synthetic training images")
     ap.add_argument("--test", type=int, default=200, help="synthetic test images")
-    ap.add_argument("--val", type=int, default=48, help="synthetic validation images (int8-fast's accuracy guard)")
+    ap.add_argument("--val", type=int, default=200, help="synthetic validation images (int8-fast's accuracy guard)")
     ap.add_argument("--runs", type=int, default=30, help="timed runs per model per round")
     ap.add_argument("--rounds", type=int, default=5, help="rounds of interleaved timing")
     ap.add_argument("--warmup", type=int, default=8)

@@ -48,6 +48,16 @@ def test_macs_match_the_published_mobilenet_v2():
     assert abs(count_macs(model) - 300e6) / 300e6 < 0.03  # paper: 300M multiply-adds
 
 
+def test_macs_count_separable_convolutions():
+    """Xception is made of SeparableConv2D: depthwise (3x3 per input channel) then pointwise."""
+    import tf_keras
+
+    inp = tf_keras.Input((8, 8, 4))
+    x = tf_keras.layers.SeparableConv2D(6, 3, padding="same", depth_multiplier=2)(inp)
+    model = tf_keras.Model(inp, x)
+    assert count_macs(model) == 8 * 8 * (4 * 2 * 9 + 4 * 2 * 6)
+
+
 def test_imagenet_weights_from_a_local_folder_are_the_real_ones(weights_dir):
     model, info = build_classifier("mobilenet_v2_035", 2, 64, weights="imagenet", weights_dir=weights_dir)
     assert info["weights"].endswith("mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.35_224_no_top.h5")

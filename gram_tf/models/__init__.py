@@ -106,6 +106,10 @@ def count_macs(model) -> int:
         if isinstance(layer, L.DepthwiseConv2D):
             kh, kw = layer.kernel_size
             total += int(np.prod(out[1:])) * kh * kw
+        elif isinstance(layer, L.SeparableConv2D):  # depthwise then pointwise (Xception)
+            kh, kw = layer.kernel_size
+            mid = inp[-1] * layer.depth_multiplier
+            total += int(np.prod(out[1:-1])) * mid * (kh * kw + out[-1])
         elif isinstance(layer, L.Conv2D):
             kh, kw = layer.kernel_size
             groups = getattr(layer, "groups", 1) or 1
@@ -142,7 +146,8 @@ def describe_backbones(measure: bool = True, cache_file=None, progress: bool = T
 
         from ..io_utils import atomic_write_json
 
-        cache_file = Path(cache_file or Path.home() / ".cache" / "gram_tf" / f"backbones-tf{tf.__version__}.json")
+        # the suffix changes whenever what _measure counts changes (2: SeparableConv2D MACs)
+        cache_file = Path(cache_file or Path.home() / ".cache" / "gram_tf" / f"backbones-tf{tf.__version__}-m2.json")
         if cache_file.is_file():
             try:
                 cache = json.loads(cache_file.read_text())
