@@ -59,7 +59,7 @@ def fast_int8(model, size: int, preprocessing: dict, representative: np.ndarray,
     Keras model's accuracy are kept (see the module docstring), and the report holds the accuracies.
     """
     from .convert import CalibratedInt8, convert_model, representative_gen
-    from .profile import delegation, fallback_nodes
+    from .profile import delegation
     from .selective import _accuracy, float_accuracy
 
     if representative is None or len(representative) == 0:
@@ -71,7 +71,14 @@ def fast_int8(model, size: int, preprocessing: dict, representative: np.ndarray,
     fp32_times = _named_times(fp32, threads, runs)
     full_int8 = int8.quantize()
     int8_times = _named_times(full_int8, threads, runs)
-    first = delegation(full_int8, threads)
+    summaries: dict = {}  # id(blob) -> delegation(blob); blobs stay alive in CalibratedInt8's cache
+
+    def summary_of(blob: bytes) -> dict:
+        if id(blob) not in summaries:
+            summaries[id(blob)] = delegation(blob, threads)
+        return summaries[id(blob)]
+
+    first = summary_of(full_int8)
     chosen = choose_float_nodes(int8_times, fp32_times, margin, min_gain_ms)
     report = {"threads": threads, "margin": margin, "int8_partitions": first["partitions"],
               "int8_fallback_ops": first["fallback_ops"],
@@ -88,13 +95,13 @@ def fast_int8(model, size: int, preprocessing: dict, representative: np.ndarray,
                 break
             denylist.update({c["node"]: c for c in new})
             blob = int8.quantize(denylist)
-            summary = delegation(blob, threads)
+            summary = summary_of(blob)
             log.append({"float_nodes": len(denylist), "partitions": summary["partitions"],
                         "fallback_ops": summary["fallback_ops"]})
             # only new fallbacks are chased: a node chosen for speed is not re-judged
             todo = [{"node": f["node"], "op": f["op"], "reason": "not delegated in int8", "int8_ms": None,
                      "fp32_ms": fp32_times[f["node"]][1] if f["node"] in fp32_times else None}
-                    for f in fallback_nodes(blob, threads) if f["op"] not in ("QUANTIZE", "DEQUANTIZE")]
+                    for f in summary["fallback"] if f["op"] not in ("QUANTIZE", "DEQUANTIZE")]
         return blob, denylist, log
 
     # Three candidates, judged whole: the op-level choice ignores what a float island costs
@@ -130,11 +137,11 @@ def fast_int8(model, size: int, preprocessing: dict, representative: np.ndarray,
     # none within max_drop: the most accurate candidate, and the report says so
     best = min(ok, key=lambda k: timed[k]) if ok else max(accuracy, key=lambda k: (accuracy[k], -timed[k]))
     blob, denylist, log = candidates[best]
-    final = delegation(blob, threads)
+    final = summary_of(blob)
     report.update(chosen=best, rounds=log, float_nodes=list(denylist.values()), partitions=final["partitions"],
                   fallback_ops=final["fallback_ops"], whole_model_ms=timed,
                   candidates={k: {"float_nodes": len(v[1]), "whole_model_ms": timed[k],
-                                  "partitions": delegation(v[0], threads)["partitions"],
+                                  "partitions": summary_of(v[0])["partitions"],
                                   **({"val_accuracy": accuracy[k]} if accuracy else {})}
                               for k, v in candidates.items()})
     if accuracy:

@@ -83,13 +83,17 @@ def _partition_nodes(ops: list[dict]) -> list[set[int]]:
 
 
 def delegation(src, threads: int = 1) -> dict:
-    """How XNNPACK partitions a model (path or bytes): nodes, delegated nodes, partitions, fallbacks."""
+    """How XNNPACK partitions a model (path or bytes): nodes, delegated nodes, partitions, fallbacks
+    (`fallback`: index, op type and output tensor name of each node the delegate did not take)."""
     interp = _interpreter(src, threads)
     ops = interp._get_ops_details()
     original = [op for op in ops if op["op_name"] != "DELEGATE"]
     parts = _partition_nodes(ops)
     delegated = set().union(*parts) if parts else set()
-    fallback = Counter(op["op_name"] for op in original if op["index"] not in delegated)
+    names = {t["index"]: t["name"] for t in interp.get_tensor_details()}
+    fallback_list = [{"index": op["index"], "op": op["op_name"], "node": names[int(op["outputs"][0])]}
+                     for op in original if op["index"] not in delegated]
+    fallback = Counter(f["op"] for f in fallback_list)
     by_type = Counter(op["op_name"] for op in original)
     return {
         "nodes": len(original),
@@ -99,17 +103,13 @@ def delegation(src, threads: int = 1) -> dict:
         "fallback_ops": dict(sorted(fallback.items(), key=lambda kv: -kv[1])),
         "op_counts": dict(sorted(by_type.items(), key=lambda kv: -kv[1])),
         "delegated_index": sorted(delegated),
+        "fallback": fallback_list,
     }
 
 
 def fallback_nodes(src, threads: int = 1) -> list[dict]:
     """The nodes XNNPACK did not take: index, op type and output tensor name of each."""
-    interp = _interpreter(src, threads)
-    ops = interp._get_ops_details()
-    names = {t["index"]: t["name"] for t in interp.get_tensor_details()}
-    delegated = set().union(*_partition_nodes(ops))
-    return [{"index": op["index"], "op": op["op_name"], "node": names[int(op["outputs"][0])]}
-            for op in ops if op["op_name"] != "DELEGATE" and op["index"] not in delegated]
+    return delegation(src, threads)["fallback"]
 
 
 def format_fallback(summary: dict) -> str:
