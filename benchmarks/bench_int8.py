@@ -25,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import RESULTS, environment, export_artifact  # noqa: E402
 
 import gram_tf  # noqa: E402,F401
+from gram_tf.stats import within_drop  # noqa: E402
 
 DEFAULT_BACKBONES = "mobilenet_v2_100,resnet50,efficientnet_lite0,mobilenet_v3_small,deit_tiny"
 DEFAULT_VARIANTS = "fp32,int8,int8-per-tensor,int8-fast,dynamic"
@@ -106,20 +107,20 @@ def check_targets(rows: list[dict], threads: int) -> list[dict]:
         mine = [r for r in at if r["backbone"] == name]
         fp32 = next(r for r in mine if r["variant"] == "fp32" and r["runtime"] == "litert")
         lite_int8 = [r for r in mine if r["runtime"] == "litert" and "int8" in r["variant"]
-                     and r["accuracy"] >= fp32["accuracy"] - 0.01]
+                     and within_drop(fp32["accuracy"], r["accuracy"], 0.01)]
         best_int8 = max(lite_int8, key=lambda r: r["images_per_s"], default=None)
         want = SPEEDUP_TARGET.get(name, 1.0)
         got = best_int8["images_per_s"] / fp32["images_per_s"] if best_int8 else 0.0
         out.append({"backbone": name, "target": f"accurate int8 >= {want}x fp32",
                     "measured": f"{got:.2f}x ({best_int8['variant'] if best_int8 else 'none'})",
                     "met": got >= want})
-        ok = [r for r in mine if r["runtime"] == "litert" and r["accuracy"] >= fp32["accuracy"] - 0.01]
+        ok = [r for r in mine if r["runtime"] == "litert" and within_drop(fp32["accuracy"], r["accuracy"], 0.01)]
         best = max(ok, key=lambda r: r["images_per_s"])
         if name.startswith("deit_tiny"):
             out.append({"backbone": name, "target": "fastest within 1 pp >= 100 img/s",
                         "measured": f"{best['images_per_s']:.1f} img/s ({best['variant']})",
                         "met": best["images_per_s"] >= 100})
-        ort = [r for r in mine if r["runtime"] == "onnxruntime" and r["accuracy"] >= fp32["accuracy"] - 0.01]
+        ort = [r for r in mine if r["runtime"] == "onnxruntime" and within_drop(fp32["accuracy"], r["accuracy"], 0.01)]
         if ort:
             best_ort = max(ort, key=lambda r: r["images_per_s"])
             out.append({"backbone": name, "target": "TFLite best >= ONNX Runtime best",
@@ -266,6 +267,7 @@ def write_outputs(raw_rows: list[dict], fast_reports: dict, peak: dict, args, t_
     if fast_reports:  # per backbone: int8-fast's candidates, their ms and accuracy, float ops and why
         atomic_write_json(RESULTS / f"{args.name}.fast.json", fast_reports)
     atomic_write_json(RESULTS / f"{args.name}.env.json", {**environment(), "complete": final,
+                                                          "options": vars(args),
                                                           "backbones": sorted({r["backbone"] for r in rows}),
                                                           "seconds": round(time.time() - t_start)})
     print(f"-> {csv_path} ({len(rows)} rows, {time.time() - t_start:.0f} s)", flush=True)

@@ -23,6 +23,7 @@ from __future__ import annotations
 import numpy as np
 
 from .errors import GramTFError
+from .stats import within_drop
 
 
 def _named_times(blob: bytes, threads: int, runs: int) -> dict:
@@ -124,7 +125,7 @@ def fast_int8(model, size: int, preprocessing: dict, representative: np.ndarray,
         float_acc = float_accuracy(model, x_val, y_val, preprocessing)
         accuracy = {k: acc_of(v[0]) for k, v in candidates.items()}
         report.update(float_val_accuracy=float_acc, n_val=int(len(y_val)), max_drop=max_drop)
-        if not any(float_acc - a <= max_drop for a in accuracy.values()):
+        if not any(within_drop(float_acc, a, max_drop) for a in accuracy.values()):
             base = min(candidates, key=lambda k: timed[k])
             guard = _accuracy_guard(int8, mixed, candidates[base][1], acc_of, float_acc, max_drop,
                                     max_guard_nodes)
@@ -133,7 +134,7 @@ def fast_int8(model, size: int, preprocessing: dict, representative: np.ndarray,
                 candidates["accuracy-guarded"] = guard["candidate"]
                 accuracy["accuracy-guarded"] = guard["accuracy"]
                 timed = _whole_model_times({"fp32": fp32, **{k: v[0] for k, v in candidates.items()}}, threads)
-    ok = [k for k in candidates if not accuracy or report["float_val_accuracy"] - accuracy[k] <= max_drop]
+    ok = [k for k in candidates if not accuracy or within_drop(report["float_val_accuracy"], accuracy[k], max_drop)]
     # none within max_drop: the most accurate candidate, and the report says so
     best = min(ok, key=lambda k: timed[k]) if ok else max(accuracy, key=lambda k: (accuracy[k], -timed[k]))
     blob, denylist, log = candidates[best]

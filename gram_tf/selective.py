@@ -17,6 +17,7 @@ import tempfile
 import numpy as np
 
 from .errors import GramTFError
+from .stats import within_drop
 
 
 def _accuracy(blob: bytes, images: np.ndarray, y: np.ndarray, labels, size, preprocessing) -> float:
@@ -75,7 +76,7 @@ def recover_accuracy(try_nodes, ranked: list[str], float_acc: float, max_drop: f
         nodes = ranked[:k]
         acc, payload = try_nodes(nodes)
         steps.append({"float_nodes": k, "accuracy": acc})
-        if float_acc - acc <= max_drop:
+        if within_drop(float_acc, acc, max_drop):
             return acc, payload, nodes, steps
         if best is None or acc > best[0]:
             best = (acc, payload, nodes)
@@ -104,7 +105,7 @@ def selective_int8(model, size: int, preprocessing: dict, representative: np.nda
     steps = [{"float_nodes": 0, "accuracy": acc}]
     report = {"float_accuracy": float_acc, "int8_accuracy": acc, "max_drop": max_drop, "n_val": int(len(val_y)),
               "float_nodes": [], "steps": steps}
-    if float_acc - acc <= max_drop:
+    if within_drop(float_acc, acc, max_drop):
         report["final_accuracy"] = acc
         return blob, report
     ranked = int8.ranked_errors()

@@ -29,6 +29,7 @@ __all__ = [
     "select_auto",
     "reference_key",
     "EXACT_MCNEMAR_BELOW",
+    "within_drop",
 ]
 
 # McNemar: exact binomial test when the number of discordant pairs b + c is below this.
@@ -36,6 +37,11 @@ EXACT_MCNEMAR_BELOW = 25
 
 # Tolerance for float round-off in "accuracy >= fp32 accuracy - max_drop" (0.9 - 0.01 != 0.89).
 _ACC_EPS = 1e-9
+
+
+def within_drop(reference: float, accuracy: float, max_drop: float) -> bool:
+    """accuracy >= reference - max_drop, with round-off tolerance: 2 of 200 images lost is 1 pp."""
+    return reference - accuracy <= max_drop + _ACC_EPS
 
 
 def correct_array(correct) -> np.ndarray | None:

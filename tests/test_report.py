@@ -440,3 +440,21 @@ def test_select_auto_on_fixture(rows):
             assert other["latency_ms_p50"] < a["latency_ms_p50"] and other["accuracy"] < a["accuracy"] - 0.01
         b = auto[("gram_2025_03", B, t)]
         assert (b["variant"], b["sparsity_target"]) == ("int8", 0.5)
+
+
+def test_within_drop_counts_exactly_one_pp_as_within():
+    """2 of 200 images lost is 1 pp: round-off (0.87 - 0.86 = 0.01000000000000001) must not reject it."""
+    from gram_tf.selective import recover_accuracy
+    from gram_tf.stats import within_drop
+
+    assert 0.87 - 0.86 > 0.01  # the round-off this guards against
+    assert within_drop(0.87, 0.86, 0.01) and within_drop(0.9, 0.89, 0.01)
+    assert not within_drop(0.87, 0.855, 0.01)
+    tried = []
+
+    def try_nodes(nodes):
+        tried.append(len(nodes))
+        return {1: 0.85, 2: 0.86}[len(nodes)], f"blob{len(nodes)}"
+
+    acc, payload, nodes, steps = recover_accuracy(try_nodes, ["a", "b", "c", "d"], 0.87, 0.01, 64)
+    assert (acc, payload, nodes, tried) == (0.86, "blob2", ["a", "b"], [1, 2])
