@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -35,6 +34,7 @@ from common import RESULTS, environment  # noqa: E402
 
 import gram_tf  # noqa: E402,F401
 
+LABELS = ["gram_negative", "gram_positive"]
 COLUMNS = ["backbone", "variant", "accuracy", "agreement", "mean_abs_dp", "keras_median_margin",
            "seconds"]
 
@@ -108,15 +108,6 @@ def keras_probs(model, x, pre):
     return model.predict(make_dataset(x, None, pre, 32), verbose=0)
 
 
-def tflite_probs(blob: bytes, x, size: int, pre, tmp: Path):
-    from gram_tf.runtime import Classifier
-
-    path = tmp / "model.tflite"
-    path.write_bytes(blob)
-    clf = Classifier(path, threads=2, labels=["gram_negative", "gram_positive"], input_size=size, preprocessing=pre)
-    return clf.predict_arrays(x)
-
-
 def node_groups(calibrated) -> dict[str, list[str]]:
     """Quantized nodes (output tensor names) grouped: every squeeze-excitation node, and per op type."""
     errors = calibrated.ranked_errors()
@@ -146,6 +137,7 @@ def main(argv=None):
     from gram_tf.bench import write_results
     from gram_tf.convert import CalibratedInt8, convert_model, representative_gen
     from gram_tf.io_utils import atomic_write_json
+    from gram_tf.selective import blob_probs
     from gram_tf.table import format_table
 
     t_start = time.time()
@@ -157,51 +149,49 @@ def main(argv=None):
         atomic_write_json(RESULTS / f"{args.name}.env.json", {**environment(), "options": vars(args),
                                                               "seconds": round(time.time() - t_start)})
 
-    with tempfile.TemporaryDirectory() as tmp:
-        tmp = Path(tmp)
-        for name in args.backbones.split(","):
-            model, info = trained_model(name, args.size, x_train[: args.train], y_train[: args.train], 0)
-            pre = info["preprocessing"]
-            p_keras = keras_probs(model, x_test, pre)
-            margin = float(np.median(np.abs(p_keras[:, 1] - 0.5)))
-            cal = x_train[: args.calibration]
-            ranges.append({"backbone": name, **activation_ranges(model, cal, pre)})
-            print(format_table(ranges[-1:], RANGE_COLUMNS), flush=True)
-            write_results(ranges, RESULTS / f"{args.name}.ranges.csv", columns=RANGE_COLUMNS)
-            save_env()
-            if args.ranges_only:
-                tf_keras.backend.clear_session()
-                continue
-
-            def row(variant, probs, seconds):
-                rows.append({"backbone": name, "variant": variant,
-                             "accuracy": float(np.mean(probs.argmax(1) == y_test)),
-                             "agreement": float(np.mean(probs.argmax(1) == p_keras.argmax(1))),
-                             "mean_abs_dp": float(np.mean(np.abs(probs[:, 1] - p_keras[:, 1]))),
-                             "keras_median_margin": margin, "seconds": round(seconds, 1)})
-                print(format_table(rows[-1:], COLUMNS), flush=True)
-
-            row("keras fp32", p_keras, 0.0)
-            t0 = time.time()
-            row("weights-int8 (sim)", int8_weight_probs(model, x_test, pre), time.time() - t0)
-            for variant, reps in (("fp32", None), ("dynamic", None), ("int16x8", cal), ("int8", cal),
-                                  (f"int8-cal{args.more_calibration}", x_train[: args.more_calibration])):
-                t0 = time.time()
-                blob = convert_model(model, variant.split("-cal")[0], args.size, pre, reps, io_type="float32")
-                row(variant, tflite_probs(blob, x_test, args.size, pre, tmp), time.time() - t0)
-            t0 = time.time()
-            calibrated = CalibratedInt8(model, args.size, representative_gen(cal, pre))
-            groups = node_groups(calibrated)
-            if not args.op_groups:  # squeeze-excitation only
-                groups = {k: v for k, v in groups.items() if k == "squeeze-excitation"}
-            for group, nodes in groups.items():
-                blob = calibrated.quantize(nodes)
-                row(f"int8, {group} float ({len(nodes)})", tflite_probs(blob, x_test, args.size, pre, tmp),
-                    time.time() - t0)
-                t0 = time.time()
+    for name in args.backbones.split(","):
+        model, info = trained_model(name, args.size, x_train[: args.train], y_train[: args.train], 0)
+        pre = info["preprocessing"]
+        p_keras = keras_probs(model, x_test, pre)
+        margin = float(np.median(np.abs(p_keras[:, 1] - 0.5)))
+        cal = x_train[: args.calibration]
+        ranges.append({"backbone": name, **activation_ranges(model, cal, pre)})
+        print(format_table(ranges[-1:], RANGE_COLUMNS), flush=True)
+        write_results(ranges, RESULTS / f"{args.name}.ranges.csv", columns=RANGE_COLUMNS)
+        save_env()
+        if args.ranges_only:
             tf_keras.backend.clear_session()
-            write_results(rows, RESULTS / f"{args.name}.csv", columns=COLUMNS)
-            save_env()
+            continue
+
+        def row(variant, probs, seconds):
+            rows.append({"backbone": name, "variant": variant,
+                         "accuracy": float(np.mean(probs.argmax(1) == y_test)),
+                         "agreement": float(np.mean(probs.argmax(1) == p_keras.argmax(1))),
+                         "mean_abs_dp": float(np.mean(np.abs(probs[:, 1] - p_keras[:, 1]))),
+                         "keras_median_margin": margin, "seconds": round(seconds, 1)})
+            print(format_table(rows[-1:], COLUMNS), flush=True)
+
+        row("keras fp32", p_keras, 0.0)
+        t0 = time.time()
+        row("weights-int8 (sim)", int8_weight_probs(model, x_test, pre), time.time() - t0)
+        for variant, reps in (("fp32", None), ("dynamic", None), ("int16x8", cal), ("int8", cal),
+                              (f"int8-cal{args.more_calibration}", x_train[: args.more_calibration])):
+            t0 = time.time()
+            blob = convert_model(model, variant.split("-cal")[0], args.size, pre, reps, io_type="float32")
+            row(variant, blob_probs(blob, x_test, LABELS, args.size, pre), time.time() - t0)
+        t0 = time.time()
+        calibrated = CalibratedInt8(model, args.size, representative_gen(cal, pre))
+        groups = node_groups(calibrated)
+        if not args.op_groups:  # squeeze-excitation only
+            groups = {k: v for k, v in groups.items() if k == "squeeze-excitation"}
+        for group, nodes in groups.items():
+            blob = calibrated.quantize(nodes)
+            row(f"int8, {group} float ({len(nodes)})", blob_probs(blob, x_test, LABELS, args.size, pre),
+                time.time() - t0)
+            t0 = time.time()
+        tf_keras.backend.clear_session()
+        write_results(rows, RESULTS / f"{args.name}.csv", columns=COLUMNS)
+        save_env()
     print(format_table(ranges, RANGE_COLUMNS))
     if rows:
         print(format_table(rows, COLUMNS))

@@ -20,7 +20,8 @@ from .errors import GramTFError
 from .stats import within_drop
 
 
-def _accuracy(blob: bytes, images: np.ndarray, y: np.ndarray, labels, size, preprocessing) -> float:
+def blob_probs(blob: bytes, images: np.ndarray, labels, size, preprocessing) -> np.ndarray:
+    """Class probabilities of TFLite model bytes on uint8 images, through the deployment runtime."""
     from .runtime import Classifier
 
     fd, path = tempfile.mkstemp(suffix=".tflite")
@@ -29,9 +30,13 @@ def _accuracy(blob: bytes, images: np.ndarray, y: np.ndarray, labels, size, prep
         with open(path, "wb") as fh:
             fh.write(blob)
         clf = Classifier(path, threads=2, labels=labels, input_size=size, preprocessing=preprocessing)
-        return float(np.mean(clf.predict_arrays(images).argmax(1) == y))
+        return clf.predict_arrays(images)
     finally:
         os.unlink(path)
+
+
+def _accuracy(blob: bytes, images: np.ndarray, y: np.ndarray, labels, size, preprocessing) -> float:
+    return float(np.mean(blob_probs(blob, images, labels, size, preprocessing).argmax(1) == y))
 
 
 def layer_errors(debugger) -> list[dict]:
