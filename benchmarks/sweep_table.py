@@ -42,7 +42,6 @@ def table(rows: dict[str, dict[str, dict]]) -> tuple[list[str], dict]:
         fp32, int8, fast = v["fp32"], v.get("int8"), v.get("int8-fast")
         ms = {k: float(r["latency_ms_p50"]) for k, r in v.items()}
         acc = {k: float(r["accuracy"]) for k, r in v.items()}
-        n_test = int(fp32.get("n_test") or 0)
 
         def cell(k):
             return f"{ms[k]:.1f} ({100 * (acc[k] - acc['fp32']):+.1f})" if k in v else "-"
@@ -50,8 +49,7 @@ def table(rows: dict[str, dict[str, dict]]) -> tuple[list[str], dict]:
         speed = {k: ms["fp32"] / ms[k] for k in ("int8", "int8-fast") if k in v}
         ok = {k: s for k, s in speed.items() if within_drop(acc["fp32"], acc[k], 0.01)}
         best = max(ok, key=ok.get) if ok else None
-        ratios[name] = {"int8-fast": speed.get("int8-fast"), "best_within_1pp": ok.get(best) if best else None,
-                        "n_test": n_test}
+        ratios[name] = {"int8-fast": speed.get("int8-fast"), "best_within_1pp": ok.get(best) if best else None}
         lines.append("| " + " | ".join([
             name, f"{float(fp32['macs']) / 1e9:.2f}", f"{ms['fp32']:.1f}", cell("int8"), cell("int8-fast"),
             " / ".join(f"{speed[k]:.2f}x" if k in speed else "-" for k in ("int8", "int8-fast")),

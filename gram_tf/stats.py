@@ -310,14 +310,13 @@ def select_auto(rows, max_drop: float = 0.01) -> dict:
         if not refs:
             continue
         ref_acc = max(_f(r.get("accuracy")) for r in refs)
-        floor = ref_acc - max_drop - _ACC_EPS
         cands = [
             r
             for r in grp
             if str(r.get("runtime") or "") == "litert"
             and _f(r.get("accuracy")) is not None
             and _f(r.get("latency_ms_p50")) is not None
-            and _f(r.get("accuracy")) >= floor
+            and within_drop(ref_acc, _f(r.get("accuracy")), max_drop)
         ]
         if not cands:  # cannot happen while the reference has a latency; kept for robustness
             continue
