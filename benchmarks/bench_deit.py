@@ -20,10 +20,11 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--set", dest="sets", action="append", default=[])
     args = ap.parse_args(argv)
-    from gram_tf.bench import write_results
+    from gram_tf.report import write_results
     from gram_tf.config import load_config
     from gram_tf.io_utils import atomic_write_json
-    from gram_tf.pipeline import SUMMARY_COLUMNS, run_study
+    from gram_tf.pipeline import run_study
+    from gram_tf.report import SUMMARY_COLUMNS
     from gram_tf.table import format_table
 
     cfg = load_config(ROOT / "configs" / "deit_tiny.yaml", args.sets)

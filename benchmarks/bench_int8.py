@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import RESULTS, environment, export_artifact  # noqa: E402
 
 import gram_tf  # noqa: E402,F401
-from gram_tf.stats import within_drop  # noqa: E402
+from gram_tf.metrics import within_drop  # noqa: E402
 
 DEFAULT_BACKBONES = "mobilenet_v2_100,resnet50,efficientnet_lite0,mobilenet_v3_small,deit_tiny"
 DEFAULT_VARIANTS = "fp32,int8,int8-per-tensor,int8-fast,dynamic"
@@ -37,7 +37,7 @@ COLUMNS = ["backbone", "runtime", "variant", "threads", "accuracy", "size_bytes"
 def synthetic(n: int, size: int, seed: int):
     import numpy as np
 
-    from gram_tf.synth import render_micrograph
+    from gram_tf.data import render_micrograph
 
     rng = np.random.default_rng(seed)
     y = np.arange(n) % 2
@@ -68,7 +68,7 @@ def trained_model(name: str, size: int, x, y, seed: int):
 def accuracy_of(path, x, y, size, pre) -> float:
     import numpy as np
 
-    from gram_tf.runtime import Classifier
+    from gram_tf.deploy import Classifier
 
     clf = Classifier(path, threads=2, labels=["gram_negative", "gram_positive"], input_size=size, preprocessing=pre)
     return float(np.mean(clf.predict_arrays(x).argmax(1) == y))
@@ -78,19 +78,19 @@ def make_runner(runtime: str, path, threads: int, image, pre):
     """A zero-argument callable that runs one inference of `path` on `image` (batch 1)."""
     import numpy as np
 
-    from gram_tf.convert import data_mod_normalize
+    from gram_tf.convert import normalized_images
 
     if runtime == "onnxruntime":
-        from gram_tf.peers import session
+        from gram_tf.bench.peers import session
 
         sess = session(path, threads)
-        feed = {sess.get_inputs()[0].name: data_mod_normalize(image, pre)}
+        feed = {sess.get_inputs()[0].name: normalized_images(image, pre)}
         return lambda: sess.run(None, feed)
-    from gram_tf.runtime import make_interpreter
+    from gram_tf.deploy import make_interpreter
 
     interp = make_interpreter(path, threads)
     d = interp.get_input_details()[0]
-    x = data_mod_normalize(image, pre)
+    x = normalized_images(image, pre)
     if np.dtype(d["dtype"]) != np.float32:  # quantize like the deployment runtime does
         scale, zero = d["quantization"]
         info = np.iinfo(d["dtype"])
@@ -153,16 +153,16 @@ def main(argv=None):
     import numpy as np
     import tf_keras
 
-    from gram_tf.bench import time_interleaved
-    from gram_tf.convert import data_mod_normalize
+    from gram_tf.deploy import time_interleaved
+    from gram_tf.convert import normalized_images
     from gram_tf.io_utils import atomic_write_json
     from gram_tf.models import count_macs
-    from gram_tf.profile import delegation, format_fallback
-    from gram_tf.roofline import measure_peak
+    from gram_tf.deploy.profile import delegation, format_fallback
+    from gram_tf.bench import measure_peak
 
     threads = [int(t) for t in args.threads.split(",")]
     if args.backbones == "all":
-        from gram_tf.models.registry import list_backbones
+        from gram_tf.models import list_backbones
 
         skip = set(args.skip.split(","))
         args.backbones = ",".join(b.name for b in list_backbones() if b.name not in skip)
@@ -203,8 +203,8 @@ def main(argv=None):
                 t0 = time.time()
                 export_artifact(model, out, name, variant, args.size, pre, x_train[: args.calibration],
                                 ["gram_negative", "gram_positive"], macs,
-                                fast_options={"threads": args.target_threads, "runs": args.fast_runs,
-                                              "validation": validation})
+                                options={"threads": args.target_threads, "runs": args.fast_runs},
+                                validation=validation)
                 print(f"converted {name} {variant} in {time.time() - t0:.0f} s", flush=True)
             models = {}  # (runtime, variant) -> (path, accuracy)
             for variant in args.variants.split(","):
@@ -213,8 +213,8 @@ def main(argv=None):
             if peers:
                 onnx_fp32 = peers_mod.export_onnx(model, args.size, out / f"{name}__ort-fp32.onnx")
                 onnx_int8 = peers_mod.quantize_onnx(onnx_fp32, out / f"{name}__ort-int8.onnx",
-                                                    data_mod_normalize(x_train[: args.calibration], pre))
-                x_eval = data_mod_normalize(x_test, pre)
+                                                    normalized_images(x_train[: args.calibration], pre))
+                x_eval = normalized_images(x_test, pre)
                 for variant, path in (("ort-fp32", onnx_fp32), ("ort-int8", onnx_int8)):
                     sess = peers_mod.session(path, 2)
                     feed = sess.get_inputs()[0].name
@@ -247,9 +247,9 @@ def main(argv=None):
 def write_outputs(raw_rows: list[dict], fast_reports: dict, peak: dict, args, t_start: float, final: bool):
     """CSV/JSON, peak, targets, int8-fast reports and environment for the backbones measured so far
     (written after every backbone, so a long sweep stopped early still leaves readable results)."""
-    from gram_tf.bench import ROW_COLUMNS, add_relative_columns, write_results
+    from gram_tf.report import ROW_COLUMNS, add_relative_columns, write_results
     from gram_tf.io_utils import atomic_write_json
-    from gram_tf.roofline import annotate
+    from gram_tf.bench import annotate
     from gram_tf.table import format_table
 
     rows = [dict(r, path=Path(r["path"]).name) for r in raw_rows]

@@ -23,7 +23,7 @@ def main():
     from gram_tf import data
     from gram_tf.config import TrainConfig
     from gram_tf.io_utils import atomic_write_json
-    from gram_tf.synth import synthesize_dataset
+    from gram_tf.data import synthesize_dataset
     from gram_tf.table import format_table
     from gram_tf.train import train
 

@@ -27,7 +27,7 @@ COLUMNS = ["backbone", "variant", "threads", "size_bytes", "latency_ms_p50", "la
 def synthetic_images(n: int, size: int, seed: int = 0):
     import numpy as np
 
-    from gram_tf.synth import render_micrograph
+    from gram_tf.data import render_micrograph
 
     rng = np.random.default_rng(seed)
     return np.stack([np.asarray(render_micrograph(rng, "positive" if i % 2 else "negative", size))
@@ -48,7 +48,8 @@ def main(argv=None):
 
     import tf_keras
 
-    from gram_tf.bench import bench_paths, write_results
+    from gram_tf.bench import bench_paths
+    from gram_tf.report import write_results
     from gram_tf.io_utils import atomic_write_json
     from gram_tf.models import build_classifier, count_macs
     from gram_tf.table import format_table

@@ -27,34 +27,22 @@ def cpu_name() -> str:
 
 
 def environment() -> dict:
-    from gram_tf.train import library_versions
+    from gram_tf.run import library_versions
 
     return {"cpu": cpu_name(), "cores": os.cpu_count(), "python": sys.version.split()[0], **library_versions()}
 
 
 def export_artifact(model, out_dir: Path, backbone: str, variant: str, size: int, preprocessing: dict,
                     representative, labels, macs: int, io_type: str = "int8",
-                    fast_options: dict | None = None) -> Path:
-    """Convert one Keras model variant and write it with metadata + a manifest-like sidecar
-    (int8-fast: its report too, under "fast")."""
-    from gram_tf import tflite_meta
-    from gram_tf.convert import convert_model, tflite_weight_stats
-    from gram_tf.io_utils import atomic_write_bytes, atomic_write_json
+                    options: dict | None = None, validation=None) -> Path:
+    """Convert one Keras model variant with gram_tf's artifact writer (metadata, sidecar, checks);
+    `options`/`validation` go to builders that measure accuracy (int8-fast, int8-selective)."""
+    from gram_tf.convert import VARIANTS, export_artifact as write_artifact
 
-    fast = None
-    if variant == "int8-fast":
-        from gram_tf.fast_int8 import fast_int8
-
-        blob, fast = fast_int8(model, size, preprocessing, representative, **(fast_options or {}))
-    else:
-        blob = convert_model(model, variant, size, preprocessing, representative, io_type)
-    meta = {"format": "gram_tf/1", "labels": labels, "input_size": size, "preprocessing": preprocessing,
-            "backbone": backbone, "variant": variant}
+    spec = VARIANTS[variant]
+    guarded = spec.uses_validation or spec.needs_validation
     path = out_dir / f"{backbone}__{variant}.tflite"
-    atomic_write_bytes(path, tflite_meta.embed_metadata(blob, meta))
-    stats = tflite_weight_stats(path)
-    atomic_write_json(Path(str(path) + ".json"), {**meta, "artifact": {
-        "file": path.name, "backbone": backbone, "variant": variant, "sparsity_target": 0.0,
-        "macs": macs, "input_size": size, "preprocessing": preprocessing, "labels": labels, **stats,
-        "fast": fast}})
+    write_artifact(model, path, variant, size=size, preprocessing=preprocessing, labels=labels, backbone=backbone,
+                   representative=representative, io_type=io_type, options=options if guarded else None,
+                   validation=validation if guarded else None, entry_extra={"macs": macs})
     return path

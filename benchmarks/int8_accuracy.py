@@ -78,13 +78,13 @@ def activation_ranges(model, images, pre) -> dict:
     import numpy as np
     import tf_keras
 
-    from gram_tf.convert import data_mod_normalize
+    from gram_tf.convert import normalized_images
 
     skip = (tf_keras.layers.InputLayer, tf_keras.layers.Dropout, tf_keras.layers.Conv2D,
             tf_keras.layers.DepthwiseConv2D)
     layers = [layer for layer in model.layers if not isinstance(layer, skip)]
     probe = tf_keras.Model(model.input, [layer.output for layer in layers])
-    x = data_mod_normalize(images, pre)
+    x = normalized_images(images, pre)
     lo, hi, std = [], [], []
     for i in range(len(x)):
         outs = probe(x[i : i + 1], training=False)
@@ -134,10 +134,10 @@ def main(argv=None):
     import numpy as np
     import tf_keras
 
-    from gram_tf.bench import write_results
+    from gram_tf.report import write_results
     from gram_tf.convert import CalibratedInt8, convert_model, representative_gen
     from gram_tf.io_utils import atomic_write_json
-    from gram_tf.selective import blob_probs
+    from gram_tf.convert import blob_probs
     from gram_tf.table import format_table
 
     t_start = time.time()

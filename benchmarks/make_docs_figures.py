@@ -14,7 +14,7 @@ from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from gram_tf.synth import render_micrograph  # noqa: E402
+from gram_tf.data import render_micrograph  # noqa: E402
 
 
 def contact_sheet(path: Path, n: int = 6, size: int = 160, seed: int = 7) -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import RESULTS  # noqa: E402
 
-from gram_tf.stats import within_drop  # noqa: E402
+from gram_tf.metrics import within_drop  # noqa: E402
 
 HEADER = ("| backbone | GMAC | fp32 ms | int8 ms (acc Δ pp) | int8-fast ms (acc Δ pp) | int8 / int8-fast vs fp32 "
           "| best int8 within 1 pp | partitions int8 → int8-fast | int8-fast candidate (float ops) |")

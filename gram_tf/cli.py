@@ -66,7 +66,7 @@ def data():
               help="images that share one specimen (its id is in the file name: _sNNNN_)")
 def data_synth(out, per_class, size, seed, fields_per_specimen):
     """Generate synthetic Gram-stained micrographs (gram_positive / gram_negative) into OUT."""
-    from .synth import synthesize_dataset
+    from .data import synthesize_dataset
 
     summary = synthesize_dataset(out, per_class, size=size, seed=seed,
                                  fields_per_specimen=fields_per_specimen, progress=True)
@@ -129,13 +129,14 @@ def data_split(directory, out, val, test, group_pattern, seed):
 # ------------------------------------------------------------------------------------ backbones
 @main.command("backbones")
 @click.option("--measure/--no-measure", default=True, show_default=True,
-              help="build each backbone once to count parameters/MACs and TF-MOT support (cached)")
+              help="show parameters, MACs and TF-MOT support (recorded in the registry; no model is built)")
 @click.option("--json", "as_json", is_flag=True)
 def backbones(measure, as_json):
     """List the registered backbones, one line each, name first."""
     from .models import describe_backbones
+    from .optimize import backbone_support
 
-    rows = describe_backbones(measure=measure)
+    rows = [{**r, **backbone_support(r["name"])} for r in describe_backbones()]
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
@@ -217,7 +218,7 @@ def prune_cmd(run_dir, final_sparsity, sweep, schedule, epochs, scope, structure
                                          "scope": scope, "structured_2_4": structured,
                                          "frequency": frequency}.items() if v is not None}}
     cfg = _load_cfg(config, sets, extra)
-    from .prune import prune_run
+    from .optimize import prune_run
 
     results = prune_run(run_dir, cfg.prune, seed=cfg.seed)
     click.echo(format_table(results, ["sparsity_target", "sparsity", "pruned_layers", "skipped_layers",
@@ -264,7 +265,8 @@ def convert_cmd(run_dir, variants, out, io_type, representative_samples, config,
 @click.option("--no-keras", is_flag=True, help="skip the Keras float reference row")
 def bench_cmd(paths, threads, runs, warmup, max_seconds, out, no_eval, no_keras):
     """Time .tflite files with LiteRT (batch 1) and evaluate them on the manifest's test split."""
-    from .bench import SUMMARY_COLUMNS, bench_paths, write_results
+    from .bench import bench_paths
+    from .report import SUMMARY_COLUMNS, write_results
 
     rows = bench_paths(paths, threads=threads, runs=runs, warmup=warmup, max_seconds=max_seconds,
                        evaluate=not no_eval, keras_reference=not no_keras)
@@ -281,7 +283,7 @@ def bench_cmd(paths, threads, runs, warmup, max_seconds, out, no_eval, no_keras)
               help="also write the per-op rows (index, op, dtype, delegated, isolated_ms, macs)")
 def profile_cmd(model, threads, runs, csv_out):
     """Where a .tflite's time goes: XNNPACK partitions, fallback ops, per-op-type time (LiteRT only)."""
-    from .profile import delegation, format_fallback, op_profile, summarize, whole_model_ms
+    from .deploy.profile import delegation, format_fallback, op_profile, summarize, whole_model_ms
 
     d = delegation(model, threads)
     rows = op_profile(model, threads=threads, runs=runs, progress=True)
@@ -290,7 +292,7 @@ def profile_cmd(model, threads, runs, csv_out):
                f"{d['partitions']} partition(s); builtin fallbacks: {format_fallback(d)}")
     click.echo(format_table(table, ["op", "dtype", "kernel", "count", "ms", "share", "gmacs", "gmacs_per_s"]))
     if csv_out:
-        from .bench import write_results
+        from .report import write_results
 
         write_results(rows, csv_out, columns=list(rows[0]) if rows else ["index"])
         click.echo(f"per-op rows -> {csv_out}")
@@ -301,7 +303,7 @@ def profile_cmd(model, threads, runs, csv_out):
 @click.option("--json", "as_json", is_flag=True)
 def peak_cmd(threads, as_json):
     """Measure this CPU's fp32 and int8 GMAC/s peak with the LiteRT/XNNPACK GEMM micro-benchmark."""
-    from .roofline import measure_peak
+    from .bench import measure_peak
 
     peak = measure_peak(threads)
     if as_json:
@@ -344,7 +346,8 @@ def report_cmd(results, out, max_drop):
 def run_cmd(config, out, sets):
     """Run the whole study from one YAML: data -> split -> train -> prune -> convert -> bench -> report."""
     cfg = _load_cfg(config, sets, {"out": out} if out else None)
-    from .pipeline import SUMMARY_COLUMNS, run_study
+    from .pipeline import run_study
+    from .report import SUMMARY_COLUMNS
 
     result = run_study(cfg, progress=True)
     click.echo(format_table(result["rows"], SUMMARY_COLUMNS))
@@ -363,7 +366,7 @@ def run_cmd(config, out, sets):
 @click.option("--size", type=int, default=None, help="input size, for a model without metadata")
 def predict_cmd(model, paths, top_k, as_json, as_csv, threads, labels, size):
     """Classify images with a .tflite using LiteRT only (no TensorFlow needed)."""
-    from . import runtime
+    from . import deploy
 
     if as_json and as_csv:
         raise GramTFError("choose one of --json or --csv")
@@ -371,14 +374,14 @@ def predict_cmd(model, paths, top_k, as_json, as_csv, threads, labels, size):
         labels = [line.strip() for line in Path(labels).read_text().splitlines() if line.strip()]
     elif labels:
         labels = [s.strip() for s in labels.split(",") if s.strip()]
-    clf = runtime.Classifier(model, threads=threads, labels=labels, input_size=size)
+    clf = deploy.Classifier(model, threads=threads, labels=labels, input_size=size)
     results, errors = clf.predict_paths(paths, top_k=top_k)
     if as_json:
-        click.echo(runtime.to_json(results, errors))
+        click.echo(deploy.to_json(results, errors))
     elif as_csv:
-        click.echo(runtime.to_csv(results, top_k), nl=False)
+        click.echo(deploy.to_csv(results, top_k), nl=False)
     else:
-        click.echo(runtime.format_table(results, top_k))
+        click.echo(deploy.format_predictions(results, top_k))
     for e in errors:
         click.echo(f"skipped: {e['error']}", err=True)
     if not as_json and not as_csv:

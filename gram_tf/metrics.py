@@ -1,7 +1,15 @@
-"""Classification metrics in plain numpy (used by training, benchmarking and the runtime)."""
+"""Classification metrics in plain numpy (used by training, conversion, benchmarking, reports)."""
 from __future__ import annotations
 
 import numpy as np
+
+# Tolerance for float round-off in "accuracy >= fp32 accuracy - max_drop" (0.9 - 0.01 != 0.89).
+_ACC_EPS = 1e-9
+
+
+def within_drop(reference: float, accuracy: float, max_drop: float) -> bool:
+    """accuracy >= reference - max_drop, with round-off tolerance: 2 of 200 images lost is 1 pp."""
+    return reference - accuracy <= max_drop + _ACC_EPS
 
 
 def confusion_matrix(y_true, y_pred, n_classes: int) -> np.ndarray:

@@ -10,13 +10,17 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import dataclasses
+
 from . import data as data_mod
+from .bench import bench_paths
 from .config import StudyConfig, config_hash, dump_yaml
+from .convert import convert_run
 from .errors import GramTFError
 from .io_utils import atomic_write_json, read_json, sha256_file
-
-SUMMARY_COLUMNS = ["backbone", "sparsity_target", "variant", "threads", "accuracy", "size_bytes",
-                   "zip_bytes", "latency_ms_p50", "images_per_s", "speedup_vs_fp32"]
+from .optimize import prune_run
+from .report import build_report, load_results, write_results
+from .train import train
 SYNTH_GROUP_PATTERN = r"^(gram_\w+?_s\d+)_f"  # class + specimen id: fields of one smear stay together
 
 
@@ -73,9 +77,7 @@ def _data_stage(cfg: StudyConfig, root: Path, stages: _Stages) -> Path:
         return manifest
     stages.start("data", skipped=False)
     if not cfg.data.dir:
-        from .synth import synthesize_dataset
-
-        synthesize_dataset(source, cfg.data.synth_per_class, size=cfg.data.synth_size, seed=cfg.seed,
+        data_mod.synthesize_dataset(source, cfg.data.synth_per_class, size=cfg.data.synth_size, seed=cfg.seed,
                            progress=stages.progress)
     rows = data_mod.split_dataset(source, cfg.data.val, cfg.data.test, cfg.seed, pattern,
                                   progress=stages.progress)
@@ -86,12 +88,6 @@ def _data_stage(cfg: StudyConfig, root: Path, stages: _Stages) -> Path:
 
 def run_study(cfg: StudyConfig, progress: bool = True) -> dict:
     """Run (or resume) the study described by `cfg`; returns {'rows', 'report', 'stages'}."""
-    from .bench import bench_paths, write_results
-    from .convert import convert_run
-    from .prune import prune_run
-    from .report import build_report
-    from .train import train
-
     root = Path(cfg.out) / cfg.name
     root.mkdir(parents=True, exist_ok=True)
     dump_yaml(cfg, root / "config.yaml")
@@ -101,8 +97,6 @@ def run_study(cfg: StudyConfig, progress: bool = True) -> dict:
 
     manifest = _data_stage(cfg, root, stages)
     manifest_sha = sha256_file(manifest)
-    import dataclasses
-
     for backbone in cfg.backbones:
         run_dir = root / "runs" / backbone
         train_cfg = cfg.train
@@ -152,8 +146,6 @@ def run_study(cfg: StudyConfig, progress: bool = True) -> dict:
     rec = stages.done("bench", bkey)
     if rec is not None and results_csv.is_file():
         stages.start("bench", skipped=True)
-        from .report import load_results
-
         rows = load_results([results_csv])
     else:
         stages.start("bench", skipped=False)

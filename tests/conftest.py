@@ -28,7 +28,7 @@ def weights_dir() -> Path:
 @pytest.fixture(scope="session")
 def synth_dir(tmp_path_factory) -> Path:
     """A small synthetic Gram-stain ImageFolder (both classes), shared by the whole session."""
-    from gram_tf.synth import synthesize_dataset
+    from gram_tf.data.synth import synthesize_dataset
 
     out = tmp_path_factory.mktemp("synth")
     synthesize_dataset(out, per_class=48, size=96, seed=0, fields_per_specimen=1, progress=False)
@@ -62,7 +62,7 @@ def tiny_run(synth_manifest, tmp_path_factory) -> Path:
 def pruned_run(tiny_run):
     """tiny_run pruned to 60% (backbone + head); returns (run_dir, prune summary)."""
     from gram_tf.config import PruneConfig
-    from gram_tf.prune import prune_run
+    from gram_tf.optimize import prune_run
 
     [summary] = prune_run(tiny_run, PruneConfig(levels=[0.6], epochs=2, batch_size=16), progress=False)
     return tiny_run / "pruned_60", summary

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from gram_tf.bench import ROW_COLUMNS, bench_paths, write_results
+from gram_tf.bench import bench_paths
+from gram_tf.report import ROW_COLUMNS, write_results
 from gram_tf.cli import main
 from gram_tf.config import ConvertConfig
 from gram_tf.convert import convert_run

@@ -150,7 +150,7 @@ def test_augmentation_keeps_colour_mostly():
 
 def test_real_micrographs_decode():
     root = shared_or_skip(REAL_DATA)
-    from gram_tf.runtime import load_image, resize_image
+    from gram_tf.deploy.imaging import load_image, resize_image
 
     files = sorted(root.rglob("*.JPG"))[:2] + sorted(root.rglob("*.png"))
     assert files

@@ -10,8 +10,8 @@ def test_deit_study_end_to_end_prunes_attention_and_runs_int8(tmp_path):
 
     from gram_tf.config import load_config
     from gram_tf.pipeline import run_study
-    from gram_tf.prune import measure_sparsity
-    from gram_tf.train import load_model
+    from gram_tf.optimize import measure_sparsity
+    from gram_tf.models import load_model
 
     cfg = load_config("configs/deit_tiny.yaml", [
         f"out={tmp_path / 'runs'}", f"tflite_dir={tmp_path / 'tfl'}", "data.synth_per_class=16", "data.synth_size=48",

@@ -4,9 +4,9 @@ import pytest
 from click.testing import CliRunner
 
 from gram_tf.convert import convert_model
-from gram_tf.fast_int8 import choose_float_nodes, fast_int8
-from gram_tf.profile import delegation, format_fallback, op_profile, output_names, summarize
-from gram_tf.roofline import annotate, compute_dtype, theoretical_peak
+from gram_tf.convert import choose_float_nodes, fast_int8
+from gram_tf.deploy.profile import delegation, format_fallback, op_profile, output_names, summarize
+from gram_tf.bench.roofline import annotate, compute_dtype, theoretical_peak
 
 SIZE = 32
 
@@ -43,7 +43,7 @@ def test_delegation_finds_int8_fallbacks(mnv3):
 
 
 def test_fallback_nodes_name_what_the_delegate_refused(mnv3):
-    from gram_tf.profile import fallback_nodes
+    from gram_tf.deploy.profile import fallback_nodes
 
     d = delegation(mnv3["int8"])
     nodes = fallback_nodes(mnv3["int8"])
@@ -207,8 +207,8 @@ def test_cli_profile(mnv3, tmp_path):
 def test_onnx_peers(mnv3, tmp_path):
     pytest.importorskip("tf2onnx", reason="ONNX Runtime peers need the 'peers' extra (tf2onnx)")
     pytest.importorskip("onnxruntime", reason="needs the 'peers' extra (onnxruntime)")
-    from gram_tf import peers
-    from gram_tf.convert import data_mod_normalize
+    from gram_tf.bench import peers
+    from gram_tf.convert import normalized_images as data_mod_normalize
 
     fp32 = peers.export_onnx(mnv3["model"], SIZE, tmp_path / "m.onnx")
     x = data_mod_normalize(_images(8), mnv3["pre"])
@@ -223,7 +223,7 @@ def test_onnx_peers(mnv3, tmp_path):
 def test_time_interleaved_orders_and_reports_drift():
     import time
 
-    from gram_tf.bench import time_interleaved
+    from gram_tf.deploy import time_interleaved
 
     calls = {"slow": 0, "fast": 0}
 

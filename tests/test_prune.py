@@ -6,8 +6,8 @@ import pytest
 
 from gram_tf.config import PruneConfig
 from gram_tf.errors import GramTFError
-from gram_tf.prune import make_schedule, measure_sparsity, prunable_layer_report, prune_run
-from gram_tf.train import load_model
+from gram_tf.optimize import make_schedule, measure_sparsity, prunable_layer_report, prune_run
+from gram_tf.models import load_model
 
 
 def test_prune_reaches_target_and_reports_layers(pruned_run, tiny_run):

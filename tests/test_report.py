@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from scipy import stats as sst
 
-from gram_tf import stats
+from gram_tf.report import stats
 from gram_tf.errors import GramTFError
 from gram_tf.report import (
     COLUMNS,
@@ -444,8 +444,8 @@ def test_select_auto_on_fixture(rows):
 
 def test_within_drop_counts_exactly_one_pp_as_within():
     """2 of 200 images lost is 1 pp: round-off (0.87 - 0.86 = 0.01000000000000001) must not reject it."""
-    from gram_tf.selective import recover_accuracy
-    from gram_tf.stats import within_drop
+    from gram_tf.convert import recover_accuracy
+    from gram_tf.metrics import within_drop
 
     assert 0.87 - 0.86 > 0.01  # the round-off this guards against
     assert within_drop(0.87, 0.86, 0.01) and within_drop(0.9, 0.89, 0.01)

@@ -16,7 +16,7 @@ import gram_tf  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow is imp
 from gram_tf import runtime
 from gram_tf.errors import GramTFError
 from gram_tf.runtime import Classifier, load_image, normalize, resize_image
-from gram_tf.tflite_meta import (embed_metadata, list_metadata_names, read_metadata,
+from gram_tf.deploy.metadata import (embed_metadata, list_metadata_names, read_metadata,
                                  sidecar_path, write_sidecar)
 
 REPO = Path(__file__).resolve().parents[1]
@@ -331,6 +331,7 @@ def test_runtime_imports_no_tensorflow(models, tmp_path):
     script = textwrap.dedent(f"""
         import sys
         import gram_tf.runtime as rt
+        import gram_tf.deploy.profile, gram_tf.deploy.timing  # the whole deploy wing
         clf = rt.Classifier({str(models["paths"]["fp32"])!r})
         results, errors = clf.predict_paths([{str(img)!r}])
         assert not errors, errors

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from gram_tf import synth
+from gram_tf.data import synth
 from gram_tf.errors import GramTFError
-from gram_tf.synth import CLASSES, SpecimenStyle, render_micrograph, synthesize_dataset
+from gram_tf.data.synth import CLASSES, SpecimenStyle, render_micrograph, synthesize_dataset
 
 NAME_RE = re.compile(r"^(gram_negative|gram_positive)_s(\d{4})_f(\d{2})\.png$")
 GROUP_RE = re.compile(r"_s(\d+)_")

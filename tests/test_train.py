@@ -5,9 +5,10 @@ import h5py
 import numpy as np
 import pytest
 
-from gram_tf import train as train_mod
+from gram_tf.train import transfer as train_mod
 from gram_tf.config import TrainConfig
-from gram_tf.train import class_weights, load_model, train
+from gram_tf.models import load_model
+from gram_tf.train import class_weights, train
 
 from .conftest import REAL_DATA, shared_or_skip
 

@@ -155,7 +155,7 @@ def test_partial_qat_on_a_transformer_reports_float_layers_and_converts(tmp_path
     from ai_edge_litert.interpreter import Interpreter
 
     from gram_tf.convert import convert_model
-    from gram_tf.quantize import quantize_aware
+    from gram_tf.optimize import quantize_aware
 
     model, info = build_classifier("deit_tiny", 2, 32, weights="none")
     qat, report = quantize_aware(model)

@@ -1,188 +1,23 @@
-"""Backbones (registry + ViT/DeiT) and the flat classifier built on top of them.
-
-Public API: list_backbones, get_backbone, build_classifier, feature_extractor, count_macs,
-describe_backbones, HEAD_LAYERS.
+"""Models wing: the backbone registry (at the bottom, importing no model file), the model files that
+register themselves (Keras applications, EfficientNet-Lite, ViT/DeiT), the flat classifier built on
+a backbone, saving/loading, and the catalogue. Never imports optimize/, convert/, bench/ or report/.
 """
-from __future__ import annotations
+# model files register themselves, in catalogue order
+from . import keras_apps  # noqa: F401  isort: skip
+from . import efficientnet_lite  # noqa: F401  isort: skip
+from . import vit  # noqa: F401  isort: skip
+from .catalogue import describe_backbones, measure_sizes
+from .classifier import (HEAD_DENSE, HEAD_DROPOUT, HEAD_LAYERS, HEAD_POOL, backbone_layers,
+                         build_classifier, count_macs, feature_extractor)
+from .registry import (PRE_CAFFE, PRE_RAW, PRE_TF, PRE_TORCH, Backbone, check_input_size,
+                       get_backbone, list_backbones, register)
+from .serialization import custom_objects, load_model, quiet_tensorflow, save_model
+from .weights import WEIGHTS_ENV, resolve_weights, weights_search_dirs
 
-from pathlib import Path
-from typing import Optional
-
-from ..errors import GramTFError
-from .registry import (  # noqa: F401
-    Backbone,
-    check_input_size,
-    get_backbone,
-    list_backbones,
-    resolve_weights,
-    weights_search_dirs,
-)
-
-HEAD_POOL, HEAD_DROPOUT, HEAD_DENSE = "head_pool", "head_dropout", "head_dense"
-HEAD_LAYERS = (HEAD_POOL, HEAD_DROPOUT, HEAD_DENSE)
-
-
-def _load_backbone_weights(base, bb: Backbone, path: Path) -> None:
-    try:
-        base.load_weights(str(path))
-    except GramTFError:
-        raise
-    except Exception as exc:
-        reason = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
-        expected = f" (expected e.g. {bb.imagenet_files[0]})" if bb.imagenet_files else ""
-        raise GramTFError(
-            f"weights file {path} does not fit backbone {bb.name}{expected}: {reason}") from None
-
-
-def build_classifier(backbone: str, n_classes: int, input_size: Optional[int] = None,
-                     weights: Optional[str] = "imagenet", weights_dir=None, dropout: float = 0.2,
-                     batch_size: Optional[int] = None, options: Optional[dict] = None):
-    """A flat tf_keras functional model: image -> backbone layers -> GAP -> dropout -> softmax.
-
-    Returns (model, info) where info has the backbone name, input size, preprocessing and the
-    weights file used.
-    """
-    import tf_keras
-
-    bb = get_backbone(backbone)
-    size = int(input_size or bb.default_size)
-    check_input_size(bb, size)
-    if n_classes < 2:
-        raise GramTFError(f"a classifier needs at least 2 classes, got {n_classes}")
-    weights_path = resolve_weights(bb, weights, weights_dir)
-    inp = tf_keras.Input((size, size, 3), batch_size=batch_size, name="image")
-    base, features = bb.build(bb, inp, dict(options or {}))
-    if weights_path is not None:
-        _load_backbone_weights(base, bb, weights_path)
-    if len(features.shape) == 4:
-        pooled = tf_keras.layers.GlobalAveragePooling2D(name=HEAD_POOL)(features)
-    else:  # transformers return the pooled token already
-        pooled = tf_keras.layers.Activation("linear", name=HEAD_POOL)(features)
-    x = tf_keras.layers.Dropout(dropout, name=HEAD_DROPOUT)(pooled)
-    out = tf_keras.layers.Dense(n_classes, activation="softmax", name=HEAD_DENSE)(x)
-    model = tf_keras.Model(inp, out, name=f"{bb.name}_classifier")
-    info = {
-        "backbone": bb.name,
-        "input_size": size,
-        "preprocessing": {"resize": "squash", **bb.preprocessing},
-        "weights": str(weights_path) if weights_path else "none",
-        "n_backbone_layers": sum(1 for layer in model.layers if layer.name not in HEAD_LAYERS) - 1,
-    }
-    return model, info
-
-
-def feature_extractor(model):
-    """The sub-graph from the image to the pooled features (shares the model's layers)."""
-    import tf_keras
-
-    return tf_keras.Model(model.input, model.get_layer(HEAD_POOL).output, name="features")
-
-
-def backbone_layers(model) -> list:
-    """Backbone layers of a flat classifier, input to top (excludes the input and the head)."""
-    import tf_keras
-
-    return [layer for layer in model.layers
-            if layer.name not in HEAD_LAYERS and not isinstance(layer, tf_keras.layers.InputLayer)]
-
-
-def _shape(s):
-    return list(s[0] if isinstance(s, list) else s)
-
-
-def count_macs(model) -> int:
-    """Multiply-accumulates per image for conv, depthwise, dense and attention layers."""
-    import numpy as np
-    import tf_keras
-
-    L = tf_keras.layers
-    total = 0
-    for layer in model.layers:
-        try:
-            out = _shape(layer.output_shape)
-            inp = _shape(layer.input_shape)
-        except (AttributeError, RuntimeError):
-            continue
-        if isinstance(layer, L.DepthwiseConv2D):
-            kh, kw = layer.kernel_size
-            total += int(np.prod(out[1:])) * kh * kw
-        elif isinstance(layer, L.SeparableConv2D):  # depthwise then pointwise (Xception)
-            kh, kw = layer.kernel_size
-            mid = inp[-1] * layer.depth_multiplier
-            total += int(np.prod(out[1:-1])) * mid * (kh * kw + out[-1])
-        elif isinstance(layer, L.Conv2D):
-            kh, kw = layer.kernel_size
-            groups = getattr(layer, "groups", 1) or 1
-            total += int(np.prod(out[1:])) * kh * kw * inp[-1] // groups
-        elif isinstance(layer, L.Dense):
-            total += int(np.prod(inp[1:])) * out[-1]
-        elif hasattr(layer, "count_macs"):  # our transformer layers report their own
-            total += int(layer.count_macs())
-    return int(total)
-
-
-def support_summary(model) -> dict:
-    """How many weighted layers TF-MOT can prune and quantize (QAT), checked against its registries."""
-    from ..prune import prunable_layer_report
-    from ..quantize import qat_layer_report
-
-    pr = prunable_layer_report(model)
-    qr = qat_layer_report(model)
-    return {
-        "prunable": f"{pr['n_prunable']}/{pr['n_weighted']}",
-        "qat": f"{qr['n_quantizable']}/{qr['n_layers']}",
-    }
-
-
-def describe_backbones(measure: bool = True, cache_file=None, progress: bool = True) -> list[dict]:
-    """One row per backbone; with `measure`, builds each (random weights, default size) to count
-    parameters and MACs and check TF-MOT support. Measurements are cached per TF version."""
-    import json
-
-    rows = []
-    cache = {}
-    if measure:
-        import tensorflow as tf
-
-        from ..io_utils import atomic_write_json
-
-        # the suffix changes whenever what _measure counts changes (2: SeparableConv2D MACs)
-        cache_file = Path(cache_file or Path.home() / ".cache" / "gram_tf" / f"backbones-tf{tf.__version__}-m2.json")
-        if cache_file.is_file():
-            try:
-                cache = json.loads(cache_file.read_text())
-            except ValueError:
-                cache = {}
-    todo = list_backbones()
-    iterator = todo
-    if measure and progress:
-        from tqdm.auto import tqdm
-
-        iterator = tqdm(todo, desc="measuring backbones", leave=False)
-    for bb in iterator:
-        row = {
-            "name": bb.name, "family": bb.family, "default_size": bb.default_size,
-            "min_size": bb.min_size, "source": bb.source,
-            "weights": "imagenet,none,file" if bb.imagenet_files else "none,file",
-            "imagenet_file": bb.imagenet_files[0] if bb.imagenet_files else "",
-            "notes": bb.notes,
-        }
-        if measure:
-            if bb.name not in cache:
-                cache[bb.name] = _measure(bb)
-                atomic_write_json(cache_file, cache)
-            row.update(cache[bb.name])
-        rows.append(row)
-    return rows
-
-
-def _measure(bb: Backbone) -> dict:
-    import tf_keras
-
-    try:
-        model, _ = build_classifier(bb.name, 2, weights="none")
-    except GramTFError as exc:
-        return {"params": None, "macs": None, "prunable": "n/a", "qat": "n/a", "error": str(exc)}
-    out = {"params": int(model.count_params()), "macs": count_macs(model), **support_summary(model)}
-    tf_keras.backend.clear_session()
-    return out
+__all__ = [
+    "describe_backbones", "measure_sizes", "HEAD_DENSE", "HEAD_DROPOUT", "HEAD_LAYERS", "HEAD_POOL",
+    "backbone_layers", "build_classifier", "count_macs", "feature_extractor", "PRE_CAFFE", "PRE_RAW",
+    "PRE_TF", "PRE_TORCH", "Backbone", "check_input_size", "get_backbone", "list_backbones", "register",
+    "custom_objects", "load_model", "quiet_tensorflow", "save_model", "WEIGHTS_ENV", "resolve_weights",
+    "weights_search_dirs",
+]

@@ -1,0 +1,295 @@
+"""The TFLite converter toolkit: plain conversions (the variants it registers), calibration-once
+full-int8 with any nodes kept float, and the checks every artifact gets (weight stats, IO types,
+agreement with the Keras model).
+
+Imports the variant table below it and nothing above it (never the strategies or the stage).
+"""
+from __future__ import annotations
+
+import csv
+import io
+from typing import Optional
+
+import numpy as np
+
+from ..deploy import Classifier, make_interpreter, normalize
+from ..errors import GramTFError
+from .variants import BuildRequest, Variant, get_variant, register_variant
+
+
+def _setup_fp32(conv, ctx):
+    pass
+
+
+def _setup_fp16(conv, ctx):
+    import tensorflow as tf
+
+    conv.optimizations = [tf.lite.Optimize.DEFAULT]
+    conv.target_spec.supported_types = [tf.float16]
+
+
+def _setup_dynamic(conv, ctx):
+    import tensorflow as tf
+
+    conv.optimizations = [tf.lite.Optimize.DEFAULT]
+
+
+def _setup_int16x8(conv, ctx):
+    import tensorflow as tf
+
+    conv.optimizations = [tf.lite.Optimize.DEFAULT]
+    conv.representative_dataset = ctx["representative"]
+    conv.target_spec.supported_ops = [
+        tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8]
+
+
+def _setup_int8(conv, ctx, per_channel: bool = True):
+    import tensorflow as tf
+
+    conv.optimizations = [tf.lite.Optimize.DEFAULT]
+    conv.representative_dataset = ctx["representative"]
+    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    io = {"int8": tf.int8, "uint8": tf.uint8, "float32": tf.float32}[ctx["io_type"]]
+    conv.inference_input_type = io
+    conv.inference_output_type = io
+    if not per_channel:
+        conv._experimental_disable_per_channel = True  # the only switch TFLite offers for this
+
+
+def _setup_int8_per_tensor(conv, ctx):
+    _setup_int8(conv, ctx, per_channel=False)
+
+
+def _concrete(model, batch_size: int, size: int):
+    import tensorflow as tf
+
+    spec = tf.TensorSpec([batch_size, size, size, 3], tf.float32, name="image")
+    fn = tf.function(lambda x: model(x, training=False))
+    return fn.get_concrete_function(spec)
+
+
+def normalized_images(images_uint8: np.ndarray, preprocessing: dict) -> np.ndarray:
+    """uint8 images -> the float32 model input (channel order, mean/std), as the deployed classifier does."""
+    return normalize(images_uint8, preprocessing).astype(np.float32)
+
+
+def representative_gen(images_uint8: np.ndarray, preprocessing: dict, batch_size: int = 1):
+    """The converter's representative_dataset: normalized images, one batch at a time."""
+    x = normalized_images(images_uint8, preprocessing)
+
+    def gen():
+        for i in range(len(x)):
+            yield [x[i : i + 1].repeat(batch_size, axis=0)]
+
+    return gen
+
+
+class CalibratedInt8:
+    """Full-int8 conversions of one model with any set of nodes kept float, calibrated once.
+
+    Built on TFLite's quantization debugger: the representative dataset runs through the model
+    once (calibration), and each `quantize(float_nodes)` only re-runs the quantizer on the
+    calibrated model with those nodes (output tensor names) denylisted. Float IO, since some nodes
+    stay float. Shared by int8-selective and int8-fast, whose searches try many denylists.
+    """
+
+    def __init__(self, model, size: int, rep_gen, batch_size: int = 1):
+        import tensorflow as tf
+
+        conv = tf.lite.TFLiteConverter.from_concrete_functions([_concrete(model, batch_size, size)])
+        conv.optimizations = [tf.lite.Optimize.DEFAULT]
+        conv.representative_dataset = rep_gen
+        conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8, tf.lite.OpsSet.TFLITE_BUILTINS]
+        with quiet_absl():
+            self.debugger = tf.lite.experimental.QuantizationDebugger(
+                converter=conv, debug_dataset=rep_gen, debug_options=tf.lite.experimental.QuantizationDebugOptions())
+        self._cache: dict = {}
+
+    def quantize(self, float_nodes=()) -> bytes:
+        """Model bytes with `float_nodes` kept float (cached per set of nodes)."""
+        key = frozenset(float_nodes)
+        if key not in self._cache:
+            # the live options object, not the setter: the setter rebuilds the instrumented model
+            self.debugger.options.denylisted_nodes = sorted(key)
+            with quiet_absl():
+                self._cache[key] = self.debugger.get_nondebug_quantized_model()
+        return self._cache[key]
+
+    def ranked_errors(self, float_nodes=()) -> list[dict]:
+        """The quantized tensors of the model with `float_nodes` float, worst error first."""
+        import tensorflow as tf
+
+        self.debugger.options = tf.lite.experimental.QuantizationDebugOptions(denylisted_nodes=sorted(float_nodes))
+        return ranked_errors(self.debugger)
+
+
+def layer_errors(debugger) -> list[dict]:
+    """Per-tensor error of the quantized model, worst first (rmse / quantization scale)."""
+    buf = io.StringIO()
+    debugger.layer_statistics_dump(buf)
+    buf.seek(0)
+    rows = []
+    for r in csv.DictReader(buf):
+        scale = float(r.get("scale") or 0.0)
+        mse = float(r.get("mean_squared_error") or 0.0)
+        rows.append({"tensor": r["tensor_name"], "op": r["op_name"],
+                     "rmse_over_scale": (mse ** 0.5) / scale if scale > 0 else 0.0})
+    return sorted(rows, key=lambda r: -r["rmse_over_scale"])
+
+
+def ranked_errors(debugger) -> list[dict]:
+    """Run the debugger (float and quantized models side by side) and rank its quantized tensors."""
+    with quiet_absl():
+        debugger.run()
+    return [r for r in layer_errors(debugger) if r["rmse_over_scale"] > 0]
+
+
+class quiet_absl:
+    """Silence the converter's deprecation warning about the trackable-free path."""
+
+    def __enter__(self):
+        import logging
+        import warnings
+
+        self.logger = logging.getLogger("absl")
+        self.level = self.logger.level
+        self.logger.setLevel(logging.ERROR)
+        self.warnings = warnings.catch_warnings()
+        self.warnings.__enter__()
+        warnings.simplefilter("ignore", UserWarning)
+
+    def __exit__(self, *exc):
+        self.warnings.__exit__(*exc)
+        self.logger.setLevel(self.level)
+
+
+def convert_with(model, setup, size: int, ctx: dict, batch_size: int = 1, what: str = "") -> bytes:
+    """Convert with a converter `setup(conv, ctx)`: the trackable-free path first, SavedModel second."""
+    import tensorflow as tf
+
+    # Without a trackable object the converter freezes the traced graph directly: ~2 s for a
+    # MobileNet instead of ~30 s for its SavedModel round trip (measured on 2 cores). The
+    # SavedModel path is the fallback.
+    errors = []
+    for trackable in (None, model):
+        try:
+            with quiet_absl():
+                conv = tf.lite.TFLiteConverter.from_concrete_functions(
+                    [_concrete(model, batch_size, size)], trackable)
+                setup(conv, ctx)
+                return conv.convert()
+        except Exception as exc:
+            errors.append(" ".join(str(exc).split())[:240] or type(exc).__name__)
+    raise GramTFError(f"TFLite conversion to {what} failed: {errors[-1]}")
+
+
+def _converter_builder(setup, name: str):
+    def build(req: BuildRequest):
+        spec = get_variant(name)
+        io_type = req.io_type if req.io_type in spec.io_types else spec.io_types[0]
+        ctx = {"representative": representative_gen(req.representative, req.preprocessing, req.batch_size)
+               if spec.integer else None, "io_type": io_type}
+        return convert_with(req.model, setup, req.size, ctx, req.batch_size, name), None
+
+    return build
+
+
+def _plain(name: str, description: str, setup, integer: bool = False, **kw) -> None:
+    register_variant(Variant(name, description, integer, _converter_builder(setup, name), **kw))
+
+
+_INT_IO = ("int8", "uint8", "float32")
+_plain("fp32", "float32 reference", _setup_fp32)
+_plain("fp16", "float16 weights (half the size; float compute on CPU)", _setup_fp16)
+_plain("dynamic", "int8 weights, float activations (dynamic range)", _setup_dynamic)
+_plain("int16x8", "int16 activations, int8 weights (accuracy over speed)", _setup_int16x8, integer=True)
+_plain("int8", "full integer, per-channel weight scales", _setup_int8, integer=True, io_types=_INT_IO)
+_plain("int8-per-tensor", "full integer, one scale per weight tensor", _setup_int8_per_tensor, integer=True,
+       io_types=_INT_IO)
+_plain("qat-int8", "quantization-aware training, then full integer", _setup_int8, integer=True, training="qat",
+       io_types=_INT_IO)
+_plain("pqat-int8", "pruning-preserving QAT on a pruned model, then full integer", _setup_int8, integer=True,
+       training="pqat", io_types=_INT_IO)
+
+
+def convert_variant(model, variant: str, size: int, preprocessing: dict,
+                    representative: Optional[np.ndarray] = None, io_type: str = "int8", batch_size: int = 1,
+                    validation: Optional[tuple] = None, options: Optional[dict] = None) -> tuple[bytes, Optional[dict]]:
+    """Convert a Keras model to TFLite bytes for one variant through its builder in the variant
+    table; returns (bytes, the builder's report or None). No files written."""
+    spec = get_variant(variant)
+    if spec.integer and (representative is None or len(representative) == 0):
+        raise GramTFError(f"variant {variant} needs a representative dataset (training images); none was given")
+    if spec.needs_validation and (validation is None or len(validation[1]) == 0):
+        raise GramTFError(f"{variant} needs validation (or test) images to measure the accuracy drop: "
+                          "use gram_tf.convert.convert_run or pass validation=(images, labels)")
+    req = BuildRequest(model, size, preprocessing, representative, io_type, batch_size, validation,
+                       dict(options or {}))
+    return spec.build(req)
+
+
+def convert_model(model, variant: str, size: int, preprocessing: dict,
+                  representative: Optional[np.ndarray] = None, io_type: str = "int8",
+                  batch_size: int = 1, options: Optional[dict] = None) -> bytes:
+    """Convert a Keras model to TFLite bytes for one variant (no files written)."""
+    return convert_variant(model, variant, size, preprocessing, representative, io_type, batch_size,
+                           options=options)[0]
+
+
+def tflite_weight_stats(path) -> dict:
+    """Kernel sparsity and weight-quantization granularity read from the .tflite itself."""
+    # Builtin kernels (no XNNPACK) with every tensor kept, after one inference: float16 and
+    # dynamic-range weights then hold their dequantized values too.
+    interp = make_interpreter(str(path), threads=1, delegate=False, experimental_preserve_all_tensors=True)
+    inp = interp.get_input_details()[0]
+    interp.set_tensor(inp["index"], np.zeros(inp["shape"], inp["dtype"]))
+    interp.invoke()
+    details = {d["index"]: d for d in interp.get_tensor_details()}
+    zeros = total = 0
+    granularity = set()
+    weight_dtypes = set()
+    for op in interp._get_ops_details():
+        if op["op_name"] not in ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "BATCH_MATMUL"):
+            continue
+        if len(op["inputs"]) < 2 or op["inputs"][1] < 0:
+            continue
+        idx = op["inputs"][1]
+        try:
+            w = interp.get_tensor(idx)
+        except ValueError:
+            continue  # not a constant (e.g. an activation matmul)
+        d = details[idx]
+        if op["op_name"] == "BATCH_MATMUL" and not np.any(w):
+            continue
+        zeros += int(np.sum(w == 0))  # int8 weights are symmetric (zero point 0)
+        total += w.size
+        weight_dtypes.add(np.dtype(d["dtype"]).name)
+        scales = d["quantization_parameters"]["scales"]
+        if len(scales) > 1:
+            granularity.add("per-channel")
+        elif len(scales) == 1:
+            granularity.add("per-tensor")
+    return {"sparsity": zeros / total if total else 0.0, "weight_dtypes": sorted(weight_dtypes),
+            "weight_quantization": "+".join(sorted(granularity)) or "none"}
+
+
+def io_details(path) -> dict:
+    interp = make_interpreter(str(path), threads=1, delegate=False)
+    out = {}
+    for kind, det in (("input", interp.get_input_details()[0]), ("output", interp.get_output_details()[0])):
+        q = det["quantization_parameters"]
+        out[kind] = {"dtype": np.dtype(det["dtype"]).name, "shape": det["shape"].tolist(),
+                     "scale": [float(s) for s in q["scales"]], "zero_point": [int(z) for z in q["zero_points"]]}
+    return out
+
+
+def check_artifact(path, keras_probs: np.ndarray, images: np.ndarray, max_disagreement: float) -> dict:
+    """Run the artifact in LiteRT on the check images and compare with the Keras probabilities."""
+    clf = Classifier(str(path), threads=2)
+    probs = clf.predict_arrays(images)
+    agree = float(np.mean(probs.argmax(1) == keras_probs.argmax(1)))
+    diff = np.abs(probs - keras_probs)
+    return {"n": int(len(images)), "top1_agreement": agree, "max_abs_diff": float(diff.max()),
+            "mean_abs_diff": float(diff.mean()), "flagged": bool(agree < 1.0 - max_disagreement)}
+
+

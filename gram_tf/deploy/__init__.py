@@ -1,0 +1,24 @@
+"""Deploy wing: everything a device needs to run a gram_tf `.tflite`, without TensorFlow.
+
+Standard library, numpy, Pillow and the LiteRT interpreter only; no other gram_tf wing is imported
+(tests/test_layout.py checks it). Training decodes images through `imaging` too, so training and
+deployment preprocess identically.
+"""
+from .classifier import Classifier
+from .imaging import (CHANNEL_ORDERS, DEFAULT_PREPROCESSING, IMAGE_EXTENSIONS, MAX_IMAGE_PIXELS,
+                      RESIZE_MODES, find_images, is_image_file, load_image, normalize, resize_image,
+                      validate_preprocessing)
+from .interpreter import interpreter_class, make_interpreter
+from .metadata import (METADATA_FORMAT, METADATA_NAME, embed_metadata, list_metadata_names,
+                       read_metadata, read_sidecar, sidecar_path, write_sidecar)
+from .output import format_predictions, to_csv, to_json
+from .timing import latency_stats, peak_rss_mb, sample_ms, time_blob, time_interleaved
+
+__all__ = [
+    "Classifier", "CHANNEL_ORDERS", "DEFAULT_PREPROCESSING", "IMAGE_EXTENSIONS", "MAX_IMAGE_PIXELS",
+    "RESIZE_MODES", "find_images", "is_image_file", "load_image", "normalize", "resize_image",
+    "validate_preprocessing", "interpreter_class", "make_interpreter", "METADATA_FORMAT",
+    "METADATA_NAME", "embed_metadata", "list_metadata_names", "read_metadata", "read_sidecar",
+    "sidecar_path", "write_sidecar", "format_predictions", "to_csv", "to_json", "latency_stats",
+    "peak_rss_mb", "sample_ms", "time_blob", "time_interleaved",
+]

@@ -1,0 +1,342 @@
+"""Classify micrographs with a ``.tflite`` model, without TensorFlow.
+
+Imports only the standard library, numpy, Pillow and the LiteRT interpreter, so it runs on a
+device that has no TensorFlow. Labels, input size and preprocessing come from the gram_tf metadata
+embedded in the model (see :mod:`gram_tf.deploy.metadata`), else from a ``<model>.tflite.json``
+sidecar, else from explicit arguments.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import GramTFError
+from .imaging import (DEFAULT_PREPROCESSING, find_images, load_image, normalize, one_line,
+                      resize_image, validate_preprocessing)
+from .interpreter import interpreter_class
+from .metadata import METADATA_FORMAT, read_metadata, read_sidecar, sidecar_path
+
+_BATCH = 32  # images decoded and resized per interpreter call group
+
+
+def _parse_labels(labels) -> list[str]:
+    """A list of labels, a comma-separated string, or a path to a text file (one per line)
+    or JSON list."""
+    if isinstance(labels, (str, os.PathLike)):
+        p = Path(labels)
+        if p.is_file():
+            text = p.read_text(encoding="utf-8")
+            try:
+                parsed = json.loads(text)
+            except ValueError:
+                parsed = [line.strip() for line in text.splitlines() if line.strip()]
+            if isinstance(parsed, dict) and "labels" in parsed:
+                parsed = parsed["labels"]
+            labels = parsed
+        else:
+            labels = [s.strip() for s in str(labels).split(",") if s.strip()]
+    labels = [str(x) for x in labels]
+    if not labels:
+        raise GramTFError("empty label list; pass --labels like gram_negative,gram_positive")
+    if len(set(labels)) != len(labels):
+        raise GramTFError(f"duplicate labels in {labels}; labels must be unique")
+    return labels
+
+
+def _softmax(x: np.ndarray) -> np.ndarray:
+    z = x - x.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+class Classifier:
+    """A TFLite image classifier plus the preprocessing it was trained with.
+
+    Attributes: ``labels``, ``input_size``, ``preprocessing``, ``input_details``,
+    ``output_details``, ``meta`` (the metadata dict, {} if none), ``meta_source``
+    ("embedded", the sidecar path, or None) and ``warnings`` (list of str).
+    """
+
+    def __init__(self, model_path, threads=None, labels=None, input_size=None,
+                 preprocessing=None):
+        self.model_path = Path(model_path)
+        self.warnings: list[str] = []
+        where = str(self.model_path)
+        if not self.model_path.is_file():
+            raise GramTFError(f"{where}: model file not found; pass the path to a .tflite file")
+        self._load_metadata(where)
+        self._open_interpreter(where, threads)
+        self._set_labels(where, labels)
+        self._set_input_size(where, input_size)
+        self._set_preprocessing(where, preprocessing)
+        self._outputs_logits = False
+        self._batch_shape: tuple | None = None
+
+    # ---------------------------------------------------------------------------- set-up
+    def _load_metadata(self, where: str) -> None:
+        meta = read_metadata(self.model_path)  # also rejects non-TFLite files
+        self.meta_source = "embedded" if meta is not None else None
+        if meta is None:
+            meta = read_sidecar(self.model_path)
+            if meta is not None:
+                self.meta_source = str(sidecar_path(self.model_path))
+        self.meta = meta or {}
+        fmt = self.meta.get("format")
+        if fmt is not None and fmt != METADATA_FORMAT:
+            self.warnings.append(f"{where}: metadata format {fmt!r} is not {METADATA_FORMAT!r}; "
+                                 "reading it anyway")
+
+    def _open_interpreter(self, where: str, threads) -> None:
+        if threads is not None and (not isinstance(threads, int) or threads < 1):
+            raise GramTFError(f"threads must be a positive integer, got {threads!r}")
+        Interpreter = interpreter_class()
+        try:
+            self.interpreter = Interpreter(model_path=where, num_threads=threads)
+            self.interpreter.allocate_tensors()
+        except (ValueError, RuntimeError) as exc:
+            raise GramTFError(f"{where}: LiteRT cannot load the model ({one_line(exc)}); "
+                              "re-export it with the gram_tf converter") from None
+        self.input_details = self.interpreter.get_input_details()
+        self.output_details = self.interpreter.get_output_details()
+        self._check_io(where)
+
+    def _set_labels(self, where: str, labels) -> None:
+        if labels is None:
+            labels = self.meta.get("labels")
+            if labels is None:
+                raise GramTFError(f"{where}: model has no gram_tf metadata (embedded or "
+                                  f"{sidecar_path(self.model_path).name}): pass --labels")
+        self.labels = _parse_labels(labels)
+        n_out = int(self.output_details[0]["shape"][-1])
+        self._binary_sigmoid = n_out == 1 and len(self.labels) == 2
+        if n_out != len(self.labels) and not self._binary_sigmoid:
+            raise GramTFError(f"{where}: model outputs {n_out} classes but {len(self.labels)} "
+                              f"labels were given ({', '.join(self.labels)}); "
+                              "pass matching --labels")
+
+    def _set_input_size(self, where: str, input_size) -> None:
+        inp = self.input_details[0]
+        shape = [int(d) for d in inp["shape"]]
+        sig = [int(d) for d in inp.get("shape_signature", inp["shape"])]
+        self._dynamic_hw = sig[1] < 0 or sig[2] < 0
+        self._dynamic_batch = sig[0] < 0
+        if input_size is None:
+            input_size = self.meta.get("input_size")
+        if input_size is None:
+            if self._dynamic_hw:
+                raise GramTFError(f"{where}: input size is dynamic and not in the metadata: "
+                                  "pass --size")
+            if shape[1] != shape[2]:
+                raise GramTFError(f"{where}: model input is {shape[1]}x{shape[2]}; only square "
+                                  "inputs are supported")
+            input_size = shape[1]
+        try:
+            self.input_size = int(input_size)
+        except (TypeError, ValueError):
+            raise GramTFError(f"{where}: input size {input_size!r} is not an integer; "
+                              "pass --size") from None
+        if self.input_size <= 0:
+            raise GramTFError(f"{where}: input size must be positive, got {self.input_size}")
+        if not self._dynamic_hw and (shape[1], shape[2]) != (self.input_size, self.input_size):
+            raise GramTFError(f"{where}: model expects {shape[1]}x{shape[2]} inputs but input "
+                              f"size is {self.input_size}; fix --size or the metadata")
+
+    def _set_preprocessing(self, where: str, preprocessing) -> None:
+        pp = dict(DEFAULT_PREPROCESSING)
+        meta_pp = self.meta.get("preprocessing")
+        if meta_pp is None:
+            if preprocessing is None:
+                self.warnings.append(
+                    f"{where}: no preprocessing in the metadata; assuming {DEFAULT_PREPROCESSING}"
+                    " (inputs scaled to -1..1): predictions are wrong if the model was trained"
+                    " differently")
+        else:
+            if not isinstance(meta_pp, dict):
+                raise GramTFError(f"{where}: metadata preprocessing is not a dict; "
+                                  "re-embed the metadata")
+            absent = [k for k in DEFAULT_PREPROCESSING if k not in meta_pp]
+            if absent and not (preprocessing and all(k in preprocessing for k in absent)):
+                self.warnings.append(f"{where}: metadata preprocessing lacks "
+                                     f"{', '.join(absent)}; using defaults for them")
+            pp.update(meta_pp)
+        if preprocessing is not None:
+            pp.update(preprocessing)
+        self.preprocessing = validate_preprocessing(pp, where)
+
+    # ---------------------------------------------------------------------------- checks
+    def _check_io(self, where: str) -> None:
+        ins, outs = self.input_details, self.output_details
+
+        def describe(details):
+            return ", ".join(f"{list(map(int, d['shape']))} {np.dtype(d['dtype']).name}"
+                             for d in details) or "none"
+
+        problem = None
+        if len(ins) != 1:
+            problem = f"{len(ins)} inputs"
+        elif len(ins[0]["shape"]) != 4 or int(ins[0]["shape"][3]) != 3:
+            problem = f"input shape {list(map(int, ins[0]['shape']))}"
+        elif len(outs) != 1:
+            problem = f"{len(outs)} outputs"
+        elif len(outs[0]["shape"]) != 2:
+            problem = f"output shape {list(map(int, outs[0]['shape']))}"
+        if problem is None:
+            in_dtype = np.dtype(ins[0]["dtype"])
+            if in_dtype.kind not in "fiu":
+                problem = f"input dtype {in_dtype.name}"
+        if problem is not None:
+            raise GramTFError(
+                f"{where}: not an image classifier: {problem} (expected one input [1, H, W, 3] "
+                f"and one output [1, classes]; got inputs {describe(ins)}, outputs "
+                f"{describe(outs)})")
+
+    # ----------------------------------------------------------------------- prediction
+    def _quantize_input(self, x: np.ndarray) -> np.ndarray:
+        detail = self.input_details[0]
+        dtype = np.dtype(detail["dtype"])
+        if dtype.kind == "f":
+            return x.astype(dtype)
+        scale, zero = _quant_params(detail)
+        if scale is None:
+            raise GramTFError(f"{self.model_path}: integer input without quantization "
+                              "parameters; convert with a float or quantized (int8) input")
+        info = np.iinfo(dtype)
+        q = np.rint(x / scale + zero)
+        return np.clip(q, info.min, info.max).astype(dtype)
+
+    def _dequantize_output(self, y: np.ndarray) -> np.ndarray:
+        detail = self.output_details[0]
+        if y.dtype.kind in "iu":
+            scale, zero = _quant_params(detail)
+            if scale is None:
+                return y.astype(np.float32)
+            return ((y.astype(np.float32) - zero) * scale).astype(np.float32)
+        return y.astype(np.float32)
+
+    def _run(self, x: np.ndarray) -> np.ndarray:
+        """Run the interpreter on an already normalised+quantized batch of any size."""
+        interp = self.interpreter
+        inp = self.input_details[0]
+        out = self.output_details[0]
+        n = x.shape[0]
+        size = self.input_size
+        if self._dynamic_batch or self._dynamic_hw:
+            step = n if self._dynamic_batch else int(inp["shape"][0])
+        else:
+            step = int(inp["shape"][0])
+        step = max(step, 1)
+        results = []
+        for start in range(0, n, step):
+            chunk = x[start:start + step]
+            want = (step, size, size, 3)
+            if (self._dynamic_batch or self._dynamic_hw) and self._batch_shape != want:
+                interp.resize_tensor_input(inp["index"], list(want))
+                interp.allocate_tensors()
+                self._batch_shape = want
+            if chunk.shape[0] < step:  # pad a short final chunk for a static batch > 1
+                pad = np.zeros((step - chunk.shape[0],) + chunk.shape[1:], dtype=chunk.dtype)
+                chunk = np.concatenate([chunk, pad])
+            interp.set_tensor(inp["index"], chunk)
+            interp.invoke()
+            y = interp.get_tensor(out["index"])
+            results.append(np.array(y[: min(step, n - start)]))
+        return np.concatenate(results).reshape(n, -1)
+
+    def predict_arrays(self, batch_uint8: np.ndarray) -> np.ndarray:
+        """uint8 NxHxWx3 images already resized to input_size -> float32 N x C probabilities."""
+        batch = np.asarray(batch_uint8)
+        if batch.ndim == 3:
+            batch = batch[None]
+        size = self.input_size
+        if batch.ndim != 4 or batch.shape[1:] != (size, size, 3):
+            raise GramTFError(f"predict_arrays expects N x {size} x {size} x 3 uint8 images "
+                              f"(use resize_image first), got shape {batch.shape}")
+        if batch.shape[0] == 0:
+            return np.zeros((0, len(self.labels)), dtype=np.float32)
+        x = self._quantize_input(normalize(batch, self.preprocessing))
+        y = self._dequantize_output(self._run(x))
+        return self._to_probabilities(y)
+
+    def _to_probabilities(self, y: np.ndarray) -> np.ndarray:
+        if self._binary_sigmoid:
+            p = y[:, 0]
+            if self._outputs_logits or np.any(p < -1e-3) or np.any(p > 1 + 1e-3):
+                self._note_logits("a single logit; applying sigmoid")
+                p = 1.0 / (1.0 + np.exp(-p))
+            p = np.clip(p, 0.0, 1.0)
+            return np.stack([1.0 - p, p], axis=1).astype(np.float32)
+        if not self._outputs_logits:
+            detail = self.output_details[0]
+            scale, _ = _quant_params(detail)
+            tol = 1e-3 + (y.shape[1] * scale if scale else 0.0)
+            looks_like_probs = (np.all(y >= -tol) and np.all(y <= 1 + tol)
+                                and np.all(np.abs(y.sum(axis=1) - 1.0) <= max(tol, 1e-2)))
+            if not looks_like_probs:
+                self._note_logits("logits (rows do not sum to 1); applying softmax")
+        if self._outputs_logits:
+            y = _softmax(y.astype(np.float64))
+        y = np.clip(y, 0.0, None)
+        sums = y.sum(axis=1, keepdims=True)
+        y = np.divide(y, sums, out=np.full_like(y, 1.0 / y.shape[1]), where=sums > 0)
+        return y.astype(np.float32)
+
+    def _note_logits(self, what: str) -> None:
+        if not self._outputs_logits:
+            self._outputs_logits = True
+            self.warnings.append(f"{self.model_path}: model outputs {what}")
+
+    def prepare(self, path) -> np.ndarray:
+        """Load and resize one image file for this model (uint8 size x size x 3)."""
+        return resize_image(load_image(path), self.input_size, self.preprocessing["resize"])
+
+    def predict_paths(self, paths, top_k: int = 1) -> tuple[list[dict], list[dict]]:
+        """Classify image files / folders. Returns (results, errors); unreadable images are
+        reported in errors ({"path", "error"}) and skipped."""
+        files = find_images(paths)
+        k = max(1, min(int(top_k), len(self.labels)))
+        results: list[dict] = []
+        errors: list[dict] = []
+        pending: list[tuple[Path, np.ndarray]] = []
+
+        def flush():
+            if not pending:
+                return
+            probs = self.predict_arrays(np.stack([arr for _, arr in pending]))
+            for (p, _), row in zip(pending, probs):
+                results.append(self._result(p, row, k))
+            pending.clear()
+
+        for p in files:
+            try:
+                pending.append((p, self.prepare(p)))
+            except GramTFError as exc:
+                errors.append({"path": str(p), "error": str(exc)})
+                continue
+            if len(pending) >= _BATCH:
+                flush()
+        flush()
+        return results, errors
+
+    def _result(self, path: Path, row: np.ndarray, k: int) -> dict:
+        order = np.argsort(-row, kind="stable")
+        top = [[self.labels[i], float(row[i])] for i in order[:k]]
+        return {"path": str(path), "label": top[0][0], "prob": top[0][1], "top_k": top,
+                "probs": {label: float(p) for label, p in zip(self.labels, row)}}
+
+
+def _quant_params(detail: dict) -> tuple[float | None, float]:
+    qp = detail.get("quantization_parameters") or {}
+    scales = np.asarray(qp.get("scales", []), dtype=np.float64).reshape(-1)
+    zeros = np.asarray(qp.get("zero_points", []), dtype=np.float64).reshape(-1)
+    if scales.size > 1:
+        raise GramTFError("per-channel quantized model inputs/outputs are not supported; "
+                          "convert with per-tensor input/output quantization")
+    if scales.size == 1 and scales[0] > 0:
+        return float(scales[0]), float(zeros[0]) if zeros.size else 0.0
+    scale, zero = detail.get("quantization", (0.0, 0))
+    if scale and scale > 0:
+        return float(scale), float(zero)
+    return None, 0.0

@@ -1,0 +1,420 @@
+"""Load benchmark result rows and turn them into a Markdown report with tables, statistics and plots.
+
+Input rows are the flat benchmark rows (one per model x variant x runtime x threads) from
+results.csv / results.json; see `COLUMNS`. A *model* is (run, backbone, sparsity_target, variant,
+runtime); its *reference* is the dense fp32 LiteRT model of the same run and backbone (compared at
+the same thread count for latency).
+
+No TensorFlow here; matplotlib (Agg, figure objects only - no pyplot state) is imported lazily by
+the plotting code.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+
+from ..errors import GramTFError
+from ..io_utils import atomic_write_text
+from . import stats
+from .plots import plot_accuracy_vs_latency, plot_sizes, plot_sparsity, pruned_groups
+from .schema import one_line, normalize_row, reference_model_key, sparsity_of, to_float, write_results
+from .view import (ALPHA, N_BOOT, ResultView, fmt_bytes, fmt_ci, fmt_ms, fmt_num, fmt_p, fmt_pct, fmt_pp,
+                   fmt_rate, fmt_sp, fmt_x, md_table, model_key, variant_rank)
+
+
+# =========================================================================== report sections
+
+
+def _auto_summary(d: ResultView, key, row) -> dict:
+    run, bb, t = key
+    m = d.models[model_key(row)]
+    ref = d.ref(m.key)
+    return {
+        "run": run, "backbone": bb, "threads": t, "variant": row.get("variant"),
+        "sparsity_target": sparsity_of(row), "runtime": row.get("runtime"), "path": row.get("path"),
+        "accuracy": to_float(row.get("accuracy")), "fp32_accuracy": ref.accuracy if ref else None,
+        "latency_ms_p50": to_float(row.get("latency_ms_p50")), "speedup_vs_fp32": d.speedup(m, t),
+        "size_bytes": to_float(row.get("size_bytes")), "zip_bytes": to_float(row.get("zip_bytes")),
+    }
+
+
+def _section_summary(d: ResultView, auto: dict, max_drop: float) -> str:
+    n_tests = sorted({m.n_test for m in d.models.values() if m.n_test is not None})
+    out = ["## 1. Summary", ""]
+    out.append(f"- Runs: {', '.join(d.runs) or 'n/a'}")
+    out.append(f"- Backbones: {', '.join(d.backbones) or 'n/a'}")
+    out.append(f"- Test images (n_test): {', '.join(str(int(n)) for n in n_tests) or 'n/a'}")
+    out.append(f"- CPU threads tested: {', '.join(str(t) for t in d.threads) or 'n/a'}")
+    out.append(f"- Result rows: {len(d.rows)} ({len(d.models)} models)")
+    if d.duplicates:
+        out.append(f"- Warning: {d.duplicates} duplicate row(s) (same model and thread count) ignored; the first one was kept")
+    out.append(
+        f"- Auto choice (**auto**): per run, backbone and thread count, the fastest LiteRT model "
+        f"(lowest p50 latency) whose accuracy is at least the dense fp32 accuracy − {100 * max_drop:.1f} "
+        f"percentage points."
+    )
+    out.append("")
+    body = []
+    for key in sorted(auto, key=lambda k: (str(k[0]), str(k[1]), k[2] if k[2] is not None else -1)):
+        row = auto[key]
+        s = _auto_summary(d, key, row)
+        m = d.models[model_key(row)]
+        drop = (s["accuracy"] - s["fp32_accuracy"]) if s["accuracy"] is not None and s["fp32_accuracy"] is not None else None
+        body.append(([s["run"]] if d.multi_run else []) + [
+            s["backbone"], s["threads"], f"**{s['variant']}** (auto)", fmt_sp(s["sparsity_target"]),
+            fmt_pct(s["accuracy"]), fmt_pct(s["fp32_accuracy"]), fmt_pp(drop), fmt_ms(s["latency_ms_p50"]),
+            fmt_x(s["speedup_vs_fp32"]), fmt_bytes(m.first("size_bytes")), fmt_bytes(m.first("zip_bytes")),
+        ])
+    if body:
+        hdr = (["run"] if d.multi_run else []) + [
+            "backbone", "threads", "auto choice", "sparsity", "accuracy", "fp32 accuracy", "Δ acc (pp)",
+            "p50 (ms)", "speed-up vs fp32", "size", "zip size"]
+        out.append(md_table(hdr, body))
+    else:
+        out.append("No auto choice: no dense fp32 LiteRT reference row with an accuracy was found.")
+    groups = {stats.reference_key(r) for r in d.rows}
+    skipped = sorted((g for g in groups if g not in auto), key=lambda g: (str(g[0]), str(g[1]), g[2] or -1))
+    if skipped:
+        out.append("")
+        out.append("Skipped (no dense fp32 LiteRT reference): " + ", ".join(f"{g[1]} @ {'unknown' if g[2] is None else g[2]} threads" + (f" ({g[0]})" if d.multi_run else "") for g in skipped))
+    return "\n".join(out)
+
+
+def _auto_marks(d: ResultView, auto: dict) -> dict:
+    marks: dict = {}
+    for (run, bb, t), row in auto.items():
+        marks.setdefault(model_key(row), []).append(t)
+    return marks
+
+
+def _section_models(d: ResultView, auto: dict) -> str:
+    marks = _auto_marks(d, auto)
+    n_tests = sorted({m.n_test for m in d.models.values() if m.n_test is not None})
+    tl = " / ".join(f"{t}t" for t in d.threads)
+    out = ["## 2. Models and configurations", ""]
+    out.append(
+        f"n = {', '.join(str(int(n)) for n in n_tests) or 'n/a'} test images per model. Accuracy with its 95% "
+        f"percentile-bootstrap CI over test images ({N_BOOT} resamples; n/a without per-image results). "
+        f"Latency: median (p50) ms per image at each thread count ({tl}); images/s and speed-up are listed per "
+        f"thread count in the same order. Speed-up and size ratio are relative to the dense fp32 LiteRT model "
+        f"of the same backbone (size ratio = size / fp32 size). 1 MB = 10^6 bytes."
+    )
+    out.append("")
+    hdr = (["run"] if d.multi_run else []) + [
+        "backbone", "sparsity", "variant", "runtime", "accuracy [95% CI]", "loss", "F1 (macro)", "AUC",
+        "size", "zip size"] + [f"p50 @{t}t (ms)" for t in d.threads] + [
+        f"images/s ({tl})", f"speed-up vs fp32 ({tl})", "size ratio vs fp32", "auto"]
+    body = []
+    for k in d.keys:
+        m = d.models[k]
+        run, bb, sp, var, rt = k
+        body.append(([run] if d.multi_run else []) + [
+            bb, fmt_sp(sp), var, rt, f"{fmt_pct(m.accuracy)} {fmt_ci(m.ci)}",
+            fmt_num(m.first("loss")), fmt_num(m.first("f1_macro")), fmt_num(m.first("auc")),
+            fmt_bytes(m.first("size_bytes")), fmt_bytes(m.first("zip_bytes")),
+        ] + [fmt_ms(m.p50(t)) for t in d.threads] + [
+            d.per_thread(m, lambda mm, t: fmt_rate(to_float((mm.row(t) or {}).get("images_per_s")))),
+            d.per_thread(m, lambda mm, t: fmt_x(d.speedup(mm, t))),
+            fmt_num(d.size_ratio(m), 3),
+            ("**auto** (" + ", ".join(f"{t}t" for t in sorted(marks[k], key=lambda x: x or 0)) + ")") if k in marks else "",
+        ])
+    out.append(md_table(hdr, body))
+    return "\n".join(out)
+
+
+def _section_int8(d: ResultView) -> str:
+    out = ["## 3. Per-channel vs per-tensor int8", ""]
+    tl = " / ".join(f"{t}t" for t in d.threads)
+    targets = sorted({(k[0], k[1], k[2]) for k in d.keys if k[4] == "litert" and k[3] in ("int8", "int8-per-tensor")},
+                     key=lambda g: (str(g[0]), str(g[1]), g[2]))
+    if not targets:
+        out.append("No int8 or int8-per-tensor LiteRT models in these results.")
+        return "\n".join(out)
+    out.append(
+        f"`int8` is full-integer quantization with per-channel weight scales, `int8-per-tensor` uses one scale per "
+        f"tensor. Latency p50 (ms) and speed-up per thread count ({tl}); McNemar p against the dense fp32 LiteRT "
+        f"model on the same test images. Δ = per-channel − per-tensor accuracy."
+    )
+    out.append("")
+    any_sp = any(g[2] for g in targets)
+    hdr = (["run"] if d.multi_run else []) + ["backbone"] + (["sparsity"] if any_sp else []) + ["fp32 accuracy"]
+    for lab in ("per-channel", "per-tensor"):
+        hdr += [f"{lab} accuracy [95% CI]", f"{lab} p50 ms ({tl})", f"{lab} speed-up", f"{lab} McNemar p"]
+    hdr += ["Δ acc (pp)"]
+    body = []
+    for run, bb, sp in targets:
+        ref = d.models.get((run, bb, 0.0, "fp32", "litert"))
+        row = ([run] if d.multi_run else []) + [bb] + ([fmt_sp(sp)] if any_sp else []) + [fmt_pct(ref.accuracy if ref else None)]
+        accs = []
+        for var in ("int8", "int8-per-tensor"):
+            m = d.models.get((run, bb, sp, var, "litert"))
+            if m is None:
+                row += ["n/a"] * 4
+                accs.append(None)
+                continue
+            mc = d.mcnemar_vs(m, ref)
+            row += [f"{fmt_pct(m.accuracy)} {fmt_ci(m.ci)}", d.per_thread(m, lambda mm, t: fmt_ms(mm.p50(t))),
+                    d.per_thread(m, lambda mm, t: fmt_x(d.speedup(mm, t))), fmt_p(mc["p_value"]) if mc else "n/a"]
+            accs.append(m.accuracy)
+        row.append(fmt_pp(accs[0] - accs[1]) if None not in accs else "n/a")
+        body.append(row)
+    out.append(md_table(hdr, body))
+    return "\n".join(out)
+
+
+def _section_pruning(d: ResultView, groups) -> str:
+    out = ["## 4. Pruning level vs accuracy and size", ""]
+    if not groups:
+        out.append("No pruned models (sparsity_target > 0) in these results; the pruning table and plot are skipped.")
+        return "\n".join(out)
+    out.append(
+        "One row per sparsity target and variant (the dense level of the same variant included). "
+        "Measured sparsity is the fraction of zero weights. Δ acc is against the dense fp32 LiteRT model; "
+        "\"× smaller (zip)\" = zip size of the dense fp32 .tflite / zip size of this model."
+    )
+    out.append("")
+    hdr = (["run"] if d.multi_run else []) + [
+        "backbone", "sparsity target", "measured sparsity", "variant", "runtime", "accuracy [95% CI]",
+        "Δ acc vs dense fp32 (pp)", "size", "zip size", "× smaller (zip) vs dense fp32"] + [
+        f"p50 @{t}t (ms)" for t in d.threads]
+    body = []
+    for (run, bb), vs in groups:
+        ref = d.models.get((run, bb, 0.0, "fp32", "litert"))
+        ref_zip = ref.first("zip_bytes") if ref else None
+        ks = [k for k in d.keys if k[0] == run and str(k[1]) == bb and (k[3], k[4]) in vs]
+        for k in sorted(ks, key=lambda k: (k[2], variant_rank(k[3]), str(k[4]))):
+            m = d.models[k]
+            zipb = m.first("zip_bytes")
+            ms = m.first("sparsity")
+            delta = (m.accuracy - ref.accuracy) if ref and ref.accuracy is not None and m.accuracy is not None else None
+            body.append(([run] if d.multi_run else []) + [
+                bb, fmt_sp(k[2]), "n/a" if ms is None else f"{ms:.3f}", k[3], k[4],
+                f"{fmt_pct(m.accuracy)} {fmt_ci(m.ci)}", fmt_pp(delta), fmt_bytes(m.first("size_bytes")),
+                fmt_bytes(zipb), fmt_x(ref_zip / zipb) if ref_zip and zipb else "n/a",
+            ] + [fmt_ms(m.p50(t)) for t in d.threads])
+    out.append(md_table(hdr, body))
+    return "\n".join(out)
+
+
+def _friedman_block(title: str, blocks_text: str, res: dict | None, reason: str | None, extra: dict | None = None) -> list[str]:
+    out = [f"### {title}", ""]
+    if res is None:
+        out.append(f"Skipped: {reason}.")
+        return out
+    out.append(blocks_text)
+    out.append("")
+    out.append(
+        f"Friedman χ² = {res['statistic']:.3f}, p = {fmt_p(res['p_value'])} (k = {res['k']} models, "
+        f"N = {res['n_blocks']} blocks). Nemenyi critical difference CD = {res['cd']:.3f} average ranks "
+        f"(α = {res['alpha']:g}, q_α = {res['q_alpha']:.3f}); two models differ significantly when their average "
+        f"ranks differ by more than CD."
+        + (" Every block is a complete tie, so no model can be ranked above another." if res["all_tied"] else "")
+    )
+    out.append("")
+    letters = {}
+    for gi, g in enumerate(res["groups"]):
+        for nm in g:
+            letters.setdefault(nm, []).append(_letter(gi))
+    hdr = ["rank order", "model", "average rank"] + (list(extra["columns"]) if extra else []) + ["CD group(s)"]
+    body = []
+    for i, nm in enumerate(res["order"], start=1):
+        body.append([i, nm, f"{res['avg_ranks'][nm]:.2f}"] + (list(extra["values"][nm]) if extra else []) + ["".join(letters.get(nm, []))])
+    out.append(md_table(hdr, body))
+    out.append("")
+    out.append("Models that share a CD-group letter are not significantly different (Nemenyi).")
+    return out
+
+
+def _letter(i: int) -> str:
+    s = ""
+    i += 1
+    while i:
+        i, r = divmod(i - 1, 26)
+        s = chr(ord("A") + r) + s
+    return s
+
+
+def _section_stats(d: ResultView) -> tuple[str, dict]:
+    out = ["## 5. Statistical tests", "", "### McNemar tests against fp32", ""]
+    out.append(
+        "Paired per test image. b = images the fp32 model got right and this model got wrong, c = the reverse. "
+        f"Exact two-sided binomial test when b + c < {stats.EXACT_MCNEMAR_BELOW}, otherwise χ² with continuity "
+        "correction. \"p vs dense fp32\" compares with the dense fp32 LiteRT model of the same backbone; "
+        "\"p vs fp32 same sparsity\" (pruned models) with the fp32 LiteRT model at the same sparsity target, which "
+        "isolates the quantization effect. p-values are not adjusted for multiple comparisons; n/a = no per-image "
+        "results."
+    )
+    out.append("")
+    hdr = (["run"] if d.multi_run else []) + [
+        "backbone", "sparsity", "variant", "runtime", "accuracy", "b", "c", "statistic", "method",
+        "p vs dense fp32", "p vs fp32 same sparsity"]
+    body = []
+    mcn = {}
+    for k in d.keys:
+        run, bb, sp, var, rt = k
+        if k == reference_model_key(k):
+            continue
+        m = d.models[k]
+        ref = d.ref(k)
+        mc = d.mcnemar_vs(m, ref)
+        same = None
+        if sp > 0 and not (var == "fp32" and rt == "litert"):
+            same = d.mcnemar_vs(m, d.models.get((run, bb, sp, "fp32", "litert")))
+        mcn[k] = {"vs_dense_fp32": mc, "vs_fp32_same_sparsity": same}
+        body.append(([run] if d.multi_run else []) + [
+            bb, fmt_sp(sp), var, rt, fmt_pct(m.accuracy),
+            mc["b"] if mc else "n/a", mc["c"] if mc else "n/a",
+            f"{mc['statistic']:.3g}" if mc else "n/a", mc["method"] if mc else "n/a",
+            fmt_p(mc["p_value"]) if mc else "n/a",
+            fmt_p(same["p_value"]) if same else ("n/a" if sp > 0 and var != "fp32" else "–"),
+        ])
+    out.append(md_table(hdr, body) if body else "No models besides the fp32 reference.")
+    out.append("")
+
+    fried = {}
+    # (a) all models of a run ranked per test image
+    for run in sorted({k[0] for k in d.keys}, key=lambda x: str(x)):
+        ks = [k for k in d.keys if k[0] == run and d.models[k].correct is not None]
+        title = "Friedman + Nemenyi over models (blocks = test images)" + (f", run {run}" if d.multi_run else "")
+        sizes = [d.models[k].correct.size for k in ks]
+        if sizes:
+            n = max(set(sizes), key=sizes.count)
+            dropped = [k for k in ks if d.models[k].correct.size != n]
+            ks = [k for k in ks if d.models[k].correct.size == n]
+        else:
+            dropped = []
+        names = [d.label(k) for k in ks]
+        if len(ks) < 3:
+            res, reason = None, f"only {len(ks)} model(s) with per-image results; the Friedman test needs at least 3"
+        else:
+            mat = np.stack([d.models[k].correct.astype(float) for k in ks], axis=1)
+            res = stats.friedman_nemenyi(mat, names, alpha=ALPHA)
+            reason = stats.friedman_skip_reason(mat, names)
+        text = (
+            "Blocks are the individual test images (score 1 if the model classified the image correctly, else 0; "
+            "ties share the average rank), so N = the number of test images. Test images are independent samples; "
+            "bootstrap resamples were not used as blocks because they are not independent and their arbitrary "
+            "number would shrink the critical difference at will."
+        )
+        if dropped:
+            text += f" Left out (per-image results of a different length): {', '.join(d.label(k) for k in dropped)}."
+        extra = {"columns": ["accuracy"], "values": {d.label(k): [fmt_pct(d.models[k].accuracy)] for k in ks}}
+        out += _friedman_block(title, text, res, reason, extra)
+        out.append("")
+        fried[f"models/{run}"] = res
+    # (b) backbones ranked across configurations, if there are >= 3 backbones
+    for run in sorted({k[0] for k in d.keys}, key=lambda x: str(x)):
+        bbs = sorted({str(k[1]) for k in d.keys if k[0] == run})
+        title = "Friedman + Nemenyi over backbones (blocks = configurations)" + (f", run {run}" if d.multi_run else "")
+        if len(bbs) < 3:
+            out += [f"### {title}", "", f"Skipped: {len(bbs)} backbone(s); ranking backbones needs at least 3.", ""]
+            fried[f"backbones/{run}"] = None
+            continue
+        confs = None
+        for bb in bbs:
+            c = {(k[2], k[3], k[4]) for k in d.keys if k[0] == run and str(k[1]) == bb and d.models[k].accuracy is not None}
+            confs = c if confs is None else confs & c
+        confs = sorted(confs or [], key=lambda c: (c[0], variant_rank(c[1]), str(c[2])))
+        mat = np.array([[d.models[(run, bb, *c)].accuracy for bb in bbs] for c in confs], dtype=float).reshape(len(confs), len(bbs))
+        res = stats.friedman_nemenyi(mat, bbs, alpha=ALPHA)
+        reason = stats.friedman_skip_reason(mat, bbs)
+        if res is None and len(confs) < 2:
+            reason = f"only {len(confs)} configuration(s) (sparsity, variant, runtime) shared by all backbones; need at least 2"
+        text = (
+            "Blocks are the configurations (sparsity, variant, runtime) that every backbone has: "
+            + ", ".join(f"{c[1]}@s{fmt_sp(c[0])}" + (f" [{c[2]}]" if c[2] != "litert" else "") for c in confs)
+            + "; score = test accuracy."
+        )
+        out += _friedman_block(title, text, res, reason)
+        out.append("")
+        fried[f"backbones/{run}"] = res
+    return "\n".join(out).rstrip(), {"mcnemar": mcn, "friedman": fried}
+
+
+def _section_plots(plots: list[Path], pruned: bool) -> str:
+    out = ["## 6. Plots", ""]
+    caps = {
+        "accuracy_vs_latency.png": "Accuracy vs p50 latency (1 thread, or the lowest thread count tested): colour = backbone, "
+        "marker = variant, hollow = pruned; dashed step line = Pareto front of the LiteRT models; red rings = auto choices.",
+        "size_per_variant.png": "Model size and zip size per variant and backbone.",
+        "sparsity_vs_accuracy.png": "Accuracy and zip size vs pruning sparsity target, per backbone.",
+    }
+    for p in plots:
+        out.append(f"![{p.stem.replace('_', ' ')}]({p.name})")
+        out.append("")
+        out.append(caps.get(p.name, ""))
+        out.append("")
+    if not pruned:
+        out.append("sparsity_vs_accuracy.png was not drawn: there are no pruned models (sparsity_target > 0).")
+    return "\n".join(out).rstrip()
+
+
+# =========================================================================== entry point
+
+
+def build_report(rows: Iterable[dict], out_dir, max_drop: float = 0.01, title: str = "gram_tf report") -> dict:
+    """Write report.md, results.csv and the PNG plots into out_dir (created if needed).
+
+    rows: result rows (typed by `load_results`, or raw benchmark dicts: they are normalized here).
+    max_drop: accuracy drop allowed for the auto choice, absolute (0.01 = 1 percentage point).
+    Every file is written atomically (temp file in out_dir + os.replace).
+
+    Returns {"report": Path, "results_csv": Path, "plots": [Path, ...],
+             "auto": {"<run>/<backbone>/threads=<t>": summary dict}, "skipped_plots": {name: reason}}.
+    The auto summary has run, backbone, threads, variant, sparsity_target, runtime, path, accuracy,
+    fp32_accuracy, latency_ms_p50, speedup_vs_fp32, size_bytes, zip_bytes.
+    """
+    try:
+        rows = [normalize_row(r) for r in rows]
+    except ValueError as e:
+        raise GramTFError(f"invalid result row: {one_line(e)}") from e
+    if not rows:
+        raise GramTFError("no result rows to report; run the benchmark first or check the results paths")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    d = ResultView(rows)
+    auto = stats.select_auto(rows, max_drop=max_drop)
+
+    csv_path, _ = write_results(rows, out / "results.csv", json_twin=False)
+
+    plots: list[Path] = []
+    skipped: dict = {}
+    p = out / "accuracy_vs_latency.png"
+    plot_accuracy_vs_latency(d, auto, p)
+    plots.append(p)
+    p = out / "size_per_variant.png"
+    plot_sizes(d, p)
+    plots.append(p)
+    pruned = pruned_groups(d)
+    if pruned:
+        p = out / "sparsity_vs_accuracy.png"
+        plot_sparsity(d, pruned, p)
+        plots.append(p)
+    else:
+        skipped["sparsity_vs_accuracy.png"] = "no pruned models (sparsity_target > 0)"
+
+    stats_md, _ = _section_stats(d)
+    parts = [
+        f"# {title}",
+        "",
+        "Generated by `gram_tf.report` from the benchmark result rows (all rows are in [results.csv](results.csv)).",
+        "",
+        _section_summary(d, auto, max_drop),
+        "",
+        _section_models(d, auto),
+        "",
+        _section_int8(d),
+        "",
+        _section_pruning(d, pruned),
+        "",
+        stats_md,
+        "",
+        _section_plots(plots, bool(pruned)),
+        "",
+    ]
+    report_path = out / "report.md"
+    atomic_write_text(report_path, "\n".join(parts))
+    auto_out = {f"{k[0]}/{k[1]}/threads={k[2]}": _auto_summary(d, k, r) for k, r in auto.items()}
+    return {"report": report_path, "results_csv": csv_path, "plots": plots, "auto": auto_out, "skipped_plots": skipped}

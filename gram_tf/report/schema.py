@@ -1,0 +1,309 @@
+"""The one schema of result rows: columns, their types, the reference rule, reading and writing.
+
+`gram_tf.bench` writes rows with these columns, `gram_tf.report` reads them, `gram_tf.pipeline`
+passes them on. A *model* is (run, backbone, sparsity_target, variant, runtime); its *reference*
+is the dense fp32 LiteRT model of the same run and backbone (at the same thread count for
+latency). No TensorFlow here.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import GramTFError
+from ..io_utils import atomic_write_json, atomic_write_text
+
+# Canonical column order: the benchmark writes these, in this order.
+COLUMNS = [
+    "run", "backbone", "variant", "runtime", "sparsity_target", "threads", "path",
+    "size_bytes", "gzip_bytes", "zip_bytes", "sparsity", "weight_quantization", "io_type",
+    "accuracy", "loss", "f1_macro", "auc", "n_test",
+    "latency_ms_mean", "latency_ms_std", "latency_ms_p50", "latency_ms_p90", "latency_ms_p99",
+    "first_ms", "init_ms", "images_per_s", "peak_rss_mb", "runs",
+    "speedup_vs_fp32", "size_ratio_vs_fp32", "macs", "gmacs_per_s", "input_size",
+    "flagged", "correct",
+]
+ROW_COLUMNS = COLUMNS
+# A file lacking any of these is rejected; other canonical columns that are absent become None.
+REQUIRED_COLUMNS = [
+    "run", "backbone", "variant", "runtime", "sparsity_target", "threads", "accuracy", "latency_ms_p50",
+]
+INT_COLUMNS = {"threads", "size_bytes", "gzip_bytes", "zip_bytes", "n_test", "macs", "input_size", "runs"}
+STR_COLUMNS = {"run", "backbone", "variant", "runtime", "path", "correct", "weight_quantization", "io_type"}
+BOOL_COLUMNS = {"flagged"}
+FLOAT_COLUMNS = set(COLUMNS) - INT_COLUMNS - STR_COLUMNS - BOOL_COLUMNS
+# What every command prints after a benchmark (a short view of the rows).
+SUMMARY_COLUMNS = ["backbone", "sparsity_target", "variant", "threads", "accuracy", "size_bytes",
+                   "zip_bytes", "latency_ms_p50", "images_per_s", "speedup_vs_fp32", "peak_rss_mb"]
+
+# The reference row of a group: dense fp32 in LiteRT.
+REFERENCE_VARIANT, REFERENCE_RUNTIME = "fp32", "litert"
+
+
+def to_float(v) -> float | None:
+    """Row value -> float, or None if missing / not a finite number."""
+    if v is None or (isinstance(v, str) and not v.strip()):
+        return None
+    try:
+        x = float(v)
+    except (TypeError, ValueError):
+        return None
+    return x if math.isfinite(x) else None
+
+
+def sparsity_of(row) -> float:
+    s = to_float(row.get("sparsity_target"))
+    return 0.0 if s is None else s
+
+
+def threads_of(row):
+    t = to_float(row.get("threads"))
+    return None if t is None else int(t)
+
+
+def is_reference(row) -> bool:
+    """The dense fp32 LiteRT row: what speed-ups, size ratios and accuracy drops are measured against."""
+    return (str(row.get("variant") or "") == REFERENCE_VARIANT and sparsity_of(row) == 0.0
+            and str(row.get("runtime") or "") == REFERENCE_RUNTIME)
+
+
+def reference_key(row) -> tuple:
+    """(run, backbone, threads): the group whose reference row is this row's reference."""
+    return (row.get("run"), row.get("backbone"), threads_of(row))
+
+
+def reference_model_key(key: tuple) -> tuple:
+    """The model key (run, backbone, sparsity, variant, runtime) of a model key's reference."""
+    return (key[0], key[1], 0.0, REFERENCE_VARIANT, REFERENCE_RUNTIME)
+
+
+def add_relative_columns(rows: list[dict]) -> None:
+    """speed-up and size ratio against the reference row of the same run/backbone/threads, and
+    achieved GMAC/s."""
+    ref = {reference_key(r): r for r in rows if is_reference(r)}
+    for r in rows:
+        base = ref.get(reference_key(r))
+        if base and r.get("latency_ms_p50"):
+            r["speedup_vs_fp32"] = base["latency_ms_p50"] / r["latency_ms_p50"]
+            if r.get("size_bytes"):
+                r["size_ratio_vs_fp32"] = r["size_bytes"] / base["size_bytes"]
+        if r.get("macs") and r.get("latency_ms_p50"):
+            r["gmacs_per_s"] = r["macs"] / (r["latency_ms_p50"] / 1000.0) / 1e9
+
+
+class _BadValue(ValueError):
+    pass
+
+
+def _to_number(col: str, v):
+    """Convert one value of a numeric column; None for missing; raises _BadValue if not a number."""
+    if v is None:
+        return None
+    if isinstance(v, bool):
+        v = int(v)
+    if isinstance(v, str):
+        s = v.strip()
+        if not s or s.lower() in {"none", "null", "nan", "n/a", "na"}:
+            return None
+        try:
+            x = float(s)
+        except ValueError:
+            raise _BadValue(f"column {col!r} should be a number, got {v!r}") from None
+    elif isinstance(v, (int, float, np.integer, np.floating)):
+        x = float(v)
+    else:
+        raise _BadValue(f"column {col!r} should be a number, got {type(v).__name__}")
+    if not math.isfinite(x):
+        return None
+    if col in INT_COLUMNS and x.is_integer():
+        return int(x)
+    return x
+
+
+def _to_bool(col: str, v):
+    if v is None or isinstance(v, bool):
+        return v
+    s = str(v).strip().lower()
+    if s in ("", "none", "null", "nan"):
+        return None
+    if s in ("true", "1", "yes"):
+        return True
+    if s in ("false", "0", "no"):
+        return False
+    raise _BadValue(f"column {col!r} should be true or false, got {v!r}")
+
+
+def _to_str(col: str, v, n_test=None):
+    if v is None:
+        return None
+    if col == "correct" and isinstance(v, (int, np.integer)) and not isinstance(v, bool):
+        # A JSON writer that let a 0/1 string become a number loses leading zeros; restore them.
+        s = str(int(v))
+        return s.zfill(int(n_test)) if n_test else s
+    if col == "correct" and isinstance(v, (list, tuple)):
+        return "".join("1" if bool(x) else "0" for x in v) or None
+    s = str(v)
+    if col == "correct":
+        s = s.strip()
+    return s if s.strip() else None
+
+
+def normalize_row(row: dict) -> dict:
+    """Typed copy of one result row: numbers converted, `correct` kept a string, empty -> None.
+
+    Key order is preserved; canonical columns that are absent are appended with value None.
+    Raises ValueError (with the column name) for a value that is not a number in a numeric column.
+    """
+    out = {}
+    n_test = None
+    try:
+        n_test = _to_number("n_test", row.get("n_test"))
+    except _BadValue:
+        pass
+    for k, v in row.items():
+        if k is None:
+            raise ValueError("the row has more fields than the header")
+        k = str(k)
+        if k in INT_COLUMNS or k in FLOAT_COLUMNS:
+            out[k] = _to_number(k, v)
+        elif k in STR_COLUMNS:
+            out[k] = _to_str(k, v, n_test)
+        elif k in BOOL_COLUMNS:
+            out[k] = _to_bool(k, v)
+        elif isinstance(v, str):
+            out[k] = v if v.strip() else None
+        else:
+            out[k] = v
+    for k in COLUMNS:
+        out.setdefault(k, None)
+    if out.get("correct") is not None and set(out["correct"]) - {"0", "1"}:
+        raise ValueError(f"column 'correct' may only contain '0' and '1', got {out['correct'][:20]!r}")
+    return out
+
+
+def _read_csv(path: Path) -> list[dict]:
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as fh:
+            reader = csv.DictReader(fh)
+            header = reader.fieldnames
+            if not header:
+                raise GramTFError(f"{path}: empty results file (no CSV header); rerun the benchmark")
+            missing = [c for c in REQUIRED_COLUMNS if c not in header]
+            if missing:
+                raise GramTFError(
+                    f"{path}: missing required column(s) {', '.join(missing)}; "
+                    f"expected a gram_tf benchmark results.csv"
+                )
+            raw = list(reader)
+    except GramTFError:
+        raise
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        raise GramTFError(f"{path}: cannot read results CSV ({one_line(e)})") from e
+    rows = []
+    for i, r in enumerate(raw, start=2):  # line 1 is the header
+        try:
+            rows.append(normalize_row(r))
+        except ValueError as e:
+            raise GramTFError(f"{path}: line {i}: {one_line(e)}") from e
+    return rows
+
+
+def _read_json(path: Path) -> list[dict]:
+    try:
+        with open(path, encoding="utf-8-sig") as fh:
+            data = json.load(fh)
+    except json.JSONDecodeError as e:
+        raise GramTFError(f"{path}: invalid JSON ({one_line(e)})") from e
+    except (OSError, UnicodeDecodeError) as e:
+        raise GramTFError(f"{path}: cannot read results JSON ({one_line(e)})") from e
+    if not isinstance(data, list):
+        raise GramTFError(f"{path}: expected a JSON list of result rows, got {type(data).__name__}")
+    rows = []
+    for i, r in enumerate(data):
+        if not isinstance(r, dict):
+            raise GramTFError(f"{path}: row {i} is {type(r).__name__}, expected an object")
+        missing = [c for c in REQUIRED_COLUMNS if c not in r]
+        if missing:
+            raise GramTFError(f"{path}: row {i} is missing required column(s) {', '.join(missing)}")
+        try:
+            rows.append(normalize_row(r))
+        except ValueError as e:
+            raise GramTFError(f"{path}: row {i}: {one_line(e)}") from e
+    return rows
+
+
+def one_line(e) -> str:
+    return " ".join(str(e).split())
+
+
+def load_results(paths) -> list[dict]:
+    """Load and merge result rows from results.csv / results.json files or directories holding them.
+
+    paths: a list of str/Path (a single str/Path is accepted too). A directory is read through its
+    results.json if present, else its results.csv (not both: they hold the same rows). A file is
+    read by its suffix (.json, else CSV). Rows are typed by `normalize_row`; files are concatenated
+    in the order given. Raises GramTFError (one line, naming the path) for a missing path, a
+    directory with neither file, an unreadable or invalid file, or missing required columns.
+    """
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [paths]
+    rows: list[dict] = []
+    for p in paths:
+        path = Path(p)
+        if path.is_dir():
+            if (path / "results.json").is_file():
+                path = path / "results.json"
+            elif (path / "results.csv").is_file():
+                path = path / "results.csv"
+            else:
+                raise GramTFError(f"{path}: directory has no results.json or results.csv; run the benchmark first")
+        elif not path.exists():
+            raise GramTFError(f"{path}: results file not found")
+        if path.suffix.lower() == ".json":
+            rows.extend(_read_json(path))
+        else:
+            rows.extend(_read_csv(path))
+    return rows
+
+
+def _columns_of(rows: list[dict]) -> list[str]:
+    cols: list[str] = []
+    seen = set()
+    for r in rows:
+        for k in r:
+            if k not in seen:
+                seen.add(k)
+                cols.append(k)
+    return cols
+
+
+def _csv_cell(v) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, float):
+        return repr(v) if math.isfinite(v) else ""
+    return str(v)
+
+
+def write_results(rows: list[dict], out, columns=None, json_twin: bool = True):
+    """Write rows to a CSV (atomically; columns as given, else in first-appearance order; None as
+    empty) and, with `json_twin`, the same rows to a .json beside it. Returns (csv_path, json_path)."""
+    cols = list(columns or _columns_of(rows))
+    out = Path(out)
+    csv_path = out if out.suffix == ".csv" else out.with_suffix(".csv")
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(cols)
+    for r in rows:
+        w.writerow([_csv_cell(r.get(c)) for c in cols])
+    atomic_write_text(csv_path, buf.getvalue())
+    json_path = None
+    if json_twin:
+        json_path = atomic_write_json(csv_path.with_suffix(".json"), rows)
+    return csv_path, json_path
