@@ -6,3 +6,11 @@ class GramTFError(Exception):
 
     The message must name the file, key or value at fault and say what to do about it.
     """
+
+
+def did_you_mean(name, choices, n: int = 1) -> str:
+    """' (did you mean a, b?)' for the closest of `choices` to `name`, or '' when none is close."""
+    import difflib
+
+    hint = difflib.get_close_matches(str(name), list(choices), n=n)
+    return f" (did you mean {', '.join(hint)}?)" if hint else ""

@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import gram_tf  # noqa: F401  (sets TF_USE_LEGACY_KERAS before anything imports TensorFlow)
@@ -66,3 +67,28 @@ def pruned_run(tiny_run):
 
     [summary] = prune_run(tiny_run, PruneConfig(levels=[0.6], epochs=2, batch_size=16), progress=False)
     return tiny_run / "pruned_60", summary
+
+
+MNV3_SIZE = 32
+
+
+def synthetic_images(n, seed=0, size=MNV3_SIZE):
+    return np.random.default_rng(seed).integers(0, 256, size=(n, size, size, 3), dtype=np.uint8)
+
+
+@pytest.fixture(scope="session")
+def mnv3():
+    """MobileNetV3-Small at 32 px: hard-swish, which XNNPACK does not take in int8."""
+    import tf_keras
+
+    from gram_tf.models import build_classifier
+
+    tf_keras.utils.set_random_seed(0)
+    model, info = build_classifier("mobilenet_v3_small", 2, MNV3_SIZE, weights="none")
+    pre = info["preprocessing"]
+    rep = synthetic_images(8)
+    from gram_tf.convert import convert_model
+
+    return {"model": model, "pre": pre, "rep": rep,
+            "fp32": convert_model(model, "fp32", MNV3_SIZE, pre),
+            "int8": convert_model(model, "int8", MNV3_SIZE, pre, rep)}

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..convert.variants import VARIANTS
 from ..deploy import time_blob
 
 # the micro-benchmark's GEMM: 4 x (784 x 512 x 512) MACs
@@ -103,8 +104,11 @@ def measure_peak(threads=(1, 2), runs: int = 20) -> dict:
 
 
 def compute_dtype(variant: str) -> str:
-    """Which peak a variant is held against: integer variants -> int8, the rest -> fp32."""
-    return "int8" if "int8" in variant or variant == "int16x8" else "fp32"
+    """Which peak a variant is held against: integer variants of the variant table -> int8, the
+    rest -> fp32; names outside the table (ONNX Runtime's "ort-int8") by their name."""
+    if variant in VARIANTS:
+        return "int8" if VARIANTS[variant].integer else "fp32"
+    return "int8" if "int8" in variant else "fp32"
 
 
 def annotate(rows: list[dict], peak: dict) -> list[dict]:

@@ -13,7 +13,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from ..errors import GramTFError
+from ..errors import GramTFError, did_you_mean
 
 
 @dataclass
@@ -60,9 +60,5 @@ def variant_names() -> list[str]:
 
 def get_variant(name: str) -> Variant:
     if name not in VARIANTS:
-        import difflib
-
-        hint = difflib.get_close_matches(name, list(VARIANTS), n=1)
-        did = f" (did you mean {hint[0]}?)" if hint else ""
-        raise GramTFError(f"unknown variant '{name}'{did}; choose from {', '.join(VARIANTS)}")
+        raise GramTFError(f"unknown variant '{name}'{did_you_mean(name, VARIANTS)}; choose from {', '.join(VARIANTS)}")
     return VARIANTS[name]

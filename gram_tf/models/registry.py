@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Callable, Optional
 
-from ..errors import GramTFError
+from ..errors import GramTFError, did_you_mean
 from .sizes import SIZES
 
 # Preprocessing specs applied to 0..255 RGB pixels outside the model: (x - mean) / std after an
@@ -62,11 +62,7 @@ def list_backbones() -> list[Backbone]:
 
 def get_backbone(name: str) -> Backbone:
     if name not in _REGISTRY:
-        import difflib
-
-        hint = difflib.get_close_matches(name, list(_REGISTRY), n=3)
-        did = f" (did you mean {', '.join(hint)}?)" if hint else ""
-        raise GramTFError(f"unknown backbone '{name}'{did}; 'gram-tf backbones' lists them all")
+        raise GramTFError(f"unknown backbone '{name}'{did_you_mean(name, _REGISTRY, 3)}; 'gram-tf backbones' lists them all")
     return _REGISTRY[name]
 
 
