@@ -92,3 +92,17 @@ def mnv3():
     return {"model": model, "pre": pre, "rep": rep,
             "fp32": convert_model(model, "fp32", MNV3_SIZE, pre),
             "int8": convert_model(model, "int8", MNV3_SIZE, pre, rep)}
+
+
+# Longest files first: xdist hands whole files to the two workers in collection order, so starting
+# the long ones early keeps both workers busy to the end (longest-processing-time-first).
+LONG_FILES = ("test_deit_study.py", "test_convert.py", "test_registry.py", "test_train.py", "test_pipeline.py",
+              "test_prune.py", "test_bench.py", "test_vit.py")
+
+
+def pytest_collection_modifyitems(items):
+    def rank(item):
+        name = item.path.name
+        return LONG_FILES.index(name) if name in LONG_FILES else len(LONG_FILES)
+
+    items.sort(key=rank)  # stable: order inside a file is kept
