@@ -361,21 +361,37 @@ def run_cmd(config, out, sets):
 @click.option("--top-k", type=int, default=1, show_default=True)
 @click.option("--json", "as_json", is_flag=True)
 @click.option("--csv", "as_csv", is_flag=True)
-@click.option("--threads", type=int, default=None)
+@click.option("--out", "out", type=click.Path(dir_okay=False), default=None,
+              help="write rows as they come to FILE.csv or FILE.jsonl (a whole slide folder: bounded memory)")
+@click.option("--resume", is_flag=True, help="continue an interrupted --out file: skip the images already in it")
+@click.option("--threads", type=int, default=None, help="LiteRT threads")
+@click.option("--workers", type=int, default=None, help="decode threads (default: one per core)")
 @click.option("--labels", default=None, help="labels file or comma list, for a model without metadata")
 @click.option("--size", type=int, default=None, help="input size, for a model without metadata")
-def predict_cmd(model, paths, top_k, as_json, as_csv, threads, labels, size):
+def predict_cmd(model, paths, top_k, as_json, as_csv, out, resume, threads, workers, labels, size):
     """Classify images with a .tflite using LiteRT only (no TensorFlow needed)."""
     from . import deploy
 
-    if as_json and as_csv:
-        raise GramTFError("choose one of --json or --csv")
+    if sum(map(bool, (as_json, as_csv, out))) > 1:
+        raise GramTFError("choose one of --json, --csv or --out")
+    if resume and not out:
+        raise GramTFError("--resume continues an --out file; pass --out FILE.csv or FILE.jsonl")
     if labels and Path(labels).is_file():
         labels = [line.strip() for line in Path(labels).read_text().splitlines() if line.strip()]
     elif labels:
         labels = [s.strip() for s in labels.split(",") if s.strip()]
     clf = deploy.Classifier(model, threads=threads, labels=labels, input_size=size)
-    results, errors = clf.predict_paths(paths, top_k=top_k)
+    files = deploy.find_images(paths)
+    if out:
+        summary = deploy.predict_to_file(clf, files, out, top_k=top_k, resume=resume, workers=workers)
+        click.echo(format_table([summary]), err=True)
+        click.echo(f"rows -> {out}", err=True)
+        if not summary["classified"] and not summary["already_done"]:
+            sys.exit(1)
+        return
+    results, errors = [], []
+    for row in clf.predict_stream(files, top_k, workers):
+        (errors if "error" in row else results).append(row)
     if as_json:
         click.echo(deploy.to_json(results, errors))
     elif as_csv:

@@ -6,8 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..deploy.imaging import load_image, resize_image
-from ..errors import GramTFError
+from ..deploy.stream import decode_stream
 from ..io_utils import atomic_path
 from .dataset import _progress, manifest_labels, split_rows
 
@@ -36,13 +35,12 @@ def load_images(rows, size: int, resize: str = "squash", progress: bool = True,
                 return z["x"], np.array([labels.index(r["label"]) for r in kept], np.int64), kept, []
     out = np.zeros((len(rows), size, size, 3), np.uint8)
     kept_idx, errors = [], []
-    for i, r in enumerate(_progress(rows, total=len(rows), desc=f"decoding {size}px", enabled=progress)):
-        try:
-            img = load_image(r["path"])
-        except GramTFError as exc:
-            errors.append({"path": r["path"], "error": str(exc)})
+    decoded = decode_stream((r["path"] for r in rows), size, resize)
+    for i, d in enumerate(_progress(decoded, total=len(rows), desc=f"decoding {size}px", enabled=progress)):
+        if d.image is None:
+            errors.append({"path": rows[i]["path"], "error": d.error})
             continue
-        out[len(kept_idx)] = resize_image(img, size, resize)
+        out[len(kept_idx)] = d.image
         kept_idx.append(i)
     kept = [rows[i] for i in kept_idx]
     x = out[: len(kept)]

@@ -10,13 +10,15 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Iterable, Iterator, Optional
 
 import numpy as np
 
 from ..errors import GramTFError
-from .imaging import (DEFAULT_PREPROCESSING, find_images, load_image, normalize, one_line,
-                      resize_image, validate_preprocessing)
+from .imaging import (DEFAULT_PREPROCESSING, find_images, load_resized, normalize, one_line,
+                      validate_preprocessing)
 from .interpreter import interpreter_class
+from .stream import batched, decode_stream
 from .metadata import METADATA_FORMAT, read_metadata, read_sidecar, sidecar_path
 
 _BATCH = 32  # images decoded and resized per interpreter call group
@@ -290,34 +292,34 @@ class Classifier:
 
     def prepare(self, path) -> np.ndarray:
         """Load and resize one image file for this model (uint8 size x size x 3)."""
-        return resize_image(load_image(path), self.input_size, self.preprocessing["resize"])
+        return load_resized(path, self.input_size, self.preprocessing["resize"])
 
-    def predict_paths(self, paths, top_k: int = 1) -> tuple[list[dict], list[dict]]:
+    def predict_stream(self, files: Iterable, top_k: int = 1, workers: Optional[int] = None,
+                       queue_size: Optional[int] = None, batch: int = _BATCH) -> Iterator[dict]:
+        """Classify image files in order, decoding in parallel with inference (see deploy.stream).
+
+        Yields one row per file: a result ({"path", "label", "prob", "top_k", "probs"}) or, for a
+        file that cannot be decoded, {"path", "error"}. Memory stays bounded by `queue_size`
+        decoded images and `batch` inputs, whatever the number of files.
+        """
+        k = max(1, min(int(top_k), len(self.labels)))
+        decoded = decode_stream(files, self.input_size, self.preprocessing["resize"], workers, queue_size)
+        for chunk in batched(decoded, max(1, int(batch))):
+            good = [d for d in chunk if d.image is not None]
+            probs = iter(self.predict_arrays(np.stack([d.image for d in good])) if good else [])
+            for d in chunk:
+                if d.image is None:
+                    yield {"path": str(d.path), "error": d.error}
+                else:
+                    yield self._result(d.path, next(probs), k)
+
+    def predict_paths(self, paths, top_k: int = 1, workers: Optional[int] = None) -> tuple[list[dict], list[dict]]:
         """Classify image files / folders. Returns (results, errors); unreadable images are
         reported in errors ({"path", "error"}) and skipped."""
-        files = find_images(paths)
-        k = max(1, min(int(top_k), len(self.labels)))
         results: list[dict] = []
         errors: list[dict] = []
-        pending: list[tuple[Path, np.ndarray]] = []
-
-        def flush():
-            if not pending:
-                return
-            probs = self.predict_arrays(np.stack([arr for _, arr in pending]))
-            for (p, _), row in zip(pending, probs):
-                results.append(self._result(p, row, k))
-            pending.clear()
-
-        for p in files:
-            try:
-                pending.append((p, self.prepare(p)))
-            except GramTFError as exc:
-                errors.append({"path": str(p), "error": str(exc)})
-                continue
-            if len(pending) >= _BATCH:
-                flush()
-        flush()
+        for row in self.predict_stream(find_images(paths), top_k, workers):
+            (errors if "error" in row else results).append(row)
         return results, errors
 
     def _result(self, path: Path, row: np.ndarray, k: int) -> dict:

@@ -94,12 +94,17 @@ def _to_rgb_array(img: Image.Image) -> np.ndarray:
     return np.asarray(img, dtype=np.uint8)
 
 
-def load_image(path) -> np.ndarray:
+def load_image(path, min_side: int | None = None) -> np.ndarray:
     """Decode an image file to a uint8 HxWx3 RGB array.
 
     Applies the EXIF orientation, composites transparency on white, converts greyscale,
     palette, 16-bit, float and CMYK images to 8-bit RGB and takes the first frame of
     multi-frame files. Raises GramTFError naming the file if it cannot be decoded.
+
+    `min_side`: a JPEG at least twice that size on both sides is decoded at a reduced scale (1/2,
+    1/4 or 1/8 in the DCT, Pillow's draft mode) that keeps both sides >= `min_side`: 4-16x less
+    decoding for camera micrographs, and the pixels stay those of a fair resize (measured:
+    benchmarks/bench_predict.py).
     """
     path = Path(path)
     try:
@@ -116,6 +121,8 @@ def load_image(path) -> np.ndarray:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(path) as img:
+                if min_side and img.format == "JPEG":
+                    img.draft(None, (int(min_side), int(min_side)))
                 if getattr(img, "n_frames", 1) > 1:
                     img.seek(0)
                 img.load()  # decode now so truncated / corrupt files fail here
@@ -166,6 +173,18 @@ def resize_image(rgb: np.ndarray, size: int, mode: str) -> np.ndarray:
     left, top = (new_w - size) // 2, (new_h - size) // 2
     out = img.crop((left, top, left + size, top + size))
     return np.asarray(out, dtype=np.uint8)
+
+
+# Decode JPEGs at >= this many times the model input (then a fair bilinear resize): draft mode's
+# DCT scaling alone is a box filter; two or more input pixels per output pixel keep the resize in
+# charge of the result.
+DRAFT_MARGIN = 2
+
+
+def load_resized(path, size: int, mode: str = "squash") -> np.ndarray:
+    """One image file -> uint8 size x size x 3, as every stage does it (training, evaluation,
+    prediction): decode (large JPEGs at a reduced DCT scale), then `resize_image`."""
+    return resize_image(load_image(path, min_side=DRAFT_MARGIN * int(size)), size, mode)
 
 
 def validate_preprocessing(pp, source: str = "preprocessing") -> dict:

@@ -1,10 +1,16 @@
-"""Output formats of `gram-tf predict`: a terminal table, CSV and JSON."""
+"""Output formats of `gram-tf predict`: a terminal table, CSV and JSON, and result files written
+row by row (CSV / JSON Lines) that an interrupted run resumes."""
 from __future__ import annotations
 
 import csv
 import io
 import json
+import os
+import time
+from pathlib import Path
 from typing import Iterable, Sequence
+
+from ..errors import GramTFError
 
 def _top_columns(top_k: int) -> list[str]:
     cols = []
@@ -58,3 +64,109 @@ def to_csv(results: Sequence[dict], top_k: int = 1) -> str:
 
 def to_json(results: Iterable[dict], errors: Iterable[dict] = ()) -> str:
     return json.dumps({"results": list(results), "errors": list(errors)}, indent=2)
+
+
+# ------------------------------------------------------------------------------ streaming files
+class ResultFile:
+    """Prediction rows written as they come (CSV or JSON Lines, by suffix), flushed every second,
+    resumable: each row records the file's size and mtime, and `--resume` skips the files whose row
+    is already there with the same size and mtime. A line cut by a kill is dropped on resume."""
+
+    FLUSH_SECONDS = 1.0
+
+    def __init__(self, path, labels: Sequence[str], top_k: int = 1, resume: bool = False):
+        self.path = Path(path)
+        self.labels = list(labels)
+        self.top_k = top_k
+        suffix = self.path.suffix.lower()
+        if suffix not in (".csv", ".jsonl"):
+            raise GramTFError(f"{self.path}: --out must end in .csv or .jsonl")
+        self.jsonl = suffix == ".jsonl"
+        self.columns = (["path", "label", "prob"] + _top_columns(top_k) + [f"prob_{lab}" for lab in self.labels]
+                        + ["error", "file_size", "file_mtime_ns"])
+        self.done: dict[str, tuple[int, int]] = {}
+        exists = self.path.is_file() and self.path.stat().st_size > 0
+        if exists and not resume:
+            raise GramTFError(f"{self.path} exists: pass --resume to continue it, or remove it")
+        if exists:
+            self._read_done()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._fh = open(self.path, "a", encoding="utf-8", newline="")
+        self._csv = csv.writer(self._fh, lineterminator="\n") if not self.jsonl else None
+        if self._csv is not None and not exists:
+            self._csv.writerow(self.columns)
+        self._last_flush = time.monotonic()
+        self.written = 0
+
+    def _read_done(self) -> None:
+        raw = self.path.read_bytes()
+        complete = raw[: raw.rfind(b"\n") + 1]  # a line cut by a kill has no newline: drop it
+        if len(complete) != len(raw):
+            with open(self.path, "r+b") as fh:
+                fh.truncate(len(complete))
+        text = complete.decode("utf-8")
+        if self.jsonl:
+            rows = [json.loads(line) for line in text.splitlines() if line.strip()]
+        else:
+            reader = csv.DictReader(io.StringIO(text))
+            if reader.fieldnames and list(reader.fieldnames) != self.columns:
+                raise GramTFError(f"{self.path}: its columns ({', '.join(reader.fieldnames[:6])}...) are not "
+                                  "this model's; write to a new --out file")
+            rows = list(reader)
+        for r in rows:
+            try:
+                self.done[str(r["path"])] = (int(r["file_size"]), int(r["file_mtime_ns"]))
+            except (KeyError, TypeError, ValueError):
+                raise GramTFError(f"{self.path}: a row lacks path/file_size/file_mtime_ns; "
+                                  "it was not written by gram-tf predict --out") from None
+
+    @staticmethod
+    def stamp(path) -> tuple[int, int]:
+        st = os.stat(path)
+        return st.st_size, st.st_mtime_ns
+
+    def is_done(self, path) -> bool:
+        prev = self.done.get(str(path))
+        if prev is None:
+            return False
+        try:
+            return prev == self.stamp(path)
+        except OSError:
+            return False
+
+    def write(self, row: dict) -> None:
+        try:
+            size, mtime = self.stamp(row["path"])
+        except OSError:
+            size, mtime = -1, -1
+        if self.jsonl:
+            rec = {k: v for k, v in row.items() if k != "top_k" or self.top_k > 1}
+            self._fh.write(json.dumps({**rec, "file_size": size, "file_mtime_ns": mtime}) + "\n")
+        else:
+            self._csv.writerow(self._csv_row(row) + [row.get("error", ""), size, mtime])
+        self.written += 1
+        if time.monotonic() - self._last_flush >= self.FLUSH_SECONDS:
+            self.flush()
+
+    def _csv_row(self, r: dict) -> list:
+        if "error" in r:
+            return [r["path"], "", ""] + [""] * (2 * (self.top_k - 1)) + [""] * len(self.labels)
+        row = [r["path"], r["label"], f"{r['prob']:.6f}"]
+        for i in range(1, self.top_k):
+            row += [r["top_k"][i][0], f"{r['top_k'][i][1]:.6f}"] if i < len(r["top_k"]) else ["", ""]
+        return row + [f"{r['probs'].get(label, 0.0):.6f}" for label in self.labels]
+
+    def flush(self) -> None:
+        self._fh.flush()
+        self._last_flush = time.monotonic()
+
+    def close(self) -> None:
+        if not self._fh.closed:
+            self._fh.flush()
+            self._fh.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
