@@ -27,9 +27,13 @@ def cpu_name() -> str:
 
 
 def environment() -> dict:
+    """Machine, library versions, and the command line and date of this run (for the results file)."""
+    import time
+
     from gram_tf.run import library_versions
 
-    return {"cpu": cpu_name(), "cores": os.cpu_count(), "python": sys.version.split()[0], **library_versions()}
+    return {"cpu": cpu_name(), "cores": os.cpu_count(), "python": sys.version.split()[0], **library_versions(),
+            "command": " ".join(["python", *sys.argv]), "date": time.strftime("%Y-%m-%d %H:%M")}
 
 
 def export_artifact(model, out_dir: Path, backbone: str, variant: str, size: int, preprocessing: dict,

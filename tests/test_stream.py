@@ -39,11 +39,20 @@ def model(tmp_path_factory):
     x = tf_keras.layers.Conv2D(4, 3, activation="relu")(inp)
     x = tf_keras.layers.GlobalAveragePooling2D()(x)
     out = tf_keras.layers.Dense(2, activation="softmax", kernel_initializer=tf_keras.initializers.RandomNormal(0, 2))(x)
-    blob = tf.lite.TFLiteConverter.from_keras_model(tf_keras.Model(inp, out)).convert()
-    path = tmp_path_factory.mktemp("stream_model") / "m.tflite"
-    path.write_bytes(embed_metadata(blob, {"format": "gram_tf/1", "labels": LABELS, "input_size": SIZE,
-                                           "preprocessing": {"resize": "squash", "channel_order": "RGB",
-                                                             "mean": [127.5] * 3, "std": [127.5] * 3}}))
+    keras_model = tf_keras.Model(inp, out)
+    blob = tf.lite.TFLiteConverter.from_keras_model(keras_model).convert()
+    conv = tf.lite.TFLiteConverter.from_keras_model(keras_model)
+    rng = np.random.default_rng(0)
+    conv.optimizations = [tf.lite.Optimize.DEFAULT]
+    conv.representative_dataset = lambda: ([rng.uniform(-1, 1, (1, SIZE, SIZE, 3)).astype(np.float32)] for _ in range(8))
+    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    conv.inference_input_type = conv.inference_output_type = tf.int8
+    folder = tmp_path_factory.mktemp("stream_model")
+    meta = {"format": "gram_tf/1", "labels": LABELS, "input_size": SIZE,
+            "preprocessing": {"resize": "squash", "channel_order": "RGB", "mean": [127.5] * 3, "std": [127.5] * 3}}
+    (folder / "m_int8.tflite").write_bytes(embed_metadata(conv.convert(), meta))
+    path = folder / "m.tflite"
+    path.write_bytes(embed_metadata(blob, meta))
     return path
 
 
@@ -182,5 +191,17 @@ def test_sigkill_then_resume_gives_one_row_per_image(model, tmp_path):
     rows = _read_rows(out)
     assert sorted(r["path"] for r in rows) == sorted(str(p) for p in (tmp_path / "imgs").iterdir())
     assert len(rows) == 3000 == len({r["path"] for r in rows})
-    if killed:
-        assert 0 < done_before < 3000
+    assert killed and 0 < done_before < 3000  # rows are flushed every 256: the kill lands mid-run
+
+
+@pytest.mark.parametrize("order", ["RGB", "BGR"])
+@pytest.mark.parametrize("kind", ["m.tflite", "m_int8.tflite"])
+def test_pixel_table_gives_the_normalised_input_exactly(model, order, kind):
+    """The 256-level table per channel is bit-identical to normalize + quantize, float and int8."""
+    from gram_tf.deploy import normalize
+
+    clf = Classifier(model.parent / kind, preprocessing={"channel_order": order, "mean": [10, 120, 250], "std": [3, 60, 0.5]})
+    x = np.random.default_rng(3).integers(0, 256, (5, SIZE, SIZE, 3), dtype=np.uint8)
+    table = clf._input_from_pixels(x)
+    assert table.dtype == (np.int8 if "int8" in kind else np.float32)
+    np.testing.assert_array_equal(table, clf._quantize_input(normalize(x, clf.preprocessing)))

@@ -76,6 +76,7 @@ class Classifier:
         self._set_preprocessing(where, preprocessing)
         self._outputs_logits = False
         self._batch_shape: tuple | None = None
+        self._pixel_table: np.ndarray | None = None
 
     # ---------------------------------------------------------------------------- set-up
     def _load_metadata(self, where: str) -> None:
@@ -258,9 +259,26 @@ class Classifier:
                               f"(use resize_image first), got shape {batch.shape}")
         if batch.shape[0] == 0:
             return np.zeros((0, len(self.labels)), dtype=np.float32)
-        x = self._quantize_input(normalize(batch, self.preprocessing))
+        if batch.dtype == np.uint8:
+            x = self._input_from_pixels(batch)
+        else:
+            x = self._quantize_input(normalize(batch, self.preprocessing))
         y = self._dequantize_output(self._run(x))
         return self._to_probabilities(y)
+
+    def _input_from_pixels(self, batch: np.ndarray) -> np.ndarray:
+        """uint8 pixels -> model input through a 256-entry table per channel: the same values as
+        normalize + quantize (the table is built by running them on every level), at a fraction of
+        the cost, which matters when a folder is classified at hundreds of images per second."""
+        if self._pixel_table is None:
+            levels = np.repeat(np.arange(256, dtype=np.uint8)[:, None], 3, axis=1).reshape(256, 1, 1, 3)
+            self._pixel_table = self._quantize_input(normalize(levels, self.preprocessing)).reshape(256, 3)
+            bgr = self.preprocessing["channel_order"] == "BGR"
+            self._pixel_source = (2, 1, 0) if bgr else (0, 1, 2)
+        out = np.empty(batch.shape, dtype=self._pixel_table.dtype)
+        for c, src in enumerate(self._pixel_source):
+            out[..., c] = self._pixel_table[:, c][batch[..., src]]
+        return out
 
     def _to_probabilities(self, y: np.ndarray) -> np.ndarray:
         if self._binary_sigmoid:

@@ -106,6 +106,14 @@ def load_image(path, min_side: int | None = None) -> np.ndarray:
     decoding for camera micrographs, and the pixels stay those of a fair resize (measured:
     benchmarks/bench_predict.py).
     """
+    rgb = np.asarray(_open_rgb(path, min_side), dtype=np.uint8)
+    if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.shape[0] == 0 or rgb.shape[1] == 0:
+        raise GramTFError(f"{path}: decoded to an unusable shape {rgb.shape}; re-export it")
+    return np.ascontiguousarray(rgb)
+
+
+def _open_rgb(path, min_side: int | None = None) -> Image.Image:
+    """The decoded RGB image as Pillow holds it (no copy into numpy yet); see `load_image`."""
     path = Path(path)
     try:
         size = path.stat().st_size
@@ -126,7 +134,9 @@ def load_image(path, min_side: int | None = None) -> np.ndarray:
                 if getattr(img, "n_frames", 1) > 1:
                     img.seek(0)
                 img.load()  # decode now so truncated / corrupt files fail here
-                img = ImageOps.exif_transpose(img)
+                ImageOps.exif_transpose(img, in_place=True)  # no copy when there is nothing to turn
+                if img.mode == "RGB" and "transparency" not in img.info:
+                    return img
                 rgb = _to_rgb_array(img)
     except _DECODE_ERRORS as exc:
         if isinstance(exc, UnidentifiedImageError):
@@ -139,7 +149,7 @@ def load_image(path, min_side: int | None = None) -> np.ndarray:
             f"{path}: cannot decode image ({reason}); re-export or remove the file") from None
     if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.shape[0] == 0 or rgb.shape[1] == 0:
         raise GramTFError(f"{path}: decoded to an unusable shape {rgb.shape}; re-export it")
-    return np.ascontiguousarray(rgb)
+    return Image.fromarray(np.ascontiguousarray(rgb), "RGB")
 
 
 def resize_image(rgb: np.ndarray, size: int, mode: str) -> np.ndarray:
@@ -162,7 +172,14 @@ def resize_image(rgb: np.ndarray, size: int, mode: str) -> np.ndarray:
     h, w = rgb.shape[:2]
     if (h, w) == (size, size):
         return rgb.copy()
-    img = Image.fromarray(rgb, "RGB")
+    return _resize_pil(Image.fromarray(rgb, "RGB"), size, mode)
+
+
+def _resize_pil(img: Image.Image, size: int, mode: str) -> np.ndarray:
+    """`resize_image` on a Pillow RGB image (one copy into numpy, at the end)."""
+    w, h = img.size
+    if (w, h) == (size, size):
+        return np.array(img, dtype=np.uint8)
     if mode == "squash":
         out = img.resize((size, size), Image.BILINEAR, reducing_gap=None)
         return np.asarray(out, dtype=np.uint8)
@@ -184,7 +201,15 @@ DRAFT_MARGIN = 2
 def load_resized(path, size: int, mode: str = "squash") -> np.ndarray:
     """One image file -> uint8 size x size x 3, as every stage does it (training, evaluation,
     prediction): decode (large JPEGs at a reduced DCT scale), then `resize_image`."""
-    return resize_image(load_image(path, min_side=DRAFT_MARGIN * int(size)), size, mode)
+    if mode not in RESIZE_MODES:
+        raise GramTFError(f"unknown resize mode {mode!r}; use one of {', '.join(RESIZE_MODES)}")
+    size = int(size)
+    if size <= 0:
+        raise GramTFError(f"resize size must be a positive integer, got {size}")
+    img = _open_rgb(path, min_side=DRAFT_MARGIN * size)
+    if img.size[0] == 0 or img.size[1] == 0:
+        raise GramTFError(f"{path}: decoded to an unusable shape {img.size}; re-export it")
+    return _resize_pil(img, size, mode)
 
 
 def validate_preprocessing(pp, source: str = "preprocessing") -> dict:

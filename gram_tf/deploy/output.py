@@ -68,11 +68,13 @@ def to_json(results: Iterable[dict], errors: Iterable[dict] = ()) -> str:
 
 # ------------------------------------------------------------------------------ streaming files
 class ResultFile:
-    """Prediction rows written as they come (CSV or JSON Lines, by suffix), flushed every second,
+    """Prediction rows written as they come (CSV or JSON Lines, by suffix), flushed every second or
+    every 256 rows,
     resumable: each row records the file's size and mtime, and `--resume` skips the files whose row
     is already there with the same size and mtime. A line cut by a kill is dropped on resume."""
 
     FLUSH_SECONDS = 1.0
+    FLUSH_ROWS = 256  # a kill loses at most this many rows (they are redone on --resume)
 
     def __init__(self, path, labels: Sequence[str], top_k: int = 1, resume: bool = False):
         self.path = Path(path)
@@ -96,6 +98,7 @@ class ResultFile:
         if self._csv is not None and not exists:
             self._csv.writerow(self.columns)
         self._last_flush = time.monotonic()
+        self._unflushed = 0
         self.written = 0
 
     def _read_done(self) -> None:
@@ -145,7 +148,8 @@ class ResultFile:
         else:
             self._csv.writerow(self._csv_row(row) + [row.get("error", ""), size, mtime])
         self.written += 1
-        if time.monotonic() - self._last_flush >= self.FLUSH_SECONDS:
+        self._unflushed += 1
+        if self._unflushed >= self.FLUSH_ROWS or time.monotonic() - self._last_flush >= self.FLUSH_SECONDS:
             self.flush()
 
     def _csv_row(self, r: dict) -> list:
@@ -159,6 +163,7 @@ class ResultFile:
     def flush(self) -> None:
         self._fh.flush()
         self._last_flush = time.monotonic()
+        self._unflushed = 0
 
     def close(self) -> None:
         if not self._fh.closed:

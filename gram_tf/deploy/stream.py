@@ -91,9 +91,12 @@ def predict_to_file(clf, files: list, out, top_k: int = 1, resume: bool = False,
         todo = [f for f in files if not rf.is_done(f)]
         bar = None
         if progress:
-            from tqdm.auto import tqdm
-
-            bar = tqdm(total=len(todo), unit="img", desc="classifying", disable=None, leave=False)
+            try:  # optional on a device: LiteRT, numpy and Pillow are all predict needs
+                from tqdm.auto import tqdm
+            except ImportError:
+                tqdm = None
+            if tqdm is not None:
+                bar = tqdm(total=len(todo), unit="img", desc="classifying", disable=None, leave=False)
         errors = 0
         for row in clf.predict_stream(todo, top_k, workers, queue_size):
             rf.write(row)
