@@ -253,7 +253,24 @@ def convert_cmd(run_dir, variants, out, io_type, representative_samples, config,
 
 
 # ---------------------------------------------------------------------------------------- bench
-@main.command("bench")
+class _DefaultGroup(_Group):
+    """A group whose first argument may be a sub-command or the arguments of its default one
+    (`gram-tf bench PATHS...` is `gram-tf bench run PATHS...`)."""
+
+    default_command = "run"
+
+    def parse_args(self, ctx, args):
+        if args and args[0] not in self.commands and args[0] not in ("-h", "--help"):
+            args = [self.default_command, *args]
+        return super().parse_args(ctx, args)
+
+
+@main.group("bench", cls=_DefaultGroup)
+def bench_group():
+    """Time .tflite files on this machine (`bench PATHS`, i.e. `bench run`) or import device logs."""
+
+
+@bench_group.command("run")
 @click.argument("paths", nargs=-1, required=True, type=click.Path())
 @click.option("--threads", callback=_csv_list(int), default="1", show_default=True)
 @click.option("--runs", type=int, default=50, show_default=True)
@@ -263,16 +280,46 @@ def convert_cmd(run_dir, variants, out, io_type, representative_samples, config,
               help="results CSV (a .json twin is written beside it)")
 @click.option("--no-eval", is_flag=True, help="time only; skip the test-split evaluation")
 @click.option("--no-keras", is_flag=True, help="skip the Keras float reference row")
-def bench_cmd(paths, threads, runs, warmup, max_seconds, out, no_eval, no_keras):
+@click.option("--device", default=None, help="label of this machine in the rows (default: its CPU model)")
+@click.option("--check-official", is_flag=True,
+              help="also time each file with LiteRT's official Python benchmark tool and report official/ours")
+def bench_cmd(paths, threads, runs, warmup, max_seconds, out, no_eval, no_keras, device, check_official):
     """Time .tflite files with LiteRT (batch 1) and evaluate them on the manifest's test split."""
-    from .bench import bench_paths
+    from .bench import bench_paths, discover
     from .report import SUMMARY_COLUMNS, write_results
 
     rows = bench_paths(paths, threads=threads, runs=runs, warmup=warmup, max_seconds=max_seconds,
-                       evaluate=not no_eval, keras_reference=not no_keras)
+                       evaluate=not no_eval, keras_reference=not no_keras, device=device)
     csv_path, json_path = write_results(rows, out)
     click.echo(format_table(rows, SUMMARY_COLUMNS))
     click.echo(f"results -> {csv_path} and {json_path}")
+    if check_official:
+        from .bench.official import check_official
+        from .io_utils import atomic_write_json
+
+        checked = check_official(discover(paths), threads, runs, warmup)
+        official_path = atomic_write_json(Path(csv_path).with_suffix(".official.json"), checked)
+        click.echo(format_table(checked))
+        click.echo(f"official check -> {official_path}")
+
+
+@bench_group.command("import")
+@click.argument("logs", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option("--device", required=True, help="the device the logs come from, e.g. 'Galaxy S10'")
+@click.option("--models", "models_dir", required=True, type=click.Path(file_okay=False),
+              help="the artifact folder (with manifest.json) the device ran")
+@click.option("--threads", type=int, default=None, help="threads, for logs that do not say")
+@click.option("--out", "out", type=click.Path(), default="device_results.csv", show_default=True)
+@click.option("--no-eval", is_flag=True, help="skip the local evaluation (no accuracy columns)")
+def bench_import_cmd(logs, device, models_dir, threads, out, no_eval):
+    """Turn benchmark_model / benchmark_litert_model logs from a phone or board into result rows."""
+    from .bench.importer import import_logs
+    from .report import SUMMARY_COLUMNS, write_results
+
+    rows = import_logs(logs, models_dir, device, threads=threads, evaluate=not no_eval)
+    csv_path, json_path = write_results(rows, out)
+    click.echo(format_table(rows, ["device", *SUMMARY_COLUMNS[:-1]]))
+    click.echo(f"results -> {csv_path} and {json_path}  (merge with others: gram-tf report A.csv B.csv --out DIR)")
 
 
 @main.command("profile")

@@ -97,6 +97,7 @@ class BenchConfig:
     warmup: int = 5
     max_seconds: Optional[float] = None  # time budget per (model, threads); None -> exactly `runs`
     keras_reference: bool = True
+    device: Optional[str] = None  # label of this machine in result rows; None -> its CPU model
 
 
 @dataclass

@@ -151,7 +151,7 @@ def run_study(cfg: StudyConfig, progress: bool = True) -> dict:
         stages.start("bench", skipped=False)
         rows = bench_paths(files, threads=cfg.bench.threads, runs=cfg.bench.runs, warmup=cfg.bench.warmup,
                            max_seconds=cfg.bench.max_seconds, keras_reference=cfg.bench.keras_reference,
-                           progress=progress, run_name=cfg.name)
+                           progress=progress, run_name=cfg.name, device=cfg.bench.device)
         write_results(rows, results_csv)
         stages.finish("bench", bkey, {"rows": len(rows)})
     stages.start("report", skipped=False)

@@ -118,3 +118,102 @@ def test_bad_paths_and_non_models_are_one_line(tmp_path):
     (tmp_path / "empty").mkdir()
     r = CliRunner().invoke(main, ["bench", str(tmp_path / "empty")])
     assert r.exit_code == 2 and r.output.strip().startswith("error: ") and "no .tflite" in r.output
+
+
+# ------------------------------------------------------------------ devices and official tools
+FIXTURES = __import__("pathlib").Path(__file__).parent / "fixtures"
+
+
+def test_rows_name_their_device(rows):
+    import os
+    import socket
+
+    for r in rows:
+        assert r["device"] == r["cpu"] and r["cores"] == os.cpu_count() and r["os"] and r["arch"]
+        assert r["runtime_version"].startswith("ai-edge-litert") and r["timing_source"].startswith("gram_tf")
+        assert r["accuracy_source"] == "this machine"
+        host = socket.gethostname()
+        assert all(host not in str(r[c]) for c in ("device", "cpu", "isa", "os", "arch", "runtime_version"))
+    labelled = bench_paths([rows[0]["path"]], threads=[1], runs=2, warmup=0, evaluate=False, keras_reference=False, progress=False,
+                           device="lab server")
+    assert labelled[0]["device"] == "lab server" and labelled[0]["cpu"] == rows[0]["cpu"]
+
+
+def test_cpp_benchmark_model_log_fixture():
+    from gram_tf.bench.logs import parse_log
+
+    got = parse_log(FIXTURES / "benchmark_model_cpp.log")
+    assert got["tool"] == "benchmark_model (C++)" and got["threads"] == 4
+    assert got["model"] == "/data/local/tmp/mobilenet_v1_050__int8.tflite"
+    assert got["latency_ms_mean"] == pytest.approx(2.46735) and got["latency_ms_p50"] == pytest.approx(2.437)
+    assert got["runs"] == 405 and got["init_ms"] == pytest.approx(11.284) and got["first_ms"] == pytest.approx(4.511)
+
+
+def _official(path, threads, out_dir, json_out=False):
+    """Run LiteRT's official Python benchmark tool; returns the log (stdout + stderr) or the JSON path."""
+    name = f"{path.stem}.t{threads}" + (".json" if json_out else ".log")
+    target = out_dir / name
+    cmd = [sys.executable, "-m", "ai_edge_litert.tools.benchmark_litert_model", f"--model={path}",
+           f"--num_threads={threads}", "--num_runs=8", "--warmup_runs=1"]
+    if json_out:
+        cmd.append(f"--result_json={target}")
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-800:]
+    if not json_out:
+        target.write_text(proc.stderr + proc.stdout)
+    return target
+
+
+def test_official_logs_import_as_devices_and_report_side_by_side(artifacts, rows, tmp_path):
+    from gram_tf.bench.importer import import_logs
+    from gram_tf.bench.logs import parse_log
+    from gram_tf.report import build_report
+
+    files = sorted(artifacts.glob("*.tflite"))
+    logs = [_official(f, 1, tmp_path) for f in files]            # text logs, "phone"
+    jsons = [_official(f, 2, tmp_path, json_out=True) for f in files]  # --result_json, "board"
+    parsed = parse_log(logs[0])
+    assert parsed["threads"] == 1 and parsed["model"].endswith(files[0].name) and parsed["runs"] == 8
+    assert parse_log(jsons[0])["threads"] == 2
+    phone = import_logs(logs, artifacts, "phone")
+    board = import_logs(jsons, artifacts, "board")
+    local = {(r["variant"], r["threads"]): r for r in rows}
+    for r in phone + board:
+        assert list(r) == ROW_COLUMNS and r["device"] in ("phone", "board")
+        assert r["accuracy"] == local[(r["variant"], 1)]["accuracy"]  # same file, evaluated here
+        assert r["accuracy_source"].startswith("local evaluation") and "benchmark_litert_model" in r["timing_source"]
+        assert r["latency_ms_p50"] > 0 and r["size_bytes"] == local[(r["variant"], 1)]["size_bytes"]
+    assert {r["variant"]: r["speedup_vs_fp32"] for r in phone}["fp32"] == 1.0
+    report = build_report(rows + phone + board, tmp_path / "report")["report"].read_text()
+    section = report.split("## 7. Devices", 1)[1]
+    assert "phone ms" in section and "board x fp32" in section and "auto per device" in section
+    # logs named after their artifact work without a model path in them
+    stdout_only = tmp_path / f"{files[0].stem}.stdout.log"
+    stdout_only.write_text("\n".join(line for line in logs[0].read_text().splitlines()
+                                     if "benchmark_litert_model:" not in line))
+    assert import_logs([stdout_only], artifacts, "phone", threads=4)[0]["threads"] == 4
+
+
+def test_bad_logs_are_one_line_errors(artifacts, tmp_path):
+    from gram_tf.bench.importer import import_logs
+
+    bad = tmp_path / "bad.log"
+    bad.write_text("INFO: STARTING!\nINFO: Graph: [x.tflite]\n")
+    res = CliRunner().invoke(main, ["bench", "import", str(bad), "--device", "phone", "--models", str(artifacts)])
+    assert res.exit_code == 2 and res.output.count("\n") == 1
+    assert "bad.log" in res.output and "Inference timings in us" in res.output
+    cut = tmp_path / "cut.log"
+    cut.write_text("BENCHMARK RESULTS\nModel initialization:  5.90 ms\n")
+    with pytest.raises(GramTFError, match="Inference \\(avg\\)"):
+        import_logs([cut], artifacts, "phone", threads=1)
+    other = tmp_path / "other.log"
+    other.write_text((FIXTURES / "benchmark_model_cpp.log").read_text().replace("mobilenet_v1_050", "resnet50"))
+    with pytest.raises(GramTFError, match="not in the models folder"):
+        import_logs([other], artifacts, "phone")
+
+
+def test_check_official_reports_the_ratio(artifacts):
+    from gram_tf.bench.official import check_official
+
+    got = check_official(sorted(artifacts.glob("*fp32.tflite")), threads=(1,), runs=5, warmup=1, rounds=1)
+    assert len(got) == 1 and 0.2 < got[0]["official_over_ours"] < 5

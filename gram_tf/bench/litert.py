@@ -22,6 +22,7 @@ from ..metrics import classification_metrics
 from ..models import load_model
 from ..report.schema import ROW_COLUMNS, add_relative_columns
 from ..train import evaluate_keras
+from .device import device_info
 
 
 def _run_worker(kind: str, path, threads: int, runs: int, warmup: int, max_seconds) -> dict:
@@ -40,7 +41,7 @@ def _run_worker(kind: str, path, threads: int, runs: int, warmup: int, max_secon
     return result
 
 
-class _TestSet:
+class TestSet:
     """Decoded test images per (data manifest, size, resize rule), shared by every model."""
 
     def __init__(self):
@@ -66,7 +67,7 @@ def evaluate_tflite(path, images, y, labels, threads: int = 2) -> dict:
     return classification_metrics(y, probs, labels)
 
 
-def _artifact_info(path: Path) -> dict:
+def artifact_info(path: Path) -> dict:
     """Manifest entry for a .tflite (from its folder's manifest.json or its sidecar JSON)."""
     manifest = path.parent / "manifest.json"
     if manifest.is_file():
@@ -110,14 +111,17 @@ def _check_tflite(path: Path) -> None:
 
 def bench_paths(paths, threads=(1,), runs: int = 50, warmup: int = 5, max_seconds=None,
                 evaluate: bool = True, keras_reference: bool = True, progress: bool = True,
-                run_name: Optional[str] = None) -> list[dict]:
-    """Benchmark and evaluate every .tflite under `paths`; returns flat result rows."""
+                run_name: Optional[str] = None, device: Optional[str] = None) -> list[dict]:
+    """Benchmark and evaluate every .tflite under `paths`; returns flat result rows, each naming
+    this machine (`device`: a label, default the CPU model; see gram_tf.bench.device)."""
+    here = {**device_info(device), "timing_source": "gram_tf (LiteRT Python, worker process)",
+            "accuracy_source": "this machine"}
     files = discover(paths)
     for f in files:
         _check_tflite(f)
-    testset = _TestSet()
+    testset = TestSet()
     jobs = [(f, t) for f in files for t in threads]
-    infos = {f: _artifact_info(f) for f in files}
+    infos = {f: artifact_info(f) for f in files}
     keras_models = {}
     for f, info in infos.items():
         if keras_reference and info.get("keras_model") and Path(info["keras_model"]).is_file():
@@ -135,14 +139,14 @@ def bench_paths(paths, threads=(1,), runs: int = 50, warmup: int = 5, max_second
         if bar:
             bar.set_postfix_str(f"{f.name} x{t}")
         timing = _run_worker("tflite", f, t, runs, warmup, max_seconds)
-        row = _base_row(f, info, run_name)
+        row = base_row(f, info, run_name)
         row.update(compressed_sizes(f))
-        row.update(threads=t, runtime="litert", **timing)
+        row.update(threads=t, runtime="litert", **timing, **here)
         if evaluate and info.get("data_manifest"):
             if f not in evals:
                 x, y = testset.get(info["data_manifest"], info["input_size"], info["preprocessing"]["resize"], info["labels"])
                 evals[f] = evaluate_tflite(f, x, y, info["labels"])
-            _add_metrics(row, evals[f])
+            add_metrics(row, evals[f])
         rows.append(row)
         if bar:
             bar.update(1)
@@ -152,12 +156,13 @@ def bench_paths(paths, threads=(1,), runs: int = 50, warmup: int = 5, max_second
             metrics = _evaluate_keras(model_path, testset, info)
         for t in threads:
             timing = _run_worker("keras", model_path, t, runs, warmup, max_seconds)
-            row = _base_row(f, info, run_name)
+            row = base_row(f, info, run_name)
             row.update(variant="keras", runtime="keras", path=str(model_path), threads=t,
                        size_bytes=Path(model_path).stat().st_size, gzip_bytes=None, zip_bytes=None,
-                       weight_quantization="none", io_type="float32", flagged=None, **timing)
+                       weight_quantization="none", io_type="float32", flagged=None, **timing,
+                       **{**here, "timing_source": "gram_tf (TensorFlow, worker process)"})
             if metrics:
-                _add_metrics(row, metrics)
+                add_metrics(row, metrics)
             rows.append(row)
             if bar:
                 bar.update(1)
@@ -172,7 +177,7 @@ def _evaluate_keras(model_path, testset, info) -> dict:
     return evaluate_keras(load_model(model_path), x, y, info["preprocessing"], info["labels"])
 
 
-def _base_row(f: Path, info: dict, run_name) -> dict:
+def base_row(f: Path, info: dict, run_name) -> dict:
     return {
         "run": run_name or f.parent.name, "backbone": info.get("backbone"), "variant": info.get("variant"),
         "sparsity_target": float(info.get("sparsity_target") or 0.0), "path": str(f),
@@ -182,7 +187,7 @@ def _base_row(f: Path, info: dict, run_name) -> dict:
     }
 
 
-def _add_metrics(row: dict, m: dict) -> None:
+def add_metrics(row: dict, m: dict) -> None:
     row.update(accuracy=m["accuracy"], loss=m["loss"], f1_macro=m["f1_macro"], auc=m["auc"],
                n_test=m["n"], correct=m["correct"])
 

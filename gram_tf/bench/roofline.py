@@ -11,38 +11,17 @@ it is an estimate, not a measurement.
 from __future__ import annotations
 
 import os
-import platform
 import time
-from pathlib import Path
 
 import numpy as np
 
 from ..convert.variants import VARIANTS
 from ..deploy import time_blob
+from .device import cpu_flags
 
 # the micro-benchmark's GEMM: 4 x (784 x 512 x 512) MACs
 GEMM_HW, GEMM_C, GEMM_LAYERS = 28, 512, 4
 PEAK_MACS = GEMM_LAYERS * GEMM_HW * GEMM_HW * GEMM_C * GEMM_C
-
-
-def cpu_flags() -> dict:
-    """Model name, ISA flags that matter for int8/fp32 throughput, nominal MHz (Linux)."""
-    info = {"cpu": platform.processor() or platform.machine(), "mhz": None, "flags": []}
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return info
-    for line in text.splitlines():
-        key, _, value = line.partition(":")
-        key, value = key.strip(), value.strip()
-        if key == "model name" and info["cpu"] in ("", platform.machine(), platform.processor()):
-            info["cpu"] = value
-        elif key == "cpu MHz" and info["mhz"] is None:
-            info["mhz"] = float(value)
-        elif key == "flags" and not info["flags"]:
-            wanted = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8", "f16c")
-            info["flags"] = [f for f in value.split() if f in wanted]
-    return info
 
 
 def theoretical_peak(flags: dict, threads: int) -> dict:

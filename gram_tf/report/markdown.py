@@ -19,7 +19,8 @@ from ..errors import GramTFError
 from ..io_utils import atomic_write_text
 from . import stats
 from .plots import plot_accuracy_vs_latency, plot_sizes, plot_sparsity, pruned_groups
-from .schema import one_line, normalize_row, reference_model_key, sparsity_of, to_float, write_results
+from .schema import (devices_of, normalize_row, one_line, reference_model_key, sparsity_of, threads_of,
+                     to_float, write_results)
 from .view import (ALPHA, N_BOOT, ResultView, fmt_bytes, fmt_ci, fmt_ms, fmt_num, fmt_p, fmt_pct, fmt_pp,
                    fmt_rate, fmt_sp, fmt_x, md_table, model_key, variant_rank)
 
@@ -354,6 +355,50 @@ def _section_plots(plots: list[Path], pruned: bool) -> str:
 # =========================================================================== entry point
 
 
+def _section_devices(rows: list[dict], devices: list, max_drop: float) -> str:
+    """Latency and speed-up vs fp32 per device side by side (the study's phone table), and the
+    `auto` choice of each device: the fastest variant within the accuracy budget can differ."""
+    names = [str(dev) for dev in devices]
+    out = ["## 7. Devices", "",
+           f"Sections 1-6 describe **{names[0]}**. Here every device's LiteRT rows side by side: p50 latency and "
+           "speed-up against the same device's dense fp32 at the same threads. Accuracy and size are the same "
+           "files' (imported rows are evaluated on this machine: see `accuracy_source`).", ""]
+    lite = [r for r in rows if r.get("runtime") == "litert"]
+    by = {}
+    for r in lite:
+        key = (str(r.get("run")), str(r.get("backbone")), sparsity_of(r), str(r.get("variant")), threads_of(r))
+        by.setdefault(key, {})[r.get("device")] = r
+    head = ["backbone", "sparsity", "variant", "threads"]
+    for n in names:
+        head += [f"{n} ms", f"{n} x fp32"]
+    body = []
+    for key in sorted(by, key=lambda k: (k[0], k[1], k[2], variant_rank(k[3]), k[4] or 0)):
+        run, bb, sp, var, t = key
+        line = [bb, fmt_sp(sp), var, t if t is not None else "n/a"]
+        for dev in devices:
+            r = by[key].get(dev)
+            if r is None:
+                line += ["-", "-"]
+                continue
+            ref = by.get((run, bb, 0.0, "fp32", t), {}).get(dev)
+            p50, ref_p50 = to_float(r.get("latency_ms_p50")), to_float(ref.get("latency_ms_p50")) if ref else None
+            line += [fmt_ms(p50), fmt_x(ref_p50 / p50 if p50 and ref_p50 else None)]
+        body.append(line)
+    out += [md_table(head, body), "", f"### auto per device (fastest within {100 * max_drop:.1f} pp of fp32)", ""]
+    autos = {dev: stats.select_auto([r for r in lite if r.get("device") == dev], max_drop=max_drop) for dev in devices}
+    groups = sorted({k for a in autos.values() for k in a}, key=lambda k: (str(k[0]), str(k[1]), k[2] or 0))
+    body = []
+    for g in groups:
+        line = [g[1], g[2] if g[2] is not None else "n/a"]
+        for dev in devices:
+            r = autos[dev].get(g)
+            line.append("-" if r is None else f"{r.get('variant')}" + (f"@s{fmt_sp(sparsity_of(r))}" if sparsity_of(r) else "")
+                        + f" ({fmt_ms(to_float(r.get('latency_ms_p50')))} ms)")
+        body.append(line)
+    out.append(md_table(["backbone", "threads", *names], body))
+    return "\n".join(out)
+
+
 def build_report(rows: Iterable[dict], out_dir, max_drop: float = 0.01, title: str = "gram_tf report") -> dict:
     """Write report.md, results.csv and the PNG plots into out_dir (created if needed).
 
@@ -374,10 +419,13 @@ def build_report(rows: Iterable[dict], out_dir, max_drop: float = 0.01, title: s
         raise GramTFError("no result rows to report; run the benchmark first or check the results paths")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    all_rows, devices = rows, devices_of(rows)
+    if len(devices) > 1:  # sections 1-6 describe the first device; section 7 puts all side by side
+        rows = [r for r in rows if r.get("device") == devices[0]]
     d = ResultView(rows)
     auto = stats.select_auto(rows, max_drop=max_drop)
 
-    csv_path, _ = write_results(rows, out / "results.csv", json_twin=False)
+    csv_path, _ = write_results(all_rows, out / "results.csv", json_twin=False)
 
     plots: list[Path] = []
     skipped: dict = {}
@@ -414,6 +462,8 @@ def build_report(rows: Iterable[dict], out_dir, max_drop: float = 0.01, title: s
         _section_plots(plots, bool(pruned)),
         "",
     ]
+    if len(devices) > 1:
+        parts += [_section_devices(all_rows, devices, max_drop), ""]
     report_path = out / "report.md"
     atomic_write_text(report_path, "\n".join(parts))
     auto_out = {f"{k[0]}/{k[1]}/threads={k[2]}": _auto_summary(d, k, r) for k, r in auto.items()}

@@ -28,14 +28,17 @@ COLUMNS = [
     "first_ms", "init_ms", "images_per_s", "peak_rss_mb", "runs",
     "speedup_vs_fp32", "size_ratio_vs_fp32", "macs", "gmacs_per_s", "input_size",
     "flagged", "correct",
+    # where the row was measured (gram_tf.bench.device) and where its numbers come from
+    "device", "cpu", "cores", "isa", "os", "arch", "runtime_version", "timing_source", "accuracy_source",
 ]
 ROW_COLUMNS = COLUMNS
 # A file lacking any of these is rejected; other canonical columns that are absent become None.
 REQUIRED_COLUMNS = [
     "run", "backbone", "variant", "runtime", "sparsity_target", "threads", "accuracy", "latency_ms_p50",
 ]
-INT_COLUMNS = {"threads", "size_bytes", "gzip_bytes", "zip_bytes", "n_test", "macs", "input_size", "runs"}
-STR_COLUMNS = {"run", "backbone", "variant", "runtime", "path", "correct", "weight_quantization", "io_type"}
+INT_COLUMNS = {"threads", "size_bytes", "gzip_bytes", "zip_bytes", "n_test", "macs", "input_size", "runs", "cores"}
+STR_COLUMNS = {"run", "backbone", "variant", "runtime", "path", "correct", "weight_quantization", "io_type",
+               "device", "cpu", "isa", "os", "arch", "runtime_version", "timing_source", "accuracy_source"}
 BOOL_COLUMNS = {"flagged"}
 FLOAT_COLUMNS = set(COLUMNS) - INT_COLUMNS - STR_COLUMNS - BOOL_COLUMNS
 # What every command prints after a benchmark (a short view of the rows).
@@ -62,6 +65,11 @@ def sparsity_of(row) -> float:
     return 0.0 if s is None else s
 
 
+def devices_of(rows) -> list:
+    """The distinct `device` labels of rows, in order of first appearance (None for old rows)."""
+    return list(dict.fromkeys(r.get("device") for r in rows))
+
+
 def threads_of(row):
     t = to_float(row.get("threads"))
     return None if t is None else int(t)
@@ -74,7 +82,8 @@ def is_reference(row) -> bool:
 
 
 def reference_key(row) -> tuple:
-    """(run, backbone, threads): the group whose reference row is this row's reference."""
+    """(run, backbone, threads): the group whose reference row is this row's reference (rows of one
+    device; `gram_tf.report` compares devices by splitting rows per `device` first)."""
     return (row.get("run"), row.get("backbone"), threads_of(row))
 
 
@@ -84,11 +93,11 @@ def reference_model_key(key: tuple) -> tuple:
 
 
 def add_relative_columns(rows: list[dict]) -> None:
-    """speed-up and size ratio against the reference row of the same run/backbone/threads, and
-    achieved GMAC/s."""
-    ref = {reference_key(r): r for r in rows if is_reference(r)}
+    """speed-up and size ratio against the reference row of the same run/backbone/threads/device,
+    and achieved GMAC/s."""
+    ref = {(*reference_key(r), r.get("device")): r for r in rows if is_reference(r)}
     for r in rows:
-        base = ref.get(reference_key(r))
+        base = ref.get((*reference_key(r), r.get("device")))
         if base and r.get("latency_ms_p50"):
             r["speedup_vs_fp32"] = base["latency_ms_p50"] / r["latency_ms_p50"]
             if r.get("size_bytes"):

@@ -1,0 +1,57 @@
+"""Which machine a result row comes from: CPU model, cores, the ISA features the kernels use,
+OS/architecture, runtime version, and a user-given device label. No host or user names."""
+from __future__ import annotations
+
+import os
+import platform
+from pathlib import Path
+from typing import Optional
+
+# ISA features that decide which XNNPACK kernels run (x86 flags / ARM "Features" names)
+X86_FEATURES = ("avx2", "fma", "f16c", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8")
+ARM_FEATURES = {"asimd": "neon", "asimddp": "dotprod", "i8mm": "i8mm", "fphp": "fp16", "asimdhp": "fp16-simd",
+                "sve": "sve", "sve2": "sve2", "bf16": "bf16"}
+DEVICE_COLUMNS = ["device", "cpu", "cores", "isa", "os", "arch", "runtime_version"]
+
+
+def cpu_flags(cpuinfo: Optional[str] = None) -> dict:
+    """Model name, the ISA features that matter for int8/fp32 throughput, nominal MHz (Linux)."""
+    info = {"cpu": platform.processor() or platform.machine(), "mhz": None, "flags": []}
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return info
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        key, value = key.strip(), value.strip()
+        if key in ("model name", "Model", "Hardware") and info["cpu"] in ("", platform.machine(), platform.processor()):
+            info["cpu"] = value
+        elif key == "cpu MHz" and info["mhz"] is None:
+            info["mhz"] = float(value)
+        elif key == "flags" and not info["flags"]:
+            have = set(value.split())
+            info["flags"] = [f for f in X86_FEATURES if f in have]
+        elif key == "Features" and not info["flags"]:
+            have = set(value.split())
+            info["flags"] = sorted({name for flag, name in ARM_FEATURES.items() if flag in have})
+    return info
+
+
+def litert_version() -> str:
+    import importlib.metadata as md
+
+    for pkg in ("ai-edge-litert", "tflite-runtime"):
+        try:
+            return f"{pkg} {md.version(pkg)}"
+        except md.PackageNotFoundError:
+            continue
+    return "unknown"
+
+
+def device_info(label: Optional[str] = None) -> dict:
+    """The device columns of this machine; `label` defaults to the CPU model."""
+    flags = cpu_flags()
+    return {"device": label or flags["cpu"], "cpu": flags["cpu"], "cores": os.cpu_count(),
+            "isa": "+".join(flags["flags"]) or None, "os": platform.system(), "arch": platform.machine(),
+            "runtime_version": litert_version()}

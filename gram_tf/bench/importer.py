@@ -1,0 +1,88 @@
+"""`gram-tf bench import`: benchmark logs from phones and boards -> result rows beside ours.
+
+Each log is matched to an artifact of the models folder by file name (the model path in the log,
+else the log's own name: `<artifact stem>[.anything].log`), and the local file is checked against
+the manifest's sha256 (and the logged size, when the log has one), so the row describes the file
+that ran on the device. Latency comes from the log; size and accuracy from this machine's evaluation
+of the same file, and the row says so.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+from ..errors import GramTFError
+from ..io_utils import compressed_sizes, read_json, sha256_file
+from ..report.schema import ROW_COLUMNS, add_relative_columns
+from .litert import TestSet, add_metrics, artifact_info, base_row, evaluate_tflite
+from .logs import parse_log
+
+
+def _artifacts(models_dir: Path) -> dict:
+    manifest = models_dir / "manifest.json"
+    if not manifest.is_file():
+        raise GramTFError(f"{models_dir} has no manifest.json; pass the folder 'gram-tf convert' wrote (--models DIR)")
+    try:
+        entries = read_json(manifest).get("artifacts", [])
+    except ValueError:
+        raise GramTFError(f"{manifest} is not valid JSON; re-run 'gram-tf convert'") from None
+    return {Path(e["file"]).stem: e for e in entries}
+
+
+def _match(log: Path, logged_model: Optional[str], artifacts: dict) -> str:
+    if logged_model:
+        stem = Path(logged_model.replace("\\", "/")).stem
+        if stem in artifacts:
+            return stem
+        raise GramTFError(f"{log}: the log ran {Path(logged_model).name}, which is not in the models folder's manifest")
+    hits = [s for s in artifacts if log.name == s or log.name.startswith(s + ".")]
+    if not hits:
+        raise GramTFError(f"{log}: the log does not name its model; name the log after the artifact "
+                          f"(<artifact stem>.log, e.g. {next(iter(artifacts), 'model')}.t4.log)")
+    return max(hits, key=len)
+
+
+def import_logs(logs, models_dir, device: str, threads: Optional[int] = None, evaluate: bool = True,
+                run_name: Optional[str] = None) -> list[dict]:
+    """Result rows (the report schema) for benchmark logs measured on `device`."""
+    if not device:
+        raise GramTFError("name the device the logs come from: --device NAME (e.g. 'Galaxy S10')")
+    models_dir = Path(models_dir)
+    artifacts = _artifacts(models_dir)
+    testset, evals, rows = TestSet(), {}, []
+    for log in map(Path, logs):
+        parsed = parse_log(log)
+        stem = _match(log, parsed["model"], artifacts)
+        entry = artifacts[stem]
+        local = models_dir / entry["file"]
+        if not local.is_file():
+            raise GramTFError(f"{log}: its model {entry['file']} is not in {models_dir}")
+        if entry.get("sha256") and sha256_file(local) != entry["sha256"]:
+            raise GramTFError(f"{local}: sha256 differs from the manifest: not the artifact that was benchmarked")
+        size_mb = parsed.get("model_size_mb")
+        if size_mb is not None and abs(size_mb - local.stat().st_size / 2**20) > 0.006:
+            raise GramTFError(f"{log}: the device's model was {size_mb} MB, {local} is "
+                              f"{local.stat().st_size / 2**20:.2f} MB: not the same file")
+        t = parsed["threads"] or threads
+        if not t:
+            raise GramTFError(f"{log}: the log does not say how many threads ran; pass --threads N")
+        info = artifact_info(local)
+        row = base_row(local, info, run_name)
+        row.update(compressed_sizes(local))
+        p50 = parsed["latency_ms_p50"]
+        row.update(threads=int(t), runtime="litert", device=device, runtime_version=parsed["tool"],
+                   latency_ms_mean=parsed["latency_ms_mean"], latency_ms_std=parsed["latency_ms_std"],
+                   latency_ms_p50=p50 if p50 is not None else parsed["latency_ms_mean"],
+                   first_ms=parsed["first_ms"], init_ms=parsed["init_ms"], runs=parsed["runs"],
+                   images_per_s=1000.0 / (p50 or parsed["latency_ms_mean"]),
+                   timing_source=f"{parsed['tool']}: {log.name}" + ("" if p50 is not None else " (p50 = mean: the log has no median)"),
+                   accuracy_source="local evaluation of the same file (sha256 checked)")
+        if evaluate and info.get("data_manifest"):
+            if local not in evals:
+                x, y = testset.get(info["data_manifest"], info["input_size"], info["preprocessing"]["resize"],
+                                   info["labels"])
+                evals[local] = evaluate_tflite(local, x, y, info["labels"])
+            add_metrics(row, evals[local])
+        rows.append(row)
+    add_relative_columns(rows)
+    return [{c: r.get(c) for c in ROW_COLUMNS} for r in rows]
