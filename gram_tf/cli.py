@@ -105,7 +105,7 @@ def data_check(directory, as_json):
 
 @data.command("split")
 @click.argument("directory", type=click.Path())
-@click.option("--out", "out", required=True, type=click.Path(dir_okay=False), help="manifest CSV to write")
+@click.option("--out", "out", required=True, type=click.Path(), help="manifest CSV to write")
 @click.option("--val", type=float, default=0.15, show_default=True)
 @click.option("--test", type=float, default=0.2, show_default=True)
 @click.option("--group-pattern", default=None,
@@ -113,8 +113,9 @@ def data_check(directory, as_json):
 @click.option("--seed", type=int, default=0, show_default=True)
 def data_split(directory, out, val, test, group_pattern, seed):
     """Write a stratified train/val/test manifest (path,label,split,group,sha256,status)."""
-    from .data import split_dataset, summarize_split, write_manifest
+    from .data import manifest_path, split_dataset, summarize_split, write_manifest
 
+    manifest_path(out)  # checked before the folder is read
     rows = split_dataset(directory, val=val, test=test, seed=seed, group_pattern=group_pattern)
     write_manifest(rows, out)
     summary = summarize_split(rows)
@@ -183,9 +184,14 @@ def train_cmd(data_dir, manifest, backbone, weights, weights_dir, input_size, ep
         extra["weights_dir"] = weights_dir
     cfg = _load_cfg(config, sets, extra)
     from .data import split_dataset, write_manifest
+    from .io_utils import require_dir
+    from .models import get_backbone, resolve_weights
     from .train import train
 
-    out = Path(out)
+    # checked before anything is written: a typo leaves no manifest behind
+    bb = get_backbone(backbone)
+    resolve_weights(bb, cfg.train.weights if cfg.train.weights != "imagenet" else "none", cfg.weights_dir)
+    out = require_dir(out, "the run directory (--out)")
     if data_dir:
         manifest = out / "manifest.csv"
         rows = split_dataset(data_dir, cfg.data.val, cfg.data.test, cfg.seed, cfg.data.group_pattern)
@@ -415,10 +421,13 @@ def run_cmd(config, out, sets):
 @click.option("--workers", type=int, default=None, help="decode threads (default: one per core)")
 @click.option("--labels", default=None, help="labels file or comma list, for a model without metadata")
 @click.option("--size", type=int, default=None, help="input size, for a model without metadata")
-def predict_cmd(model, paths, top_k, as_json, as_csv, out, resume, threads, workers, labels, size):
+@click.option("--no-verify", is_flag=True, help="skip the check of the file's sha256 against its manifest/sidecar")
+def predict_cmd(model, paths, top_k, as_json, as_csv, out, resume, threads, workers, labels, size, no_verify):
     """Classify images with a .tflite using LiteRT only (no TensorFlow needed)."""
     from . import deploy
 
+    if top_k < 1:
+        raise GramTFError(f"--top-k must be 1 or more, got {top_k}")
     if sum(map(bool, (as_json, as_csv, out))) > 1:
         raise GramTFError("choose one of --json, --csv or --out")
     if resume and not out:
@@ -427,7 +436,7 @@ def predict_cmd(model, paths, top_k, as_json, as_csv, out, resume, threads, work
         labels = [line.strip() for line in Path(labels).read_text().splitlines() if line.strip()]
     elif labels:
         labels = [s.strip() for s in labels.split(",") if s.strip()]
-    clf = deploy.Classifier(model, threads=threads, labels=labels, input_size=size)
+    clf = deploy.Classifier(model, threads=threads, labels=labels, input_size=size, verify=not no_verify)
     files = deploy.find_images(paths)
     if out:
         summary = deploy.predict_to_file(clf, files, out, top_k=top_k, resume=resume, workers=workers)

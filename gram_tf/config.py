@@ -10,6 +10,8 @@ import dataclasses
 import difflib
 import hashlib
 import json
+import math
+import re
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -143,6 +145,16 @@ _RANGES = {
 }
 
 
+_FLOAT_TEXT = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")
+# keys whose value must be a finite number > 0 (a learning rate of -1 or .nan trains garbage)
+_POSITIVE = ("train.learning_rate", "train.fine_tune_learning_rate", "prune.learning_rate", "convert.qat_learning_rate")
+# keys that are counts and must be >= their minimum
+_AT_LEAST = {"train.epochs": 1, "train.batch_size": 1, "bench.runs": 1, "convert.representative_samples": 1,
+             "train.augment_views": 1, "train.fine_tune_epochs": 0, "train.early_stopping_patience": 0,
+             "prune.epochs": 1, "prune.batch_size": 1, "convert.check_samples": 0, "convert.qat_epochs": 1,
+             "convert.fast_threads": 1, "bench.warmup": 0, "convert.batch_size": 1}
+
+
 def _type_name(tp) -> str:
     return getattr(tp, "__name__", str(tp))
 
@@ -165,6 +177,8 @@ def _coerce(value: Any, tp, key: str, source: str):
         return {str(k): str(v) for k, v in value.items()}
     if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
+    if tp is float and isinstance(value, str) and _FLOAT_TEXT.match(value.strip()):
+        return float(value)  # YAML 1.1 reads 1e-5 (no dot) as a string; people type it as a number
     if tp is int and isinstance(value, int) and not isinstance(value, bool):
         return value
     if tp is bool and isinstance(value, bool):
@@ -210,6 +224,10 @@ def _validate(cfg: StudyConfig, source: str) -> None:
         raise GramTFError(f"{source}: data.val + data.test must leave at least 10% for training")
     if not cfg.backbones:
         raise GramTFError(f"{source}: key 'backbones' needs at least one backbone name")
+    for key in ("backbones", "convert.variants", "convert.pruned_variants"):
+        for item in get_value(cfg, key):
+            if not isinstance(item, str) or not item.strip():
+                raise GramTFError(f"{source}: key '{key}' must list names, got {item!r}; e.g. --set '{key}=[name]'")
     for level in cfg.prune.levels:
         if not isinstance(level, (int, float)) or not 0.0 < float(level) < 1.0:
             raise GramTFError(f"{source}: prune.levels entries must be in (0, 1), got {level!r}")
@@ -219,9 +237,16 @@ def _validate(cfg: StudyConfig, source: str) -> None:
     for t in cfg.bench.threads:
         if not isinstance(t, int) or t < 1:
             raise GramTFError(f"{source}: bench.threads entries must be positive ints, got {t!r}")
-    for key in ("train.epochs", "train.batch_size", "bench.runs", "convert.representative_samples"):
-        if get_value(cfg, key) < 1:
-            raise GramTFError(f"{source}: key '{key}' must be >= 1")
+    for key, least in _AT_LEAST.items():
+        if get_value(cfg, key) < least:
+            raise GramTFError(f"{source}: key '{key}' = {get_value(cfg, key)} must be >= {least}")
+    for key in _POSITIVE:
+        value = get_value(cfg, key)
+        if not math.isfinite(value) or value <= 0:
+            raise GramTFError(f"{source}: key '{key}' = {value} must be a finite number > 0, e.g. 1e-4")
+    if cfg.train.input_size is not None and cfg.train.input_size < 1:
+        raise GramTFError(f"{source}: key 'train.input_size' = {cfg.train.input_size} must be a positive pixel "
+                          "size (or leave it unset for the backbone's default)")
     if not cfg.name or any(c in cfg.name for c in "/\\ "):
         raise GramTFError(f"{source}: key 'name' must be a non-empty name without slashes or spaces")
 
@@ -275,7 +300,9 @@ def load_config(path=None, overrides=None, base: Optional[dict] = None) -> Study
         if not path.is_file():
             raise GramTFError(f"config file {path} not found; see configs/ for examples")
         try:
-            loaded = yaml.safe_load(path.read_text()) or {}
+            loaded = yaml.safe_load(path.read_bytes().decode("utf-8")) or {}
+        except UnicodeDecodeError:
+            raise GramTFError(f"{path}: not a text file (YAML config expected); see configs/ for examples") from None
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             where = f" line {mark.line + 1}" if mark else ""

@@ -8,6 +8,8 @@ import os
 import tempfile
 from pathlib import Path
 
+from .errors import GramTFError
+
 
 @contextlib.contextmanager
 def atomic_path(path, suffix: str | None = None):
@@ -33,6 +35,17 @@ def atomic_path(path, suffix: str | None = None):
                 shutil.rmtree(tmp, ignore_errors=True)
             else:
                 tmp.unlink()
+
+
+def require_dir(path, what: str = "--out") -> Path:
+    """`path` as a folder to write into: a one-line error when it (or a parent) is an existing file."""
+    path = Path(path)
+    for p in (path, *path.parents):
+        if p.exists():
+            if not p.is_dir():
+                raise GramTFError(f"{p} is a file, not a folder; pass a folder for {what}")
+            break
+    return path
 
 
 def atomic_write_bytes(path, data: bytes) -> Path:

@@ -15,9 +15,10 @@ import dataclasses
 from . import data as data_mod
 from .bench import bench_paths
 from .config import StudyConfig, config_hash, dump_yaml
-from .convert import convert_run
+from .convert import convert_run, get_variant
 from .errors import GramTFError
-from .io_utils import atomic_write_json, read_json, sha256_file
+from .io_utils import atomic_write_json, read_json, require_dir, sha256_file
+from .models import get_backbone
 from .optimize import prune_run
 from .report import build_report, load_results, write_results
 from .train import train
@@ -88,7 +89,12 @@ def _data_stage(cfg: StudyConfig, root: Path, stages: _Stages) -> Path:
 
 def run_study(cfg: StudyConfig, progress: bool = True) -> dict:
     """Run (or resume) the study described by `cfg`; returns {'rows', 'report', 'stages'}."""
-    root = Path(cfg.out) / cfg.name
+    # everything the config names is checked before any work or file: a typo costs nothing
+    for backbone in cfg.backbones:
+        get_backbone(backbone)
+    for variant in [*cfg.convert.variants, *cfg.convert.pruned_variants]:
+        get_variant(variant)
+    root = require_dir(Path(cfg.out) / cfg.name, "the study's output folder (out / --out)")
     root.mkdir(parents=True, exist_ok=True)
     dump_yaml(cfg, root / "config.yaml")
     tflite_dir = Path(cfg.tflite_dir) / cfg.name

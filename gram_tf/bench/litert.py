@@ -92,7 +92,7 @@ def discover(paths) -> list[Path]:
         if not p.exists():
             raise GramTFError(f"{p} does not exist; pass .tflite files or a tflite_models/<run> folder")
         if p.is_dir():
-            found = sorted(p.glob("*.tflite"))
+            found = sorted(f for f in p.glob("*.tflite") if not f.name.startswith("."))  # never a temp file
             if not found:
                 raise GramTFError(f"{p} contains no .tflite files; run 'gram-tf convert' first")
             files.extend(found)

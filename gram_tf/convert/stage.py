@@ -151,7 +151,11 @@ def convert_run(run_dir, variants=None, out_dir=None, cfg: Optional[ConvertConfi
     if any(s.training == "pqat" for s in specs) and not run.get("sparsity_target"):
         raise GramTFError(f"pqat-int8 needs a pruned run; convert {run_dir}/pruned_NN (from 'gram-tf prune') instead")
     out_dir = Path(out_dir) if out_dir else default_out_dir(run_dir, run)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise GramTFError(f"{out_dir} is a file; pass a folder for the artifacts (--out DIR)")
     out_dir.mkdir(parents=True, exist_ok=True)
+    for stale in out_dir.glob(".*.tflite.*"):  # temp files of a killed conversion (io_utils.atomic_path)
+        stale.unlink(missing_ok=True)
     rows = data_mod.read_manifest(run["manifest"])
     size, pre, labels = run["input_size"], run["preprocessing"], run["labels"]
     model = load_model(run_dir / "model.keras")

@@ -19,7 +19,7 @@ import numpy as np
 
 from ..deploy.imaging import IMAGE_EXTENSIONS, is_image_file, load_image
 from ..errors import GramTFError
-from ..io_utils import atomic_write_text, sha256_file
+from ..io_utils import atomic_write_text, require_dir, sha256_file
 
 MANIFEST_COLUMNS = ("path", "label", "split", "group", "sha256", "status")
 SPLITS = ("train", "val", "test")
@@ -202,8 +202,17 @@ def split_dataset(root, val: float = 0.15, test: float = 0.2, seed: int = 0,
     return rows
 
 
-def write_manifest(rows: Iterable[dict], path) -> Path:
+def manifest_path(path) -> Path:
+    """`path` as a manifest to write: a one-line error when it is a folder or sits under a file."""
     path = Path(path)
+    if path.is_dir():
+        raise GramTFError(f"{path} is a folder; pass the manifest file to write, e.g. {path / 'manifest.csv'}")
+    require_dir(path.parent, f"the manifest's folder ({path.name})")
+    return path
+
+
+def write_manifest(rows: Iterable[dict], path) -> Path:
+    path = manifest_path(path)
     base = path.parent.resolve()
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=MANIFEST_COLUMNS, lineterminator="\n")

@@ -15,6 +15,7 @@ from typing import Iterable, Iterator, Optional
 import numpy as np
 
 from ..errors import GramTFError
+from ..io_utils import sha256_file
 from .imaging import (DEFAULT_PREPROCESSING, find_images, load_resized, normalize, one_line,
                       validate_preprocessing)
 from .interpreter import interpreter_class
@@ -22,6 +23,23 @@ from .stream import batched, decode_stream
 from .metadata import METADATA_FORMAT, read_metadata, read_sidecar, sidecar_path
 
 _BATCH = 32  # images decoded and resized per interpreter call group
+
+
+def recorded_sha256(model_path) -> str | None:
+    """sha256 written at export for this file: its sidecar's artifact entry, else its folder's manifest."""
+    model_path = Path(model_path)
+    candidates = []
+    sidecar = read_sidecar(model_path)
+    if sidecar and isinstance(sidecar.get("artifact"), dict):
+        candidates.append(sidecar["artifact"].get("sha256"))
+    manifest = model_path.parent / "manifest.json"
+    if manifest.is_file():
+        try:
+            entries = json.loads(manifest.read_text(encoding="utf-8")).get("artifacts", [])
+        except (ValueError, AttributeError):
+            entries = []
+        candidates += [e.get("sha256") for e in entries if isinstance(e, dict) and e.get("file") == model_path.name]
+    return next((c for c in candidates if isinstance(c, str) and len(c) == 64), None)
 
 
 def _parse_labels(labels) -> list[str]:
@@ -63,13 +81,15 @@ class Classifier:
     """
 
     def __init__(self, model_path, threads=None, labels=None, input_size=None,
-                 preprocessing=None):
+                 preprocessing=None, verify: bool = True):
         self.model_path = Path(model_path)
         self.warnings: list[str] = []
         where = str(self.model_path)
         if not self.model_path.is_file():
             raise GramTFError(f"{where}: model file not found; pass the path to a .tflite file")
         self._load_metadata(where)
+        if verify:
+            self._verify(where)
         self._open_interpreter(where, threads)
         self._set_labels(where, labels)
         self._set_input_size(where, input_size)
@@ -91,6 +111,14 @@ class Classifier:
         if fmt is not None and fmt != METADATA_FORMAT:
             self.warnings.append(f"{where}: metadata format {fmt!r} is not {METADATA_FORMAT!r}; "
                                  "reading it anyway")
+
+    def _verify(self, where: str) -> None:
+        """The file's sha256 against the one recorded when it was exported (sidecar or manifest.json):
+        a model whose bytes changed since (a bad copy, a disk error) must not classify anything."""
+        recorded = recorded_sha256(self.model_path)
+        if recorded and sha256_file(self.model_path) != recorded:
+            raise GramTFError(f"{where}: sha256 differs from the one recorded at export ({recorded[:12]}...): the "
+                              "file was changed or corrupted; copy it again, or pass --no-verify")
 
     def _open_interpreter(self, where: str, threads) -> None:
         if threads is not None and (not isinstance(threads, int) or threads < 1):

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..errors import GramTFError
 from ..io_utils import atomic_path
 from . import vit
 
@@ -14,13 +15,34 @@ def quiet_tensorflow() -> None:
     tf.get_logger().setLevel("ERROR")
 
 
+HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+
+
 def load_model(path):
-    """Load a .keras model saved by gram_tf (custom transformer layers included)."""
+    """Load a .keras model saved by gram_tf (custom transformer layers included), safely: an HDF5
+    full model is refused (Keras' safe mode does not cover HDF5, whose Lambda layers run code on
+    load), and a zip .keras is loaded in safe mode (a Lambda layer is a one-line error, no code runs)."""
     import tf_keras
 
+    path = Path(path)
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(8)
+    except OSError as exc:
+        raise GramTFError(f"{path}: cannot read the model ({exc.strerror})") from None
+    if head == HDF5_SIGNATURE:
+        raise GramTFError(f"{path}: an HDF5 full model is never loaded (its Lambda layers would run code); "
+                          "use a .keras (zip) model saved by gram_tf, or retrain with 'gram-tf train'")
     quiet_tensorflow()
-    with tf_keras.utils.custom_object_scope(vit.custom_objects()):
-        return tf_keras.models.load_model(str(path), compile=False)
+    try:
+        with tf_keras.utils.custom_object_scope(vit.custom_objects()):
+            return tf_keras.models.load_model(str(path), compile=False, safe_mode=True)
+    except ValueError as exc:
+        text = " ".join(str(exc).split())
+        if "Lambda" in text or "safe_mode" in text or "unsafe" in text.lower():
+            raise GramTFError(f"{path}: the model holds a Lambda layer (code), which gram_tf never loads; "
+                              "rebuild it from gram_tf's layers") from None
+        raise GramTFError(f"{path}: not a model gram_tf can load ({text[:200]})") from None
 
 
 def save_model(model, path) -> Path:

@@ -184,6 +184,7 @@ def prune_run(run_dir, cfg: Optional[PruneConfig] = None, seed: int = 0, progres
     for level in levels:
         if not 0 < float(level) < 1:
             raise GramTFError(f"sparsity level {level} must be between 0 and 1 (exclusive)")
+    load_model(Path(run_dir) / "model.keras")  # a model file gram_tf refuses fails before any data is read
     rows = data_mod.read_manifest(run["manifest"])
     xs, ys = {}, {}
     for split in data_mod.SPLITS:

@@ -18,7 +18,7 @@ import numpy as np
 from .. import data as data_mod
 from ..config import TrainConfig, config_hash
 from ..errors import GramTFError
-from ..io_utils import atomic_path, atomic_write_json, atomic_write_text, read_json
+from ..io_utils import atomic_path, atomic_write_json, atomic_write_text, read_json, require_dir
 from ..models import (HEAD_DENSE, HEAD_DROPOUT, backbone_layers, build_classifier, count_macs,
                       feature_extractor, get_backbone, quiet_tensorflow, save_model)
 from ..run import MODEL_FILE, RUN_FILE, library_versions
@@ -122,7 +122,7 @@ def train(manifest, backbone: str, out_dir, cfg: Optional[TrainConfig] = None, s
     cfg = cfg or TrainConfig()
     get_backbone(backbone)  # a typo fails before any data is read
     quiet_tensorflow()
-    out_dir = Path(out_dir)
+    out_dir = require_dir(out_dir, "the run directory (--out)")
     out_dir.mkdir(parents=True, exist_ok=True)
     rows = data_mod.read_manifest(manifest)
     labels = data_mod.manifest_labels([r for r in rows if r["split"] != "excluded"])

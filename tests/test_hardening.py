@@ -1,0 +1,145 @@
+"""Hostile-but-realistic input (issue 19): code in model files, bad values, files where folders are
+expected, corrupted artifacts, temp files of a killed conversion. Each case is a one-line `error:`
+(exit 2) or is handled, never a traceback, and nothing runs code from a model file."""
+from __future__ import annotations
+
+import shutil
+
+import pytest
+from click.testing import CliRunner
+
+from gram_tf.cli import main
+from gram_tf.config import ConvertConfig, load_config
+from gram_tf.convert import convert_run
+from gram_tf.errors import GramTFError
+
+
+def _one_line_error(res, *needles):
+    """Exit 2 and one `error:` line (progress bars drawn before it are erased with \\r, not lines)."""
+    assert res.exit_code == 2, res.output
+    lines = [line for line in res.output.split("\n") if line.strip()]
+    assert len(lines) == 1 and lines[0].split("\r")[-1].startswith("error: "), res.output
+    assert "Traceback" not in res.output
+    for n in needles:
+        assert n in lines[0], res.output
+
+
+@pytest.fixture(scope="module")
+def artifact(tiny_run, tmp_path_factory):
+    out = tmp_path_factory.mktemp("hard_tfl")
+    convert_run(tiny_run, ["fp32"], out_dir=out, cfg=ConvertConfig(check_samples=4), progress=False)
+    return next(out.glob("*.tflite"))
+
+
+def _run_with_model(tiny_run, tmp_path, save):
+    """A copy of the tiny run whose model.keras is replaced by what `save(path)` writes."""
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    (run / "model.keras").unlink()
+    save(run / "model.keras")
+    return run
+
+
+@pytest.mark.parametrize("fmt", ["h5", "keras"])
+def test_a_lambda_layer_in_a_model_file_never_runs(tiny_run, tmp_path, fmt):
+    import tf_keras
+
+    marker = tmp_path / "code_ran"
+    where = str(marker)  # a str closure: Keras serializes the lambda's code and closure into the file
+
+    def save(path):
+        inp = tf_keras.Input((4,))
+        out = tf_keras.layers.Lambda(lambda x: (open(where, "w").close(), x)[1])(inp)
+        model = tf_keras.Model(inp, out)
+        marker.unlink(missing_ok=True)
+        tmp = path.with_suffix(f".tmp.{fmt}")
+        model.save(str(tmp))  # HDF5 or zip .keras, then under the run's model name
+        tmp.rename(path)
+        marker.unlink(missing_ok=True)
+
+    run = _run_with_model(tiny_run, tmp_path, save)
+    for args in (["convert", str(run), "--variants", "fp32", "--out", str(tmp_path / "tfl")],
+                 ["prune", str(run), "--final-sparsity", "0.5"]):
+        res = CliRunner().invoke(main, args)
+        _one_line_error(res, "model.keras")
+        assert ("HDF5" in res.output) if fmt == "h5" else ("Lambda" in res.output)
+    assert not marker.exists(), "code from the model file ran"
+    assert not list((tmp_path / "tfl").glob("*.tflite")) if (tmp_path / "tfl").exists() else True
+
+
+@pytest.mark.parametrize("sets, needle", [
+    (["backbones=[123]"], "backbones"), (["backbones=[null]"], "backbones"), (["backbones={a: 1}"], "backbones"),
+    (["train.augment_views=-1"], "augment_views"), (["train.learning_rate=-1"], "learning_rate"),
+    (["train.learning_rate=.nan"], "learning_rate"), (["train.input_size=0"], "input_size"),
+    (["backbones=[mobilenet_v2_O35]"], "did you mean"), (["convert.variants=[int9]"], "int9"),
+])
+def test_bad_values_are_one_line_errors_before_any_work(tmp_path, sets, needle):
+    res = CliRunner().invoke(main, ["run", "configs/quickstart.yaml", "--out", str(tmp_path / "study"),
+                                    *[a for s in sets for a in ("--set", s)]])
+    _one_line_error(res, needle)
+    assert not (tmp_path / "study").exists(), "work started before the config was checked"
+
+
+def test_numbers_are_read_as_people_type_them():
+    cfg = load_config("configs/quickstart.yaml", ["prune.learning_rate=1e-5", "train.learning_rate=5E-3"])
+    assert cfg.prune.learning_rate == 1e-5 and cfg.train.learning_rate == 5e-3
+
+
+def test_a_binary_config_file_is_one_line(tmp_path):
+    cfg = tmp_path / "config.yaml"
+    cfg.write_bytes(b"\x89PNG\r\n\x1a\n\x00\xff\xfe\x00")
+    _one_line_error(CliRunner().invoke(main, ["run", str(cfg)]), "not a text file")
+    with pytest.raises(GramTFError, match="not a text file"):
+        load_config(cfg)
+
+
+def test_out_naming_a_file(tmp_path, synth_manifest, synth_dir):
+    a_file = tmp_path / "taken"
+    a_file.write_text("x")
+    _one_line_error(CliRunner().invoke(main, ["train", "--manifest", str(synth_manifest), "--backbone",
+                                              "mobilenet_v1_050", "--out", str(a_file)]), "is a file")
+    _one_line_error(CliRunner().invoke(main, ["run", "configs/quickstart.yaml", "--out", str(a_file)]), "is a file")
+    _one_line_error(CliRunner().invoke(main, ["data", "split", str(synth_dir), "--out",
+                                              str(a_file / "manifest.csv")]), "is a file")
+    _one_line_error(CliRunner().invoke(main, ["data", "split", str(synth_dir), "--out", str(tmp_path)]), "folder")
+
+
+def test_a_typo_in_train_leaves_nothing_behind(tmp_path, synth_dir):
+    res = CliRunner().invoke(main, ["train", "--data", str(synth_dir), "--backbone", "mobilenet_v9",
+                                    "--out", str(tmp_path / "run")])
+    _one_line_error(res, "mobilenet_v9")
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("k", ["0", "-1"])
+def test_predict_top_k_below_one(artifact, synth_dir, k):
+    _one_line_error(CliRunner().invoke(main, ["predict", str(artifact), str(synth_dir), "--top-k", k]), "--top-k")
+
+
+def test_a_corrupted_artifact_is_refused_unless_told(artifact, tmp_path, synth_dir):
+    copy = tmp_path / "models"
+    shutil.copytree(artifact.parent, copy)
+    bad = copy / artifact.name
+    data = bytearray(bad.read_bytes())
+    mid = len(data) // 2
+    data[mid:mid + 4096] = bytes(4096)  # weights overwritten, flatbuffer still readable
+    bad.write_bytes(bytes(data))
+    image = next(p for p in synth_dir.rglob("*.png"))
+    _one_line_error(CliRunner().invoke(main, ["predict", str(bad), str(image)]), "sha256", "--no-verify")
+    res = CliRunner().invoke(main, ["predict", str(bad), str(image), "--no-verify"])
+    assert res.exit_code == 0, res.output
+    ok = CliRunner().invoke(main, ["predict", str(artifact), str(image)])
+    assert ok.exit_code == 0, ok.output
+
+
+def test_temp_files_of_a_killed_conversion_are_never_benchmarked(tiny_run, tmp_path):
+    from gram_tf.bench import discover
+
+    out = tmp_path / "tfl"
+    convert_run(tiny_run, ["fp32"], out_dir=out, cfg=ConvertConfig(check_samples=4), progress=False)
+    stale = out / f".{next(out.glob('*.tflite')).name}.x1y2z3.tflite"  # io_utils.atomic_path's temp name
+    stale.write_bytes(b"half written")
+    assert stale not in discover([out])
+    convert_run(tiny_run, ["fp32"], out_dir=out, cfg=ConvertConfig(check_samples=4), progress=False,
+                skip_existing=True)
+    assert not stale.exists()
