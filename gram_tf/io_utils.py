@@ -48,6 +48,56 @@ def require_dir(path, what: str = "--out") -> Path:
     return path
 
 
+LOCK_NAME = ".gram_tf.lock"
+
+
+@contextlib.contextmanager
+def folder_lock(folder, what: str = "this folder"):
+    """Hold `folder` for one writer: a second process gets a one-line error naming the holder (pid,
+    start time). A lock whose process is gone (killed, rebooted) is stale and taken over."""
+    import datetime
+    import time
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    lock = folder / LOCK_NAME
+    me = {"pid": os.getpid(), "started": datetime.datetime.now().isoformat(timespec="seconds")}
+    for _ in range(2):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            try:
+                holder = json.loads(lock.read_text() or "{}")
+            except (OSError, ValueError):
+                holder = {}
+            pid = int(holder.get("pid", -1))
+            if pid > 0 and pid != os.getpid() and _alive(pid):
+                raise GramTFError(f"{folder} is being written by process {pid} (since {holder.get('started')}, "
+                                  f"{what}); wait for it, or remove {lock} if that process is gone") from None
+            lock.unlink(missing_ok=True)  # stale (or ours from a crash in this process): take it over
+            time.sleep(0.01)
+            continue
+        with os.fdopen(fd, "w") as fh:
+            json.dump(me, fh)
+        break
+    else:  # pragma: no cover - two takers raced for a stale lock
+        raise GramTFError(f"{folder}: could not take {lock}; run the command again")
+    try:
+        yield lock
+    finally:
+        lock.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, another user's
+        return True
+    return True
+
+
 def atomic_write_bytes(path, data: bytes) -> Path:
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)

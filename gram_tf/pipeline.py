@@ -11,13 +11,14 @@ import time
 from pathlib import Path
 
 import dataclasses
+import os
 
 from . import data as data_mod
 from .bench import bench_paths
 from .config import StudyConfig, config_hash, dump_yaml
 from .convert import convert_run, get_variant
 from .errors import GramTFError
-from .io_utils import atomic_write_json, read_json, require_dir, sha256_file
+from .io_utils import atomic_write_json, folder_lock, read_json, require_dir, sha256_file
 from .models import get_backbone
 from .optimize import prune_run
 from .report import build_report, load_results, write_results
@@ -95,14 +96,62 @@ def run_study(cfg: StudyConfig, progress: bool = True) -> dict:
     for variant in [*cfg.convert.variants, *cfg.convert.pruned_variants]:
         get_variant(variant)
     root = require_dir(Path(cfg.out) / cfg.name, "the study's output folder (out / --out)")
-    root.mkdir(parents=True, exist_ok=True)
+    tflite_dir = require_dir(Path(cfg.tflite_dir) / cfg.name, "tflite_dir")
+    _claim(tflite_dir, root)
+    with folder_lock(root, "gram-tf run"):
+        return _run_study(cfg, root, tflite_dir, progress)
+
+
+STUDY_FILE = ".gram_tf_study.json"
+
+
+def _claim(tflite_dir: Path, root: Path) -> None:
+    """Artifacts belong to one study: two studies of the same name in two --out folders would share
+    tflite_models/<name> and read each other's models. The folder records its study on first use."""
+    marker = tflite_dir / STUDY_FILE
+    mine = str(root.resolve())
+    if marker.is_file():
+        try:
+            owner = read_json(marker).get("study")
+        except ValueError:
+            owner = None
+        if owner and owner != mine:
+            raise GramTFError(f"{tflite_dir} holds the artifacts of the study in {owner}; give this study its own "
+                              f"tflite_dir (--set tflite_dir=...) or another name")
+        return
+    # a folder from before the marker existed: its manifest says which runs made the artifacts
+    manifest = tflite_dir / "manifest.json"
+    try:
+        runs = {a.get("run_dir", "") for a in read_json(manifest).get("artifacts", [])} if manifest.is_file() else set()
+    except (ValueError, AttributeError):
+        runs = {"?"}
+    foreign = sorted(r for r in runs if not str(r).startswith(mine + os.sep))
+    if foreign or (not runs and any(tflite_dir.glob("*.tflite"))):
+        raise GramTFError(f"{tflite_dir} holds artifacts of another run ({(foreign or ['unknown'])[0]}); give this "
+                          "study its own tflite_dir (--set tflite_dir=...) or another name")
+    atomic_write_json(marker, {"study": mine})
+
+
+def _outputs_intact(tflite_dir: Path, files) -> bool:
+    """Every recorded output exists with the sha256 its manifest entry records."""
+    manifest = tflite_dir / "manifest.json"
+    if not manifest.is_file():
+        return False
+    try:
+        recorded = {a["file"]: a.get("sha256") for a in read_json(manifest).get("artifacts", [])}
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return False
+    return all((tflite_dir / f).is_file() and recorded.get(f) == sha256_file(tflite_dir / f) for f in files)
+
+
+def _run_study(cfg: StudyConfig, root: Path, tflite_dir: Path, progress: bool) -> dict:
     dump_yaml(cfg, root / "config.yaml")
-    tflite_dir = Path(cfg.tflite_dir) / cfg.name
     n_levels = len(cfg.prune.levels)
     stages = _Stages(root, 1 + len(cfg.backbones) * (2 + 2 * n_levels) + 2, progress)
 
     manifest = _data_stage(cfg, root, stages)
     manifest_sha = sha256_file(manifest)
+    artifacts: list[str] = []  # this config's artifacts, in order: what bench times, nothing else
     for backbone in cfg.backbones:
         run_dir = root / "runs" / backbone
         train_cfg = cfg.train
@@ -136,15 +185,17 @@ def run_study(cfg: StudyConfig, progress: bool = True) -> dict:
             name = f"convert-{backbone}-{tag}"
             ckey = config_hash({"convert": cfg.convert, "variants": variants, "source": src_key})
             rec = stages.done(name, ckey)
-            if rec is not None and all((tflite_dir / f).is_file() for f in rec):
+            if rec is not None and _outputs_intact(tflite_dir, rec):
                 stages.start(name, skipped=True)
+                artifacts += rec
                 continue
             stages.start(name, skipped=False)
             made = convert_run(src_dir, variants, out_dir=tflite_dir, cfg=cfg.convert, seed=cfg.seed,
                                progress=progress)
             stages.finish(name, ckey, [a["file"] for a in made["artifacts"]])
+            artifacts += [a["file"] for a in made["artifacts"]]
 
-    files = sorted(tflite_dir.glob("*.tflite"))
+    files = sorted(tflite_dir / f for f in dict.fromkeys(artifacts))
     if not files:
         raise GramTFError(f"no artifacts in {tflite_dir}; check convert.variants")
     bkey = config_hash({"bench": cfg.bench, "files": [sha256_file(f) for f in files]})

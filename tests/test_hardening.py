@@ -143,3 +143,25 @@ def test_temp_files_of_a_killed_conversion_are_never_benchmarked(tiny_run, tmp_p
     convert_run(tiny_run, ["fp32"], out_dir=out, cfg=ConvertConfig(check_samples=4), progress=False,
                 skip_existing=True)
     assert not stale.exists()
+
+
+def test_a_second_writer_gets_the_holder_and_a_stale_lock_is_taken_over(tiny_run, tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    from gram_tf.io_utils import LOCK_NAME
+
+    out = tmp_path / "tfl"
+    out.mkdir()
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (out / LOCK_NAME).write_text(json.dumps({"pid": holder.pid, "started": "2026-11-27T10:00:00"}))
+        with pytest.raises(GramTFError, match=f"being written by process {holder.pid}"):
+            convert_run(tiny_run, ["fp32"], out_dir=out, cfg=ConvertConfig(check_samples=4), progress=False)
+    finally:
+        holder.kill()
+        holder.wait()
+    # the holder is gone: its lock is stale and taken over; released after the run
+    convert_run(tiny_run, ["fp32"], out_dir=out, cfg=ConvertConfig(check_samples=4), progress=False)
+    assert list(out.glob("*.tflite")) and not (out / LOCK_NAME).exists()

@@ -43,3 +43,23 @@ def test_run_end_to_end_then_resume_without_recomputing(tmp_path):
     # changing one stage's config recomputes that stage and what follows, nothing before it
     changed = run_study(load_config(cfg_file, ["bench.runs=5"]), progress=False)
     assert changed["stages"]["ran"] == ["bench", "report"]
+
+    # a config that drops a variant drops its rows: bench times this config's artifacts, not a glob
+    fewer = run_study(load_config(cfg_file, ["convert.variants=[fp32]"]), progress=False)
+    assert {(r["variant"], r["sparsity_target"]) for r in fewer["rows"]} == {("fp32", 0.0), ("fp32", 0.5)}
+    assert (tfl / "mobilenet_v1_025__int8.tflite").is_file()  # kept on disk, just not this study's any more
+
+    # a second study of the same name in another --out folder cannot take over these artifacts
+    import pytest
+
+    from gram_tf.errors import GramTFError
+
+    with pytest.raises(GramTFError, match="holds the artifacts of the study in"):
+        run_study(load_config(cfg_file, [f"out={tmp_path / 'other'}"]), progress=False)
+    assert not (tmp_path / "other" / "tiny" / "results.csv").exists()
+
+    # an artifact changed on disk is not a finished conversion: the stage runs again
+    victim = tfl / "mobilenet_v1_025__fp32.tflite"
+    victim.write_bytes(victim.read_bytes()[:-16] + bytes(16))
+    redo = run_study(load_config(cfg_file, ["convert.variants=[fp32]"]), progress=False)
+    assert "convert-mobilenet_v1_025-dense" in redo["stages"]["ran"]

@@ -18,7 +18,7 @@ from .. import data as data_mod
 from ..config import ConvertConfig
 from ..deploy import embed_metadata
 from ..errors import GramTFError
-from ..io_utils import atomic_path, atomic_write_json, compressed_sizes, read_json, sha256_file
+from ..io_utils import atomic_path, atomic_write_json, compressed_sizes, folder_lock, read_json, sha256_file
 from ..models import get_backbone, load_model
 from ..optimize import quantize_aware
 from ..run import library_versions, load_run
@@ -141,8 +141,6 @@ def export_artifact(model, path, variant: str, *, size: int, preprocessing: dict
 def convert_run(run_dir, variants=None, out_dir=None, cfg: Optional[ConvertConfig] = None, seed: int = 0,
                 progress: bool = True, skip_existing: bool = False) -> dict:
     """Convert a trained (or pruned) run to every requested variant; returns the run manifest."""
-    import tf_keras
-
     cfg = cfg or ConvertConfig()
     variants = list(variants or cfg.variants)
     specs = [get_variant(v) for v in variants]  # unknown names fail before any work
@@ -153,9 +151,16 @@ def convert_run(run_dir, variants=None, out_dir=None, cfg: Optional[ConvertConfi
     out_dir = Path(out_dir) if out_dir else default_out_dir(run_dir, run)
     if out_dir.exists() and not out_dir.is_dir():
         raise GramTFError(f"{out_dir} is a file; pass a folder for the artifacts (--out DIR)")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for stale in out_dir.glob(".*.tflite.*"):  # temp files of a killed conversion (io_utils.atomic_path)
-        stale.unlink(missing_ok=True)
+    with folder_lock(out_dir, "gram-tf convert"):
+        for stale in out_dir.glob(".*.tflite.*"):  # temp files of a killed conversion (io_utils.atomic_path)
+            stale.unlink(missing_ok=True)
+        return _convert_specs(run_dir, run, specs, out_dir, cfg, seed, progress, skip_existing)
+
+
+def _convert_specs(run_dir: Path, run: dict, specs: list, out_dir: Path, cfg: ConvertConfig, seed: int,
+                   progress: bool, skip_existing: bool) -> dict:
+    import tf_keras
+
     rows = data_mod.read_manifest(run["manifest"])
     size, pre, labels = run["input_size"], run["preprocessing"], run["labels"]
     model = load_model(run_dir / "model.keras")

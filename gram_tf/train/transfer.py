@@ -18,7 +18,8 @@ import numpy as np
 from .. import data as data_mod
 from ..config import TrainConfig, config_hash
 from ..errors import GramTFError
-from ..io_utils import atomic_path, atomic_write_json, atomic_write_text, read_json, require_dir
+from ..io_utils import (atomic_path, atomic_write_json, atomic_write_text, folder_lock, read_json,
+                        require_dir)
 from ..models import (HEAD_DENSE, HEAD_DROPOUT, backbone_layers, build_classifier, count_macs,
                       feature_extractor, get_backbone, quiet_tensorflow, save_model)
 from ..run import MODEL_FILE, RUN_FILE, library_versions
@@ -117,13 +118,18 @@ class _Session:
 def train(manifest, backbone: str, out_dir, cfg: Optional[TrainConfig] = None, seed: int = 0,
           weights_dir=None, progress: bool = True, data_cache_dir=None) -> dict:
     """Train one backbone on a split manifest; returns the run info (also written to run.json)."""
-    import tf_keras
-
     cfg = cfg or TrainConfig()
     get_backbone(backbone)  # a typo fails before any data is read
     quiet_tensorflow()
     out_dir = require_dir(out_dir, "the run directory (--out)")
-    out_dir.mkdir(parents=True, exist_ok=True)
+    with folder_lock(out_dir, "gram-tf train"):
+        return _train(manifest, backbone, out_dir, cfg, seed, weights_dir, progress, data_cache_dir)
+
+
+def _train(manifest, backbone: str, out_dir: Path, cfg: TrainConfig, seed: int, weights_dir, progress: bool,
+           data_cache_dir) -> dict:
+    import tf_keras
+
     rows = data_mod.read_manifest(manifest)
     labels = data_mod.manifest_labels([r for r in rows if r["split"] != "excluded"])
     if len(labels) < 2:
