@@ -79,7 +79,8 @@ def test_recalibration_makes_random_features_informative():
     assert after > 100 * max(before, 1e-12)
 
 
-def test_resume_after_interrupt(synth_manifest, tmp_path, monkeypatch):
+@pytest.mark.parametrize("cache", ["disk", "none"])
+def test_resume_after_interrupt(synth_manifest, tmp_path, monkeypatch, cache):
     import tf_keras
 
     original = train_mod._callbacks
@@ -92,17 +93,19 @@ def test_resume_after_interrupt(synth_manifest, tmp_path, monkeypatch):
     def with_boom(*a, **k):
         return original(*a, **k) + [Boom()]
 
-    cfg = _cfg(epochs=8, early_stopping_patience=100, cache="disk")
+    cfg = _cfg(epochs=8, early_stopping_patience=100, cache=cache)
     monkeypatch.setattr(train_mod, "_callbacks", with_boom)
     with pytest.raises(KeyboardInterrupt):
         train(synth_manifest, "mobilenet_v2_035", tmp_path / "run", cfg, progress=False)
     state = json.loads((tmp_path / "run" / "train_state.json").read_text())
     assert state["epoch"] == 2 and not (tmp_path / "run" / "run.json").exists()
-    assert list((tmp_path / "run" / "cache").glob("features_*.npz"))
+    if cache == "disk":
+        assert list((tmp_path / "run" / "cache").glob("features_*.npz"))
     monkeypatch.setattr(train_mod, "_callbacks", original)
     train(synth_manifest, "mobilenet_v2_035", tmp_path / "run", cfg, progress=False)
     history = json.loads((tmp_path / "run" / "history.json").read_text())
-    assert len(history["head"]["loss"]) == 5  # epochs 4..8 only
+    assert len(history["head"]["loss"]) == 8  # every epoch: 1-3 before the interruption, 4-8 after
+    assert history["head"]["loss"][:3] == state["history"]["loss"]  # resumed, not restarted
     assert not (tmp_path / "run" / "train_state.json").exists()
 
 

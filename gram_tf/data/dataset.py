@@ -11,13 +11,14 @@ import io
 import os
 import random
 import re
+import warnings
 from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Iterable, Optional
 
 import numpy as np
 
-from ..deploy.imaging import IMAGE_EXTENSIONS, is_image_file, load_image
+from ..deploy.imaging import IMAGE_EXTENSIONS, check_pixels, is_image_file, load_image
 from ..errors import GramTFError
 from ..io_utils import atomic_write_text, require_dir, sha256_file
 
@@ -71,12 +72,17 @@ def probe_image(path) -> tuple[Optional[tuple[int, int]], Optional[str]]:
     try:
         if path.stat().st_size == 0:
             return None, f"{path}: empty file (0 bytes)"
-        with Image.open(path) as img:
-            size = img.size
-            if img.format == "JPEG":
-                img.draft("RGB", (max(1, size[0] // 8), max(1, size[1] // 8)))
-            img.load()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                size = img.size
+                check_pixels(path, size)
+                if img.format == "JPEG":
+                    img.draft("RGB", (max(1, size[0] // 8), max(1, size[1] // 8)))
+                img.load()
         return size, None
+    except GramTFError as exc:
+        return None, str(exc)
     except Exception:
         try:  # the shared decoder gives the canonical message
             load_image(path)

@@ -16,11 +16,39 @@ from ..errors import GramTFError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
 
-# Whole-slide crops and camera micrographs are routinely 4000+ px a side; Pillow's default
-# decompression-bomb limit (~89 MP) is too small for some. Only ever raised, never lowered.
-MAX_IMAGE_PIXELS = 20000 * 20000
+# Whole-slide crops and camera micrographs are routinely 4000+ px a side, but one decoded pixel
+# costs 3+ bytes several times over (a 12000 x 12000 PNG took training from 0.7 to 2.6 GB): images
+# above this many pixels are refused from their header, before any decoding. Raise it with the
+# environment variable below for a machine with the memory.
+MAX_IMAGE_PIXELS = 100_000_000
+MAX_PIXELS_ENV = "GRAM_TF_MAX_IMAGE_PIXELS"
+# Pillow's own bomb check (a warning, then an error at 2x its limit) is only ever raised to ours
 if Image.MAX_IMAGE_PIXELS is not None and Image.MAX_IMAGE_PIXELS < MAX_IMAGE_PIXELS:
     Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
+
+
+def max_image_pixels() -> int:
+    raw = os.environ.get(MAX_PIXELS_ENV)
+    if not raw:
+        return MAX_IMAGE_PIXELS
+    try:
+        value = int(float(raw))
+    except ValueError:
+        raise GramTFError(f"{MAX_PIXELS_ENV}={raw!r} is not a number of pixels, e.g. 200000000") from None
+    if value <= 0:
+        raise GramTFError(f"{MAX_PIXELS_ENV}={raw!r} must be a positive number of pixels")
+    if Image.MAX_IMAGE_PIXELS is not None and Image.MAX_IMAGE_PIXELS < value:
+        Image.MAX_IMAGE_PIXELS = value  # only raised, so Pillow does not refuse what the user allowed
+    return value
+
+
+def check_pixels(path, size: tuple[int, int]) -> None:
+    """One-line error for an image above the pixel limit, from its header (nothing decoded yet)."""
+    limit = max_image_pixels()
+    w, h = size
+    if w * h > limit:
+        raise GramTFError(f"{path}: {w}x{h} = {w * h / 1e6:.0f} Mpx is above the {limit / 1e6:.0f} Mpx limit; "
+                          f"downscale or tile it, or raise {MAX_PIXELS_ENV} on a machine with the memory")
 
 RESIZE_MODES = ("squash", "center_crop")
 CHANNEL_ORDERS = ("RGB", "BGR")
@@ -129,6 +157,7 @@ def _open_rgb(path, min_side: int | None = None) -> Image.Image:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(path) as img:
+                check_pixels(path, img.size)
                 if min_side and img.format == "JPEG":
                     img.draft(None, (int(min_side), int(min_side)))
                 if getattr(img, "n_frames", 1) > 1:
@@ -142,7 +171,7 @@ def _open_rgb(path, min_side: int | None = None) -> Image.Image:
         if isinstance(exc, UnidentifiedImageError):
             reason = "not a recognised image format"
         elif isinstance(exc, Image.DecompressionBombError):
-            reason = f"image too large (limit {MAX_IMAGE_PIXELS} pixels)"
+            reason = f"image too large (limit {max_image_pixels() / 1e6:.0f} Mpx; raise {MAX_PIXELS_ENV})"
         else:
             reason = one_line(exc)
         raise GramTFError(

@@ -37,12 +37,43 @@ def load_model(path):
     try:
         with tf_keras.utils.custom_object_scope(vit.custom_objects()):
             return tf_keras.models.load_model(str(path), compile=False, safe_mode=True)
-    except ValueError as exc:
+    except (ValueError, TypeError) as exc:
         text = " ".join(str(exc).split())
-        if "Lambda" in text or "safe_mode" in text or "unsafe" in text.lower():
-            raise GramTFError(f"{path}: the model holds a Lambda layer (code), which gram_tf never loads; "
-                              "rebuild it from gram_tf's layers") from None
+        code = _code_layers(path)
+        if code or "Lambda" in text or "safe_mode" in text or "unsafe" in text.lower():
+            named = ", ".join(code) or "a Lambda layer"
+            raise GramTFError(f"{path}: the model holds {named} (code or a class gram_tf does not know), which "
+                              "gram_tf never loads; rebuild it from gram_tf's layers") from None
         raise GramTFError(f"{path}: not a model gram_tf can load ({text[:200]})") from None
+
+
+def _code_layers(path: Path) -> list[str]:
+    """'name (Class)' of every layer in a .keras zip's config that is a Lambda or a class outside
+    tf_keras and gram_tf's own layers (read as JSON, nothing deserialized)."""
+    import json
+    import zipfile
+
+    known = set(vit.custom_objects())
+    found: list[str] = []
+
+    def walk(node):
+        if isinstance(node, dict):
+            cls, module = node.get("class_name"), str(node.get("module") or "")
+            if isinstance(cls, str) and isinstance(node.get("config"), dict) and "name" in node["config"]:
+                if cls == "Lambda" or (cls not in known and module and not module.startswith(("keras", "tf_keras"))):
+                    found.append(f"{node['config']['name']} ({cls})")
+            for v in node.values():
+                walk(v)
+        elif isinstance(node, list):
+            for v in node:
+                walk(v)
+
+    try:
+        with zipfile.ZipFile(path) as zf:
+            walk(json.loads(zf.read("config.json")))
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile):
+        return []
+    return found
 
 
 def save_model(model, path) -> Path:

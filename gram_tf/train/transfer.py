@@ -65,15 +65,38 @@ def _head_model(feat_dim: int, n_classes: int, dropout: float):
     return tf_keras.Model(inp, out, name="head")
 
 
-def _callbacks(out_dir: Path, cfg: TrainConfig, ckpt: Path, state_file: Path, prefix: str, patience: int):
+def _resume_point(state_file: Path, ckpt: Path, prefix: str) -> tuple[int, dict]:
+    """(first epoch to run, history of the epochs already done) of an interrupted `prefix` stage."""
+    if not (state_file.is_file() and ckpt.is_file()):
+        return 0, {}
+    state = read_json(state_file)
+    if state.get("stage") != prefix:
+        return 0, {}
+    return int(state["epoch"]) + 1, dict(state.get("history") or {})
+
+
+def _joined(previous: dict, hist) -> dict:
+    """The epochs before an interruption followed by those after it."""
+    keys = dict.fromkeys([*previous, *hist.history])
+    return {k: [float(v) for v in previous.get(k, [])] + [float(v) for v in hist.history.get(k, [])] for k in keys}
+
+
+def _callbacks(out_dir: Path, cfg: TrainConfig, ckpt: Path, state_file: Path, prefix: str, patience: int,
+               previous: dict | None = None):
     import tf_keras
 
     class SaveState(tf_keras.callbacks.Callback):
+        """Weights and the whole history so far after every epoch: a killed run resumes from here."""
+
+        history = {k: list(v) for k, v in (previous or {}).items()}
+
         def on_epoch_end(self, epoch, logs=None):
+            logs = {k: float(v) for k, v in (logs or {}).items()}
+            for k, v in logs.items():
+                self.history.setdefault(k, []).append(v)
             with atomic_path(ckpt, suffix=".weights.h5") as tmp:
                 self.model.save_weights(str(tmp))
-            atomic_write_json(state_file, {"stage": prefix, "epoch": epoch,
-                                           "logs": {k: float(v) for k, v in (logs or {}).items()}})
+            atomic_write_json(state_file, {"stage": prefix, "epoch": epoch, "logs": logs, "history": self.history})
 
     cbs = [tf_keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience,
                                             restore_best_weights=True),
@@ -205,12 +228,11 @@ def _train_head_on_cached_features(s: _Session) -> None:
     s.compile(head, cfg.learning_rate)
     state_file = s.out_dir / "train_state.json"
     head_ckpt = s.out_dir / "checkpoints" / "head.weights.h5"
-    resume_state = read_json(state_file) if state_file.is_file() and head_ckpt.is_file() else None
-    initial_epoch = 0
-    if resume_state and resume_state.get("stage") == "head":
+    initial_epoch, previous = _resume_point(state_file, head_ckpt, "head")
+    if initial_epoch:
         head.load_weights(str(head_ckpt))
-        initial_epoch = int(resume_state["epoch"]) + 1
         print(f"resuming head training at epoch {initial_epoch + 1}")
+    s.history["head"] = previous
     onehot = lambda y: tf_keras.utils.to_categorical(y, n_classes)  # noqa: E731
     vx = feats[s.val_split] if s.val_split != "train" else feats["train"]
     vy = s.ys["val"] if s.val_split != "train" else feats["train_y"]
@@ -219,9 +241,9 @@ def _train_head_on_cached_features(s: _Session) -> None:
                         epochs=cfg.epochs, initial_epoch=initial_epoch,
                         validation_data=(vx, onehot(vy)), class_weight=s.class_weight, shuffle=True,
                         callbacks=_callbacks(s.out_dir, cfg, head_ckpt, state_file, "head",
-                                             cfg.early_stopping_patience),
+                                             cfg.early_stopping_patience, previous),
                         verbose=s.verbose)
-        s.history["head"] = {k: [float(v) for v in vals] for k, vals in hist.history.items()}
+        s.history["head"] = _joined(previous, hist)
     s.model.get_layer(HEAD_DENSE).set_weights(head.get_layer(HEAD_DENSE).get_weights())
     s.timing["head_training_s"] = time.perf_counter() - t0
 
@@ -308,8 +330,15 @@ def _fit_end_to_end(model, xs, ys, val_split, pre, cfg, epochs, cw, seed, out_di
                                      augment=cfg.augment, shuffle=True, seed=seed)
     val_ds = data_mod.make_dataset(xs[val_split], to_oh(ys[val_split]), pre, cfg.batch_size)
     ckpt = out_dir / "checkpoints" / f"{prefix}.weights.h5"
-    hist = model.fit(train_ds, validation_data=val_ds, epochs=epochs, class_weight=cw,
-                     callbacks=_callbacks(out_dir, cfg, ckpt, out_dir / "train_state.json", prefix,
-                                          cfg.early_stopping_patience),
+    state_file = out_dir / "train_state.json"
+    initial_epoch, previous = _resume_point(state_file, ckpt, prefix)
+    if initial_epoch:  # every cache mode resumes: the whole model's weights are checkpointed per epoch
+        model.load_weights(str(ckpt))
+        print(f"resuming {prefix} at epoch {initial_epoch + 1}")
+    if initial_epoch >= epochs:
+        return previous
+    hist = model.fit(train_ds, validation_data=val_ds, epochs=epochs, initial_epoch=initial_epoch, class_weight=cw,
+                     callbacks=_callbacks(out_dir, cfg, ckpt, state_file, prefix, cfg.early_stopping_patience,
+                                          previous),
                      verbose=verbose)
-    return {k: [float(v) for v in vals] for k, vals in hist.history.items()}
+    return _joined(previous, hist)
