@@ -8,6 +8,14 @@ class GramTFError(Exception):
     """
 
 
+def one_line(exc: BaseException, limit: int | None = None) -> str:
+    """An exception's message on one line (whitespace collapsed), cut to `limit` characters."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    if limit and len(text) > limit:
+        text = text[: limit - 3] + "..."
+    return text
+
+
 def did_you_mean(name, choices, n: int = 1) -> str:
     """' (did you mean a, b?)' for the closest of `choices` to `name`, or '' when none is close."""
     import difflib

@@ -25,7 +25,7 @@ from ..train import evaluate_keras
 from .device import device_info
 
 
-def _run_worker(kind: str, path, threads: int, runs: int, warmup: int, max_seconds) -> dict:
+def run_worker(kind: str, path, threads: int, runs: int, warmup: int, max_seconds) -> dict:
     args = json.dumps({"kind": kind, "path": str(path), "threads": threads, "runs": runs,
                        "warmup": warmup, "max_seconds": max_seconds})
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
@@ -138,7 +138,7 @@ def bench_paths(paths, threads=(1,), runs: int = 50, warmup: int = 5, max_second
         info = infos[f]
         if bar:
             bar.set_postfix_str(f"{f.name} x{t}")
-        timing = _run_worker("tflite", f, t, runs, warmup, max_seconds)
+        timing = run_worker("tflite", f, t, runs, warmup, max_seconds)
         row = base_row(f, info, run_name)
         row.update(compressed_sizes(f))
         row.update(threads=t, runtime="litert", **timing, **here)
@@ -155,7 +155,7 @@ def bench_paths(paths, threads=(1,), runs: int = 50, warmup: int = 5, max_second
         if evaluate and info.get("data_manifest"):
             metrics = _evaluate_keras(model_path, testset, info)
         for t in threads:
-            timing = _run_worker("keras", model_path, t, runs, warmup, max_seconds)
+            timing = run_worker("keras", model_path, t, runs, warmup, max_seconds)
             row = base_row(f, info, run_name)
             row.update(variant="keras", runtime="keras", path=str(model_path), threads=t,
                        size_bytes=Path(model_path).stat().st_size, gzip_bytes=None, zip_bytes=None,

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import GramTFError
-from .litert import _run_worker
+from .litert import run_worker
 from .logs import parse_log
 
 OFFICIAL = "ai_edge_litert.tools.benchmark_litert_model"
@@ -37,7 +37,7 @@ def check_official(files, threads=(1,), runs: int = 50, warmup: int = 5, rounds:
         for t in threads:
             ours, theirs = [], []
             for _ in range(rounds):
-                ours.append(_run_worker("tflite", f, t, runs, warmup, None)["latency_ms_mean"])
+                ours.append(run_worker("tflite", f, t, runs, warmup, None)["latency_ms_mean"])
                 theirs.append(run_official(f, t, runs, warmup)["latency_ms_mean"])
             o, p = float(np.median(ours)), float(np.median(theirs))
             rows.append({"file": f.name, "threads": t, "ours_ms_mean": round(o, 4), "official_ms_mean": round(p, 4),

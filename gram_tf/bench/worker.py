@@ -15,7 +15,7 @@ import numpy as np
 
 from ..deploy import latency_stats, make_interpreter, peak_rss_mb, sample_ms
 from ..deploy.timing import first_call_ms
-from ..errors import GramTFError
+from ..errors import GramTFError, one_line
 
 
 def time_tflite(path, threads: int, runs: int = 50, warmup: int = 5,
@@ -75,7 +75,7 @@ def _worker_main(arg: str) -> int:
     except GramTFError as exc:
         result = {"error": str(exc)}
     except Exception as exc:  # the interpreter refuses the file
-        msg = " ".join(str(exc).split())[:200] or type(exc).__name__
+        msg = one_line(exc, 200)
         result = {"error": f"{spec['path']}: cannot run in LiteRT ({msg})"}
     print(json.dumps(result))
     return 0

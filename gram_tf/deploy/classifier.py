@@ -14,10 +14,9 @@ from typing import Iterable, Iterator, Optional
 
 import numpy as np
 
-from ..errors import GramTFError
+from ..errors import GramTFError, one_line
 from ..io_utils import sha256_file
-from .imaging import (DEFAULT_PREPROCESSING, find_images, load_resized, normalize, one_line,
-                      validate_preprocessing)
+from .imaging import DEFAULT_PREPROCESSING, find_images, load_resized, normalize, validate_preprocessing
 from .interpreter import interpreter_class
 from .stream import batched, decode_stream
 from .metadata import METADATA_FORMAT, read_metadata, read_sidecar, sidecar_path
@@ -128,7 +127,7 @@ class Classifier:
             self.interpreter = Interpreter(model_path=where, num_threads=threads)
             self.interpreter.allocate_tensors()
         except (ValueError, RuntimeError) as exc:
-            raise GramTFError(f"{where}: LiteRT cannot load the model ({one_line(exc)}); "
+            raise GramTFError(f"{where}: LiteRT cannot load the model ({one_line(exc, 200)}); "
                               "re-export it with the gram_tf converter") from None
         self.input_details = self.interpreter.get_input_details()
         self.output_details = self.interpreter.get_output_details()

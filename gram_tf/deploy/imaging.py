@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from ..errors import GramTFError
+from ..errors import GramTFError, one_line
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
 
@@ -58,11 +58,6 @@ DEFAULT_PREPROCESSING = {"resize": "squash", "channel_order": "RGB",
 _DECODE_ERRORS = (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError,
                   IndexError, KeyError, TypeError, ZeroDivisionError, MemoryError,
                   Image.DecompressionBombError)
-
-
-def one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return text if len(text) <= 200 else text[:197] + "..."
 
 
 # ------------------------------------------------------------------------------------- images
@@ -148,7 +143,7 @@ def _open_rgb(path, min_side: int | None = None) -> Image.Image:
     except FileNotFoundError:
         raise GramTFError(f"{path}: image file not found; check the path") from None
     except OSError as exc:
-        raise GramTFError(f"{path}: cannot access image ({one_line(exc)})") from None
+        raise GramTFError(f"{path}: cannot access image ({one_line(exc, 200)})") from None
     if path.is_dir():
         raise GramTFError(f"{path}: is a folder, not an image file")
     if size == 0:
@@ -173,7 +168,7 @@ def _open_rgb(path, min_side: int | None = None) -> Image.Image:
         elif isinstance(exc, Image.DecompressionBombError):
             reason = f"image too large (limit {max_image_pixels() / 1e6:.0f} Mpx; raise {MAX_PIXELS_ENV})"
         else:
-            reason = one_line(exc)
+            reason = one_line(exc, 200)
         raise GramTFError(
             f"{path}: cannot decode image ({reason}); re-export or remove the file") from None
     if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.shape[0] == 0 or rgb.shape[1] == 0:

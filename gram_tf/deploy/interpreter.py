@@ -1,7 +1,7 @@
 """The LiteRT interpreter (ai_edge_litert, or tflite_runtime as a fallback), from a path or bytes."""
 from __future__ import annotations
 
-from ..errors import GramTFError
+from ..errors import GramTFError, one_line
 
 
 def interpreter_class():
@@ -38,7 +38,6 @@ def make_interpreter(model, threads=None, delegate: bool = True, **options):
     try:
         interp = Interpreter(num_threads=threads, **options)
     except Exception as exc:
-        msg = " ".join(str(exc).split())[:200] or type(exc).__name__
-        raise GramTFError(f"{where}: LiteRT cannot load this model ({msg})") from None
+        raise GramTFError(f"{where}: LiteRT cannot load this model ({one_line(exc, 200)})") from None
     interp.allocate_tensors()
     return interp

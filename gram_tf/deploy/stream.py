@@ -9,6 +9,7 @@ consumer, so memory is bounded by the queue, never by the folder. Training, eval
 from __future__ import annotations
 
 import os
+import time
 from collections import deque
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ import numpy as np
 
 from ..errors import GramTFError
 from .imaging import load_resized
+from .output import ResultFile
 
 
 @dataclass
@@ -82,10 +84,6 @@ def batched(items: Iterable, n: int) -> Iterator[list]:
 def predict_to_file(clf, files: list, out, top_k: int = 1, resume: bool = False, workers: Optional[int] = None,
                     queue_size: Optional[int] = None, progress: bool = True) -> dict:
     """Classify `files` into a result file row by row (see output.ResultFile); returns a summary."""
-    import time
-
-    from .output import ResultFile
-
     t0 = time.perf_counter()
     with ResultFile(out, clf.labels, top_k, resume) as rf:
         todo = [f for f in files if not rf.is_done(f)]

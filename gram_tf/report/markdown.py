@@ -15,11 +15,11 @@ from typing import Iterable
 
 import numpy as np
 
-from ..errors import GramTFError
+from ..errors import GramTFError, one_line
 from ..io_utils import atomic_write_text
 from . import stats
 from .plots import plot_accuracy_vs_latency, plot_sizes, plot_sparsity, pruned_groups
-from .schema import (devices_of, normalize_row, one_line, reference_model_key, sparsity_of, threads_of,
+from .schema import (devices_of, normalize_row, reference_model_key, sparsity_of, threads_of,
                      to_float, write_results)
 from .view import (ALPHA, N_BOOT, ResultView, fmt_bytes, fmt_ci, fmt_ms, fmt_num, fmt_p, fmt_pct, fmt_pp,
                    fmt_rate, fmt_sp, fmt_x, md_table, model_key, variant_rank)

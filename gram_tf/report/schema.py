@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import GramTFError
+from ..errors import GramTFError, one_line
 from ..io_utils import atomic_write_json, atomic_write_text
 
 # Canonical column order: the benchmark writes these, in this order.
@@ -245,10 +245,6 @@ def _read_json(path: Path) -> list[dict]:
         except ValueError as e:
             raise GramTFError(f"{path}: row {i}: {one_line(e)}") from e
     return rows
-
-
-def one_line(e) -> str:
-    return " ".join(str(e).split())
 
 
 def load_results(paths) -> list[dict]:

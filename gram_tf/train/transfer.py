@@ -22,10 +22,10 @@ from ..io_utils import (atomic_path, atomic_write_json, atomic_write_text, folde
                         require_dir)
 from ..models import (HEAD_DENSE, HEAD_DROPOUT, backbone_layers, build_classifier, count_macs,
                       feature_extractor, get_backbone, quiet_tensorflow, save_model)
+from ..metrics import classification_metrics
 from ..run import MODEL_FILE, RUN_FILE, library_versions
 from .batchnorm import recalibrate_batchnorm
 from .evaluate import plot_confusion, predict_probs
-from ..metrics import classification_metrics
 
 
 def get_strategy(name: str):
