@@ -210,6 +210,14 @@ def train_cmd(data_dir, manifest, backbone, weights, weights_dir, input_size, ep
 @click.option("--final-sparsity", type=float, default=None, help="target sparsity, e.g. 0.5")
 @click.option("--sweep", "sweep", callback=_csv_list(float), default=None,
               help="several levels in one call, e.g. 0.1,0.2,...,0.9 (the study's sweep)")
+@click.option("--max-drop", type=float, default=None,
+              help="validation accuracy points allowed (1 = 1 pp): pick the sparsest level of the sweep within it")
+@click.option("--sensitivity", is_flag=True,
+              help="measure each layer pruned alone (table + RUN_DIR/sensitivity.png); prunes only if levels are given")
+@click.option("--allocation", type=click.Choice(["uniform", "sensitivity"]), default=None,
+              help="per-layer sparsity: the same everywhere, or from the sensitivity measurement")
+@click.option("--method", type=click.Choice(["refit", "gradual"]), default=None,
+              help="refit: one-shot masks + least-squares refit, then fine-tune; gradual: TF-MOT's ramp")
 @click.option("--schedule", type=click.Choice(["polynomial", "constant"]), default=None)
 @click.option("--epochs", type=int, default=None)
 @click.option("--scope", type=click.Choice(["all", "head"]), default=None)
@@ -217,18 +225,35 @@ def train_cmd(data_dir, manifest, backbone, weights, weights_dir, input_size, ep
 @click.option("--frequency", type=int, default=None, help="pruning step frequency (default: automatic)")
 @click.option("--config", type=click.Path(), default=None)
 @click.option("--set", "sets", multiple=True)
-def prune_cmd(run_dir, final_sparsity, sweep, schedule, epochs, scope, structured, frequency, config, sets):
-    """Prune a trained run with TF-MOT (polynomial decay or constant sparsity) and fine-tune it."""
+def prune_cmd(run_dir, final_sparsity, sweep, max_drop, sensitivity, allocation, method, schedule, epochs, scope,
+              structured, frequency, config, sets):
+    """Prune a trained run (TF-MOT masks; BatchNorm folded, refit, distilled) and fine-tune it."""
     levels = sweep or ([final_sparsity] if final_sparsity is not None else None)
     extra = {"prune": {k: v for k, v in {"levels": levels, "schedule": schedule, "epochs": epochs,
-                                         "scope": scope, "structured_2_4": structured,
-                                         "frequency": frequency}.items() if v is not None}}
+                                         "scope": scope, "structured_2_4": structured, "method": method,
+                                         "frequency": frequency, "allocation": allocation,
+                                         "max_drop_pp": max_drop}.items() if v is not None}}
     cfg = _load_cfg(config, sets, extra)
-    from .optimize import prune_run
+    from .optimize import prune_run, run_sensitivity, sensitivity_table
 
+    if sensitivity:
+        sens = run_sensitivity(run_dir, cfg.prune)
+        click.echo(format_table(sensitivity_table(sens)))
+        click.echo(f"baseline {sens['split']} loss {sens['baseline']['loss']:.3f}, accuracy "
+                   f"{sens['baseline']['accuracy']:.3f} ({sens['n_images']} images); "
+                   f"plot -> {Path(run_dir) / 'sensitivity.png'}")
+        if levels is None and max_drop is None:
+            return
     results = prune_run(run_dir, cfg.prune, seed=cfg.seed)
-    click.echo(format_table(results, ["sparsity_target", "sparsity", "pruned_layers", "skipped_layers",
-                                      "accuracy", "zip_bytes", "out_dir"]))
+    click.echo(format_table(results, ["sparsity_target", "sparsity", "pruned_layers", "val_accuracy",
+                                      "accuracy", "zip_bytes", "out_dir"]
+                            + (["chosen"] if cfg.prune.max_drop_pp is not None else [])))
+    if cfg.prune.max_drop_pp is not None:
+        chosen = next((r for r in results if r.get("chosen")), None)
+        click.echo(f"within {cfg.prune.max_drop_pp:g} pp of the dense model's validation accuracy: "
+                   + (f"{chosen['out_dir']} ({chosen['sparsity_target']:.0%})" if chosen else "no level; "
+                      "lower the sparsity levels or raise --max-drop")
+                   + f" -> {Path(run_dir) / 'pruning_choice.json'}")
 
 
 # -------------------------------------------------------------------------------------- convert

@@ -71,6 +71,18 @@ class PruneConfig:
     structured_2_4: bool = False
     learning_rate: float = 1e-4
     batch_size: int = 16
+    # the recipe for pretrained backbones (docs/pruning.md has the measurements behind each default)
+    method: str = "refit"  # refit (one-shot masks + least-squares refit, then fine-tune) | gradual (TF-MOT ramp)
+    batchnorm: str = "fold"  # fold (prune the folded kernels) | frozen (the old recipe) | train
+    distill: float = 0.5  # weight of distillation from the dense model (0 = labels only)
+    temperature: float = 2.0
+    lr_schedule: str = "cosine"  # cosine (linear warm-up, then cosine decay) | constant
+    warmup_fraction: float = 0.1
+    keep: str = "best"  # best (lowest val loss after the last mask update) | last
+    allocation: str = "sensitivity"  # sensitivity (per-layer sparsity from the measured sensitivity) | uniform
+    sensitivity_levels: list = field(default_factory=lambda: [0.3, 0.5, 0.7, 0.8, 0.9, 0.95])
+    max_layer_sparsity: float = 0.98  # sensitivity allocation never prunes a layer further
+    max_drop_pp: Optional[float] = None  # val accuracy points (1 = 1 pp): pick the sparsest level within it
 
 
 @dataclass
@@ -133,6 +145,11 @@ _CHOICES = {
     "train.gelu": ("erf", "tanh"),
     "prune.schedule": ("polynomial", "constant"),
     "prune.scope": ("all", "head"),
+    "prune.batchnorm": ("fold", "frozen", "train"),
+    "prune.method": ("refit", "gradual"),
+    "prune.lr_schedule": ("cosine", "constant"),
+    "prune.keep": ("best", "last"),
+    "prune.allocation": ("uniform", "sensitivity"),
     "convert.io_type": ("int8", "uint8", "float32"),
 }
 _RANGES = {
@@ -141,13 +158,17 @@ _RANGES = {
     "train.dropout": (0.0, 0.95),
     "train.unfreeze": (0.0, 1.0),
     "prune.initial_sparsity": (0.0, 0.99),
+    "prune.distill": (0.0, 1.0),
+    "prune.warmup_fraction": (0.0, 0.9),
+    "prune.max_layer_sparsity": (0.0, 0.999),
     "report.max_drop": (0.0, 1.0),
 }
 
 
 _FLOAT_TEXT = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")
 # keys whose value must be a finite number > 0 (a learning rate of -1 or .nan trains garbage)
-_POSITIVE = ("train.learning_rate", "train.fine_tune_learning_rate", "prune.learning_rate", "convert.qat_learning_rate")
+_POSITIVE = ("train.learning_rate", "train.fine_tune_learning_rate", "prune.learning_rate", "convert.qat_learning_rate",
+             "prune.temperature")
 # keys that are counts and must be >= their minimum
 _AT_LEAST = {"train.epochs": 1, "train.batch_size": 1, "bench.runs": 1, "convert.representative_samples": 1,
              "train.augment_views": 1, "train.fine_tune_epochs": 0, "train.early_stopping_patience": 0,
@@ -228,6 +249,11 @@ def _validate(cfg: StudyConfig, source: str) -> None:
         for item in get_value(cfg, key):
             if not isinstance(item, str) or not item.strip():
                 raise GramTFError(f"{source}: key '{key}' must list names, got {item!r}; e.g. --set '{key}=[name]'")
+    if cfg.prune.max_drop_pp is not None and not 0 <= cfg.prune.max_drop_pp <= 100:
+        raise GramTFError(f"{source}: key 'prune.max_drop_pp' = {cfg.prune.max_drop_pp} is outside [0, 100] (percentage points)")
+    for level in cfg.prune.sensitivity_levels:
+        if not isinstance(level, (int, float)) or not 0.0 < float(level) < 1.0:
+            raise GramTFError(f"{source}: prune.sensitivity_levels entries must be in (0, 1), got {level!r}")
     for level in cfg.prune.levels:
         if not isinstance(level, (int, float)) or not 0.0 < float(level) < 1.0:
             raise GramTFError(f"{source}: prune.levels entries must be in (0, 1), got {level!r}")

@@ -65,7 +65,8 @@ def pruned_run(tiny_run):
     from gram_tf.config import PruneConfig
     from gram_tf.optimize import prune_run
 
-    [summary] = prune_run(tiny_run, PruneConfig(levels=[0.6], epochs=2, batch_size=16), progress=False)
+    [summary] = prune_run(tiny_run, PruneConfig(levels=[0.6], epochs=2, batch_size=16, allocation="uniform"),
+                          progress=False)
     return tiny_run / "pruned_60", summary
 
 

@@ -7,6 +7,7 @@ whose updates never fire prunes nothing, silently).
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from pathlib import Path
@@ -15,13 +16,18 @@ from typing import Optional
 import numpy as np
 
 from .. import data as data_mod
+from ..data import normalize_tf
 from ..config import PruneConfig, config_hash
 from ..errors import GramTFError
 from ..io_utils import atomic_write_json, compressed_sizes, read_json
-from ..metrics import classification_metrics
+from ..metrics import classification_metrics, within_drop
 from ..models import custom_objects, load_model, save_model
 from ..run import RUN_FILE, library_versions, load_run
 from ..train import evaluate_keras, predict_probs, recalibrate_batchnorm
+from .finetune import finetune
+from .fold import fold_batchnorm
+from .reconstruct import reconstruct
+from .sensitivity import SENSITIVITY_FILE, allocate, measure_sensitivity, plot_sensitivity
 
 KERNEL_ATTRS = ("kernel", "depthwise_kernel")
 
@@ -100,22 +106,27 @@ def make_schedule(cfg: PruneConfig, level: float, total_steps: int):
     return sched, {"begin_step": begin, "end_step": end, "frequency": freq, "total_steps": total_steps}
 
 
-def apply_pruning(model, cfg: PruneConfig, level: float, total_steps: int):
-    """Wrap every prunable layer in scope; returns (wrapped_model, layer_report, schedule_info)."""
+def apply_pruning(model, cfg: PruneConfig, level: float, total_steps: int, per_layer: Optional[dict] = None):
+    """Wrap every prunable layer in scope; returns (wrapped_model, layer_report, schedule_info).
+
+    per_layer maps layer names to their own final sparsity (TF-MOT takes one schedule per layer);
+    layers it leaves out get `level`, and a layer mapped to 0 stays dense."""
     import tf_keras
 
     report = prunable_layer_report(model, cfg.scope, cfg.structured_2_4)
     if not report["prunable"]:
         raise GramTFError(f"no layer of {model.name} can be pruned in scope '{cfg.scope}'")
-    schedule, sched_info = make_schedule(cfg, level, total_steps)
-    targets = set(report["prunable"])
-    kwargs = {"pruning_schedule": schedule}
-    if cfg.structured_2_4:
-        kwargs["sparsity_m_by_n"] = (2, 4)
+    per_layer = per_layer or {}
+    _, sched_info = make_schedule(cfg, level, total_steps)
+    targets = {name for name in report["prunable"] if per_layer.get(name, level) > 0}
+    extra = {"sparsity_m_by_n": (2, 4)} if cfg.structured_2_4 else {}
     prune = _tfmot().sparsity.keras.prune_low_magnitude
 
     def wrap(layer):
-        return prune(layer, **kwargs) if layer.name in targets else layer
+        if layer.name not in targets:
+            return layer
+        schedule, _ = make_schedule(cfg, float(per_layer.get(layer.name, level)), total_steps)
+        return prune(layer, pruning_schedule=schedule, **extra)
 
     with tf_keras.utils.custom_object_scope(custom_objects()):
         wrapped = tf_keras.models.clone_model(model, clone_function=wrap)
@@ -173,26 +184,83 @@ def keras_sizes(model, workdir: Path) -> dict:
     return out
 
 
-def prune_run(run_dir, cfg: Optional[PruneConfig] = None, seed: int = 0, progress: bool = True,
-              levels=None) -> list[dict]:
-    """Prune a trained run at each level in cfg.levels; writes RUN_DIR/pruned_<pct>/ per level."""
-    cfg = cfg or PruneConfig()
-    run = load_run(run_dir)
-    levels = list(levels if levels is not None else cfg.levels)
-    if not levels:
-        raise GramTFError("no pruning level given: pass --final-sparsity F or --sweep 0.1,...,0.9")
-    for level in levels:
-        if not 0 < float(level) < 1:
-            raise GramTFError(f"sparsity level {level} must be between 0 and 1 (exclusive)")
-    load_model(Path(run_dir) / "model.keras")  # a model file gram_tf refuses fails before any data is read
+MAX_DROP_SWEEP = (0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95)  # levels tried by --max-drop when none are given
+CHOICE_FILE = "pruning_choice.json"
+
+
+def _load_splits(run: dict, progress: bool):
     rows = data_mod.read_manifest(run["manifest"])
     xs, ys = {}, {}
     for split in data_mod.SPLITS:
         xs[split], ys[split], _ = data_mod.load_split(rows, split, run["input_size"],
                                                       run["preprocessing"]["resize"], progress)
-    results = []
+    return xs, ys
+
+
+def _model_to_prune(run_dir, cfg: PruneConfig):
+    model = load_model(Path(run_dir) / "model.keras")
+    return fold_batchnorm(model)[0] if cfg.batchnorm == "fold" else model
+
+
+def run_sensitivity(run_dir, cfg: Optional[PruneConfig] = None, progress: bool = True,
+                    run: Optional[dict] = None, xs=None, ys=None) -> dict:
+    """Each prunable layer pruned alone at cfg.sensitivity_levels (val loss and accuracy);
+    cached in RUN_DIR/sensitivity.json for this model file, folding and level list."""
+    from ..io_utils import sha256_file
+
+    cfg = cfg or PruneConfig()
+    run = run or load_run(run_dir)
+    path = Path(run_dir) / SENSITIVITY_FILE
+    key = config_hash({"levels": [float(v) for v in cfg.sensitivity_levels], "batchnorm": cfg.batchnorm,
+                       "scope": cfg.scope, "model": sha256_file(Path(run_dir) / "model.keras")})
+    if path.is_file():
+        cached = read_json(path)
+        if cached.get("key") == key:
+            return cached
+    if xs is None:
+        xs, ys = _load_splits(run, progress)
+    split = "val" if len(xs["val"]) else "train"
+    model = _model_to_prune(run_dir, cfg)
+    layers = prunable_layer_report(model, cfg.scope)["prunable"]
+    sens = measure_sensitivity(model, layers, cfg.sensitivity_levels, xs[split], ys[split],
+                               run["preprocessing"], progress)
+    sens.update({"key": key, "split": split, "batchnorm": cfg.batchnorm})
+    atomic_write_json(path, sens)
+    plot_sensitivity(sens, Path(run_dir) / "sensitivity.png")
+    return sens
+
+
+def pick_within_budget(summaries: list[dict], dense_val_accuracy: float, max_drop_pp: float) -> Optional[dict]:
+    """The sparsest level whose validation accuracy is at most max_drop_pp points below the dense
+    model's (None when no level is within it)."""
+    ok = [s for s in summaries
+          if s.get("val_accuracy") is not None and within_drop(dense_val_accuracy, s["val_accuracy"], max_drop_pp / 100)]
+    return max(ok, key=lambda s: s["sparsity_target"]) if ok else None
+
+
+def prune_run(run_dir, cfg: Optional[PruneConfig] = None, seed: int = 0, progress: bool = True,
+              levels=None) -> list[dict]:
+    """Prune a trained run at each level in cfg.levels; writes RUN_DIR/pruned_<pct>/ per level.
+
+    With cfg.max_drop_pp set, also writes RUN_DIR/pruning_choice.json naming the sparsest level
+    within that validation-accuracy budget (the sweep defaults to MAX_DROP_SWEEP)."""
+    cfg = cfg or PruneConfig()
+    run = load_run(run_dir)
+    levels = list(levels if levels is not None else cfg.levels)
+    if not levels and cfg.max_drop_pp is not None:
+        levels = list(MAX_DROP_SWEEP)
+    if not levels:
+        raise GramTFError("no pruning level given: pass --final-sparsity F, --sweep 0.1,...,0.9 or --max-drop PP")
     for level in levels:
-        level = float(level)
+        if not 0 < float(level) < 1:
+            raise GramTFError(f"sparsity level {level} must be between 0 and 1 (exclusive)")
+    load_model(Path(run_dir) / "model.keras")  # a model file gram_tf refuses fails before any data is read
+    xs, ys = _load_splits(run, progress)
+    sens = None
+    if cfg.allocation == "sensitivity" and not cfg.structured_2_4:  # 2:4 is one pattern for every layer
+        sens = run_sensitivity(run_dir, cfg, progress, run, xs, ys)
+    results = []
+    for level in sorted(float(v) for v in levels):
         out_dir = Path(run_dir) / f"pruned_{int(round(level * 100)):02d}"
         key = config_hash({"prune": cfg, "level": level, "parent": run.get("config_hash")})
         done = out_dir / RUN_FILE
@@ -201,35 +269,62 @@ def prune_run(run_dir, cfg: Optional[PruneConfig] = None, seed: int = 0, progres
             if prev.get("prune", {}).get("key") == key:
                 results.append(prev["prune"]["summary"])
                 continue
-        results.append(_prune_level(run_dir, run, xs, ys, cfg, level, key, out_dir, seed, progress))
+        per_layer = allocate(sens, level, cfg.max_layer_sparsity) if sens else None
+        results.append(_prune_level(run_dir, run, xs, ys, cfg, level, key, out_dir, seed, progress, per_layer))
+    if cfg.max_drop_pp is not None:
+        dense = (run.get("metrics", {}).get("val") or run.get("metrics", {}).get("train") or {}).get("accuracy")
+        chosen = pick_within_budget(results, dense, cfg.max_drop_pp) if dense is not None else None
+        atomic_write_json(Path(run_dir) / CHOICE_FILE, {
+            "max_drop_pp": cfg.max_drop_pp, "dense_val_accuracy": dense, "chosen": chosen,
+            "candidates": [{k: r.get(k) for k in ("sparsity_target", "val_accuracy", "accuracy", "out_dir")}
+                           for r in results]})
+        for r in results:
+            r["chosen"] = chosen is not None and r["sparsity_target"] == chosen["sparsity_target"]
     return results
 
 
 def _prune_level(run_dir, run: dict, xs: dict, ys: dict, cfg: PruneConfig, level: float, key: str,
-                 out_dir: Path, seed: int, progress: bool) -> dict:
+                 out_dir: Path, seed: int, progress: bool, per_layer: Optional[dict] = None) -> dict:
     """Prune + fine-tune one level, check the sparsity reached, evaluate and write pruned_<pct>/."""
     import tf_keras
 
     pre, labels = run["preprocessing"], run["labels"]
     val_split = "val" if len(xs["val"]) else "train"
-    n = len(labels)
-    onehot = lambda y: tf_keras.utils.to_categorical(y, n)  # noqa: E731
     total_steps = math.ceil(len(xs["train"]) / cfg.batch_size) * cfg.epochs
     t0 = time.perf_counter()
     tf_keras.utils.set_random_seed(seed)
+    teacher = load_model(Path(run_dir) / "model.keras") if cfg.distill > 0 else None
     model = load_model(Path(run_dir) / "model.keras")
-    for layer in model.layers:  # BatchNorm frozen = inference mode, as in fine-tuning
-        layer.trainable = not isinstance(layer, tf_keras.layers.BatchNormalization)
-    wrapped, report, sched_info = apply_pruning(model, cfg, level, total_steps)
-    wrapped.compile(optimizer=tf_keras.optimizers.Adam(cfg.learning_rate),
-                    loss="categorical_crossentropy", metrics=["accuracy"])
-    train_ds = data_mod.make_dataset(xs["train"], onehot(ys["train"]), pre, cfg.batch_size,
-                                     augment=True, shuffle=True, seed=seed)
-    val_ds = data_mod.make_dataset(xs[val_split], onehot(ys[val_split]), pre, cfg.batch_size)
-    hist = wrapped.fit(train_ds, validation_data=val_ds, epochs=cfg.epochs,
-                       callbacks=[_tfmot().sparsity.keras.UpdatePruningStep()], verbose=1 if progress else 2)
+    folded = []
+    if cfg.batchnorm == "fold":
+        model, folded = fold_batchnorm(model)
+    dropout = {}
+    for layer in model.layers:  # "frozen": BatchNorm in inference mode, as in fine-tuning
+        layer.trainable = cfg.batchnorm != "frozen" or not isinstance(layer, tf_keras.layers.BatchNormalization)
+        if isinstance(layer, tf_keras.layers.Dropout) and cfg.method == "refit":
+            # the fine-tune repairs a refit model toward the dense one; dropout noise on the pooled
+            # features only pushes it away (measured: val accuracy 0.94 -> 0.80 in the first epoch)
+            dropout[layer.name], layer.rate = layer.rate, 0.0
+    refit = {}
+    if cfg.method == "refit":
+        # masks chosen once, kept weights refit to the dense layer outputs; the fine-tune then
+        # keeps these masks (constant schedule from step 0) and only recovers what is left
+        report = prunable_layer_report(model, cfg.scope, cfg.structured_2_4)
+        if not cfg.structured_2_4:
+            dense_folded = fold_batchnorm(teacher or load_model(Path(run_dir) / "model.keras"))[0] \
+                if cfg.batchnorm == "fold" else (teacher or load_model(Path(run_dir) / "model.keras"))
+            targets = {name: float((per_layer or {}).get(name, level)) for name in report["prunable"]}
+            refit = reconstruct(model, dense_folded, xs["train"], targets, lambda b: normalize_tf(b, pre),
+                                seed=seed, progress=progress)
+        cfg = dataclasses.replace(cfg, schedule="constant", begin_step=0)
+    wrapped, report, sched_info = apply_pruning(model, cfg, level, total_steps, per_layer=per_layer)
+    if cfg.method == "refit":
+        sched_info["end_step"] = 0  # the masks are final from the first step
+    hist = finetune(wrapped, teacher, xs, ys, pre, cfg, sched_info, seed, progress)
     stripped = strip(wrapped)
-    bn_note = _maybe_recalibrate(stripped, xs, ys, val_split, pre)
+    for name, rate in dropout.items():
+        stripped.get_layer(name).rate = rate
+    bn_note = _maybe_recalibrate(stripped, xs, ys, val_split, pre) if cfg.batchnorm == "frozen" else {"kept": False}
     measured = measure_sparsity(stripped)
     pruned_sparsity = _pruned_layers_sparsity(measured, report["prunable"])
     if pruned_sparsity < 0.5 * level:
@@ -246,20 +341,25 @@ def _prune_level(run_dir, run: dict, xs: dict, ys: dict, cfg: PruneConfig, level
         "sparsity_target": level, "sparsity": measured["overall"],
         "pruned_layers_sparsity": pruned_sparsity,
         "pruned_layers": len(report["prunable"]), "skipped_layers": len(report["skipped"]),
-        "accuracy": metrics.get("test", {}).get("accuracy"), "zip_bytes": sizes["keras_weights_zip_bytes"],
-        "structured_2_4_ok": two_four, "bn_recalibrated": bn_note["kept"],
+        "accuracy": metrics.get("test", {}).get("accuracy"), "val_accuracy": metrics.get("val", {}).get("accuracy"),
+        "zip_bytes": sizes["keras_weights_zip_bytes"],
+        "structured_2_4_ok": two_four, "bn_recalibrated": bn_note["kept"], "batchnorm_folded": len(folded),
+        "method": cfg.method, "refit_layers": len(refit),
+        "allocation": "sensitivity" if per_layer else "uniform", "kept_epoch": int(hist["kept_epoch"][0]),
         "seconds": time.perf_counter() - t0, "out_dir": str(out_dir),
     }
     atomic_write_json(out_dir / "sparsity_report.json",
                       {"summary": summary, "schedule": {"type": cfg.schedule, **sched_info},
                        "pruned": report["prunable"], "skipped": report["skipped"],
+                       "per_layer_target": per_layer or {name: level for name in report["prunable"]},
+                       "refit": refit,
                        "per_layer": measured["per_layer"]})
     new_run = {k: v for k, v in run.items() if k != "run_dir"}
     new_run.update({
         "parent_run": str(Path(run_dir).resolve()),
         "metrics": {s: {k: m[k] for k in ("n", "accuracy", "loss", "f1_macro", "auc")} for s, m in metrics.items()},
         "prune": {"key": key, "summary": summary, "config": {k: getattr(cfg, k) for k in cfg.__dataclass_fields__},
-                  "history": {k: [float(v) for v in vals] for k, vals in hist.history.items()}},
+                  "history": hist},
         "sparsity_target": level, "sparsity": measured["overall"], "sizes": sizes,
         "versions": library_versions(),
     })

@@ -16,6 +16,7 @@ from typing import Iterable
 import numpy as np
 
 from ..errors import GramTFError, one_line
+from ..metrics import within_drop
 from ..io_utils import atomic_write_text
 from . import stats
 from .plots import plot_accuracy_vs_latency, plot_sizes, plot_sparsity, pruned_groups
@@ -165,7 +166,19 @@ def _section_int8(d: ResultView) -> str:
     return "\n".join(out)
 
 
-def _section_pruning(d: ResultView, groups) -> str:
+def _smallest_within(d: ResultView, run, bb, vs, max_drop: float):
+    """The LiteRT model of (run, backbone) with the smallest zip size whose accuracy is within
+    max_drop of the dense fp32 one (pruned, quantized or both), and that reference."""
+    ref = d.models.get((run, bb, 0.0, "fp32", "litert"))
+    if ref is None or ref.accuracy is None:
+        return None, ref
+    cands = [d.models[k] for k in d.keys if k[0] == run and str(k[1]) == bb and k[4] == "litert"
+             and d.models[k].accuracy is not None and d.models[k].first("zip_bytes")
+             and within_drop(ref.accuracy, d.models[k].accuracy, max_drop)]
+    return (min(cands, key=lambda m: m.first("zip_bytes")) if cands else None), ref
+
+
+def _section_pruning(d: ResultView, groups, max_drop: float = 0.01) -> str:
     out = ["## 4. Pruning level vs accuracy and size", ""]
     if not groups:
         out.append("No pruned models (sparsity_target > 0) in these results; the pruning table and plot are skipped.")
@@ -196,6 +209,17 @@ def _section_pruning(d: ResultView, groups) -> str:
                 fmt_bytes(zipb), fmt_x(ref_zip / zipb) if ref_zip and zipb else "n/a",
             ] + [fmt_ms(m.p50(t)) for t in d.threads])
     out.append(md_table(hdr, body))
+    out += ["", f"Smallest artifact within {100 * max_drop:.1f} pp of the dense fp32 accuracy (any sparsity, any variant):", ""]
+    for (run, bb), vs in groups:
+        best, ref = _smallest_within(d, run, bb, vs, max_drop)
+        name = f"{run}/{bb}" if d.multi_run else bb
+        if best is None:
+            out.append(f"- {name}: none (no dense fp32 LiteRT reference with an accuracy, or no model within the budget)")
+            continue
+        ratio = ref.first("zip_bytes") / best.first("zip_bytes") if ref.first("zip_bytes") else None
+        out.append(f"- {name}: **{fmt_sp(best.key[2])} {best.key[3]}**, zip {fmt_bytes(best.first('zip_bytes'))} "
+                   f"({fmt_x(ratio) if ratio else 'n/a'} smaller than the dense fp32 .tflite), accuracy "
+                   f"{fmt_pct(best.accuracy)} {fmt_ci(best.ci)} vs {fmt_pct(ref.accuracy)}")
     return "\n".join(out)
 
 
@@ -455,7 +479,7 @@ def build_report(rows: Iterable[dict], out_dir, max_drop: float = 0.01, title: s
         "",
         _section_int8(d),
         "",
-        _section_pruning(d, pruned),
+        _section_pruning(d, pruned, max_drop),
         "",
         stats_md,
         "",

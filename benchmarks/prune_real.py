@@ -1,0 +1,196 @@
+"""Pruning with real pretrained weights: the old recipe vs the new one, per level, plus the smallest
+artifact within 1 pp of the dense fp32 model (issue 21's table).
+
+For each dataset and backbone: train the dense model from the real ImageNet weights in
+../shared/weights (frozen backbone, head trained: `gram-tf train`'s defaults), then prune a copy
+of it with each recipe at each level, and convert the dense model and every pruned level to fp32
+and int8 `.tflite`. Every row is measured on the test split by the artifact itself (LiteRT), the
+Keras rows by the Keras model.
+
+- old: the recipe before issue 21 (BatchNorm frozen, TF-MOT's gradual ramp, labels only,
+  constant learning rate, last epoch kept);
+- new: `gram-tf prune`'s defaults (BatchNorm folded, one-shot masks with least-squares refit,
+  distillation, warm-up + cosine, best validation epoch kept).
+
+Datasets: `real` (benchmarks/real_micrographs.py: 6 classes, 136 test fields) and `synth`
+(`gram-tf data synth --per-class 120 --size 224`, fields of one smear in one split).
+
+    python benchmarks/prune_real.py [--backbones mobilenet_v2_035,mobilenet_v2_050] [--datasets real,synth]
+        [--levels 0.5,0.8,0.9] [--old-levels 0.5,0.8] [--work /tmp/prune_real] [--out pruning_real]
+
+Writes benchmarks/results/<out>.{csv,json} (+ .env.json). Resumable: finished runs are reused.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import RESULTS, SHARED_WEIGHTS, environment, export_artifact  # noqa: E402
+import real_micrographs  # noqa: E402
+
+import gram_tf  # noqa: E402,F401
+
+COLUMNS = ["dataset", "backbone", "recipe", "sparsity_target", "sparsity", "variant", "test_accuracy",
+           "val_accuracy", "zip_bytes", "x_smaller_zip_vs_fp32", "delta_pp_vs_fp32", "chosen_by_max_drop", "seconds"]
+OLD = dict(method="gradual", batchnorm="frozen", distill=0.0, lr_schedule="constant", keep="last")
+
+
+def dataset(name: str, work: Path) -> Path:
+    if name == "real":
+        return real_micrographs.build(work / "real6")
+    from gram_tf.data import split_dataset, synthesize_dataset, write_manifest
+
+    root = work / "synth224"
+    manifest = root / "manifest.csv"
+    if not manifest.is_file():
+        synthesize_dataset(root / "images", per_class=120, size=224, seed=0, progress=False)
+        rows = split_dataset(root / "images", group_pattern=r"^(gram_\w+?_s\d+)_f", progress=False)
+        write_manifest(rows, manifest)
+    return manifest
+
+
+def dense_run(manifest: Path, backbone: str, out: Path) -> Path:
+    from gram_tf.config import TrainConfig
+    from gram_tf.train import train
+
+    if not (out / "run.json").is_file():
+        train(manifest, backbone, out, TrainConfig(input_size=224, weights="imagenet", tensorboard=False),
+              seed=0, weights_dir=str(SHARED_WEIGHTS), progress=False)
+    return out
+
+
+def recipe_copy(dense: Path, recipe: str) -> Path:
+    """Each recipe prunes its own copy of the dense run (pruned_<pct>/ names would collide)."""
+    dest = dense.parent / f"{dense.name}__{recipe}"
+    if not (dest / "run.json").is_file():
+        shutil.rmtree(dest, ignore_errors=True)
+        shutil.copytree(dense, dest, ignore=shutil.ignore_patterns("pruned_*", "tflite*", "*.lock"))
+    return dest
+
+
+def tflite_rows(run_dir: Path, variants, test, rep) -> list[dict]:
+    """Convert the run's model to each variant and measure it on the test split."""
+    from gram_tf.deploy import Classifier
+    from gram_tf.io_utils import compressed_sizes
+    from gram_tf.models import load_model
+    from gram_tf.run import load_run
+
+    run = load_run(run_dir)
+    model = load_model(run_dir / "model.keras")
+    out = []
+    for variant in variants:
+        t0 = time.perf_counter()
+        path = run_dir / "tflite" / f"{run['backbone']}__{variant}.tflite"
+        if not path.is_file():
+            path.parent.mkdir(exist_ok=True)
+            export_artifact(model, path.parent, run["backbone"], variant, run["input_size"], run["preprocessing"],
+                            rep, run["labels"], macs=0)
+        probs = Classifier(path).predict_arrays(test[0])
+        out.append({"variant": variant, "test_accuracy": float((probs.argmax(1) == test[1]).mean()),
+                    "zip_bytes": compressed_sizes(path)["zip_bytes"], "seconds": round(time.perf_counter() - t0, 1)})
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--backbones", default="mobilenet_v2_035,mobilenet_v2_050")
+    ap.add_argument("--datasets", default="real,synth")
+    ap.add_argument("--levels", default="0.5,0.8,0.9")
+    ap.add_argument("--old-levels", default="0.5,0.8")
+    ap.add_argument("--epochs", type=int, default=8)
+    ap.add_argument("--max-drop", type=float, default=1.0, help="pp, for the new recipe's --max-drop choice")
+    ap.add_argument("--work", default="/tmp/prune_real")
+    ap.add_argument("--out", default="pruning_real")
+    args = ap.parse_args()
+    if not SHARED_WEIGHTS.is_dir():
+        raise SystemExit(f"error: {SHARED_WEIGHTS} is missing; this benchmark needs the real ImageNet weights")
+
+    from gram_tf import data as data_mod
+    from gram_tf.config import PruneConfig
+    from gram_tf.optimize import prune_run
+    from gram_tf.run import load_run
+    from gram_tf.table import format_table
+
+    work = Path(args.work)
+    levels = [float(v) for v in args.levels.split(",") if v]
+    old_levels = [float(v) for v in args.old_levels.split(",") if v]
+    rows = []
+    for ds in args.datasets.split(","):
+        manifest = dataset(ds, work)
+        for backbone in args.backbones.split(","):
+            dense = dense_run(manifest, backbone, work / ds / backbone)
+            run = load_run(dense)
+            mrows = data_mod.read_manifest(manifest)
+            x_test, y_test, _ = data_mod.load_split(mrows, "test", 224, run["preprocessing"]["resize"], False)
+            x_train, _, _ = data_mod.load_split(mrows, "train", 224, run["preprocessing"]["resize"], False)
+            rep = x_train[:100]
+            base = {"dataset": ds, "backbone": backbone}
+            dense_rows = tflite_rows(dense, ["fp32", "int8"], (x_test, y_test), rep)
+            fp32 = dense_rows[0]
+            val_dense = run["metrics"]["val"]["accuracy"]
+            rows.append({**base, "recipe": "dense", "sparsity_target": 0.0, "sparsity": 0.0, "variant": "keras",
+                         "test_accuracy": run["metrics"]["test"]["accuracy"], "val_accuracy": val_dense})
+            rows += [{**base, "recipe": "dense", "sparsity_target": 0.0, "sparsity": 0.0, **r,
+                      "val_accuracy": val_dense} for r in dense_rows]
+            for recipe, lv in (("old", old_levels), ("new", levels)):
+                if not lv:
+                    continue
+                cfg = PruneConfig(levels=lv, epochs=args.epochs,
+                                  max_drop_pp=args.max_drop if recipe == "new" else None)
+                if recipe == "old":
+                    cfg = dataclasses.replace(cfg, **OLD)
+                rdir = recipe_copy(dense, recipe)
+                t0 = time.perf_counter()
+                summaries = prune_run(rdir, cfg, seed=0, progress=False)
+                for s in summaries:
+                    pdir = Path(s["out_dir"])
+                    common = {**base, "recipe": recipe, "sparsity_target": s["sparsity_target"],
+                              "sparsity": round(s["sparsity"], 4), "val_accuracy": s.get("val_accuracy"),
+                              "chosen_by_max_drop": s.get("chosen")}
+                    rows.append({**common, "variant": "keras", "test_accuracy": s["accuracy"],
+                                 "seconds": round(s["seconds"], 1)})
+                    rows += [{**common, **r} for r in tflite_rows(pdir, ["fp32", "int8"], (x_test, y_test), rep)]
+                print(f"{ds}/{backbone}/{recipe}: {time.perf_counter() - t0:.0f} s", flush=True)
+            for r in rows:
+                if r["dataset"] == ds and r["backbone"] == backbone and r.get("zip_bytes"):
+                    r["x_smaller_zip_vs_fp32"] = round(fp32["zip_bytes"] / r["zip_bytes"], 2)
+                if r["dataset"] == ds and r["backbone"] == backbone:
+                    r["delta_pp_vs_fp32"] = round(100 * (r["test_accuracy"] - fp32["test_accuracy"]), 1)
+            _write(rows, args.out)
+    print(format_table([{k: r.get(k) for k in COLUMNS} for r in rows]))
+
+
+def _write(rows, out: str) -> None:
+    """Merge into the results file: rows of other (dataset, backbone) pairs from earlier calls stay."""
+    import csv
+    import io
+
+    from gram_tf.io_utils import atomic_write_json, atomic_write_text
+
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    done = {(r["dataset"], r["backbone"]) for r in rows}
+    previous = RESULTS / f"{out}.json"
+    if previous.is_file():
+        old = json.loads(previous.read_text())
+        rows = [r for r in old.get("rows", []) if (r["dataset"], r["backbone"]) not in done] + rows
+        commands = [c for c in old.get("commands", []) if c != environment()["command"]]
+    else:
+        commands = []
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=COLUMNS, extrasaction="ignore")
+    w.writeheader()
+    w.writerows(rows)
+    atomic_write_text(RESULTS / f"{out}.csv", buf.getvalue())
+    atomic_write_json(RESULTS / f"{out}.json", {"environment": environment(), "commands": [*commands, environment()["command"]],
+                                                "rows": rows})
+    atomic_write_json(RESULTS / f"{out}.env.json", environment())
+
+
+if __name__ == "__main__":
+    main()
