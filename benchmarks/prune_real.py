@@ -7,10 +7,10 @@ of it with each recipe at each level, and convert the dense model and every prun
 and int8 `.tflite`. Every row is measured on the test split by the artifact itself (LiteRT), the
 Keras rows by the Keras model.
 
-- old: the recipe before issue 21 (BatchNorm frozen, TF-MOT's gradual ramp, labels only,
+- old: the recipe before issue 21 (BatchNorm frozen, uniform sparsity, TF-MOT's gradual ramp, labels only,
   constant learning rate, last epoch kept);
-- new: `gram-tf prune`'s defaults (BatchNorm folded, one-shot masks with least-squares refit,
-  distillation, warm-up + cosine, best validation epoch kept).
+- new: `gram-tf prune`'s defaults (BatchNorm folded, per-layer sparsity from sensitivity, one-shot
+  masks with least-squares refit, distillation, warm-up + cosine, best validation epoch kept).
 
 Datasets: `real` (benchmarks/real_micrographs.py: 6 classes, 136 test fields) and `synth`
 (`gram-tf data synth --per-class 120 --size 224`, fields of one smear in one split).
@@ -38,7 +38,7 @@ import gram_tf  # noqa: E402,F401
 
 COLUMNS = ["dataset", "backbone", "recipe", "sparsity_target", "sparsity", "variant", "test_accuracy",
            "val_accuracy", "zip_bytes", "x_smaller_zip_vs_fp32", "delta_pp_vs_fp32", "chosen_by_max_drop", "seconds"]
-OLD = dict(method="gradual", batchnorm="frozen", distill=0.0, lr_schedule="constant", keep="last")
+OLD = dict(method="gradual", batchnorm="frozen", distill=0.0, lr_schedule="constant", keep="last", allocation="uniform")
 
 
 def dataset(name: str, work: Path) -> Path:
@@ -113,6 +113,7 @@ def main() -> None:
 
     from gram_tf import data as data_mod
     from gram_tf.config import PruneConfig
+    from gram_tf.convert import representative_images
     from gram_tf.optimize import prune_run
     from gram_tf.run import load_run
     from gram_tf.table import format_table
@@ -128,8 +129,7 @@ def main() -> None:
             run = load_run(dense)
             mrows = data_mod.read_manifest(manifest)
             x_test, y_test, _ = data_mod.load_split(mrows, "test", 224, run["preprocessing"]["resize"], False)
-            x_train, _, _ = data_mod.load_split(mrows, "train", 224, run["preprocessing"]["resize"], False)
-            rep = x_train[:100]
+            rep = representative_images(mrows, run, 100, seed=0)  # what `gram-tf convert` calibrates with
             base = {"dataset": ds, "backbone": backbone}
             dense_rows = tflite_rows(dense, ["fp32", "int8"], (x_test, y_test), rep)
             fp32 = dense_rows[0]

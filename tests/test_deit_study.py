@@ -1,5 +1,7 @@
 """`gram-tf run` with the DeiT-tiny config, end to end at 32 px (its own file so the test scheduler
 starts this long test early on one worker)."""
+import json
+
 import numpy as np
 import pytest
 
@@ -16,17 +18,23 @@ def test_deit_study_end_to_end_prunes_attention_and_runs_int8(tmp_path):
     cfg = load_config("configs/deit_tiny.yaml", [
         f"out={tmp_path / 'runs'}", f"tflite_dir={tmp_path / 'tfl'}", "data.synth_per_class=16", "data.synth_size=48",
         "train.input_size=32", "train.epochs=3", "prune.levels=[0.5]", "prune.epochs=1", "prune.batch_size=8",
+        "prune.sensitivity_levels=[0.5,0.9]",
         "convert.variants=[int8,int8-per-tensor]", "convert.pruned_variants=[int8]",
         "convert.representative_samples=8", "convert.check_samples=8", "bench.threads=[1]", "bench.runs=3",
         "bench.warmup=1", "bench.keras_reference=false"])
     result = run_study(cfg, progress=False)
     variants = {(r["variant"], r["sparsity_target"]) for r in result["rows"]}
     assert variants == {("int8", 0.0), ("int8-per-tensor", 0.0), ("int8", 0.5)}
-    pruned = load_model(tmp_path / "runs" / cfg.name / "runs" / "deit_tiny" / "pruned_50" / "model.keras")
-    per_layer = measure_sparsity(pruned)["per_layer"]
+    pruned_dir = tmp_path / "runs" / cfg.name / "runs" / "deit_tiny" / "pruned_50"
+    per_layer = measure_sparsity(load_model(pruned_dir / "model.keras"))["per_layer"]
+    report = json.loads((pruned_dir / "sparsity_report.json").read_text())
+    # every attention and MLP kernel is pruned to its own target (sensitivity allocation), and
+    # the pruned layers together to the level asked for
     for i in range(12):
         for part in ("qkv", "proj", "fc1", "fc2"):
-            assert per_layer[f"block{i}_{part}/kernel"]["sparsity"] == pytest.approx(0.5, abs=0.02)
+            target = report["per_layer_target"][f"block{i}_{part}"]
+            assert per_layer[f"block{i}_{part}/kernel"]["sparsity"] == pytest.approx(target, abs=0.02)
+    assert report["summary"]["pruned_layers_sparsity"] == pytest.approx(0.5, abs=0.01)
     for f in (tmp_path / "tfl" / cfg.name).glob("*int8*.tflite"):
         it = Interpreter(model_path=str(f))
         it.allocate_tensors()

@@ -22,6 +22,7 @@ from gram_tf.report import (
     load_results,
     normalize_row,
 )
+from gram_tf.report.view import fmt_sp
 
 FIXTURE = Path(__file__).parent / "fixtures" / "results_small.csv"
 A, B = "mobilenet_v3_small", "efficientnet_lite0"
@@ -458,3 +459,16 @@ def test_within_drop_counts_exactly_one_pp_as_within():
 
     acc, payload, nodes, steps = recover_accuracy(try_nodes, ["a", "b", "c", "d"], 0.87, 0.01, 64)
     assert (acc, payload, nodes, tried) == (0.86, "blob2", ["a", "b"], [1, 2])
+
+
+def test_report_names_the_smallest_artifact_within_budget(report, rows):
+    _, _, md = report
+    s4 = _section(md, 4)
+    for bb in (A, B):
+        lite = [r for r in rows if r["backbone"] == bb and r["runtime"] == "litert" and r["accuracy"] is not None]
+        ref = next(r for r in lite if r["variant"] == "fp32" and not r["sparsity_target"])
+        ok = [r for r in lite if r["accuracy"] >= ref["accuracy"] - 0.01 - 1e-9 and r["zip_bytes"]]
+        best = min(ok, key=lambda r: r["zip_bytes"])
+        line = next(ln for ln in s4.splitlines() if ln.startswith(f"- {bb}:"))
+        assert f"**{fmt_sp(best['sparsity_target'])} {best['variant']}**" in line
+        assert f"{ref['zip_bytes'] / best['zip_bytes']:.2f}× smaller" in line

@@ -30,6 +30,14 @@ def magnitude_mask(kernel: np.ndarray, sparsity: float) -> np.ndarray:
     return keep.reshape(kernel.shape)
 
 
+def _prunable_variables(layer) -> list:
+    """What TF-MOT would prune in this layer: its declared prunable weights (gram_tf's transformer
+    layers), else its kernel."""
+    if hasattr(layer, "get_prunable_weights"):
+        return list(layer.get_prunable_weights())
+    return [getattr(layer, "kernel")]
+
+
 def measure_sensitivity(model, layers: list[str], levels, x_val, y_val, preprocessing: dict,
                         progress: bool = True) -> dict:
     """{'baseline': {loss, accuracy}, 'layers': {name: {'params': n, 'levels': [...], 'loss': [...],
@@ -44,18 +52,19 @@ def measure_sensitivity(model, layers: list[str], levels, x_val, y_val, preproce
 
         bar = tqdm(total=len(layers) * len(levels), desc="sensitivity", leave=False, dynamic_ncols=True)
     for name in layers:
-        layer = model.get_layer(name)
-        weights = layer.get_weights()
-        kernel = weights[0]
-        row = {"params": int(kernel.size), "loss": [], "accuracy": []}
+        variables = _prunable_variables(model.get_layer(name))
+        saved = [v.numpy() for v in variables]
+        row = {"params": int(sum(w.size for w in saved)), "loss": [], "accuracy": []}
         for level in levels:
-            layer.set_weights([kernel * magnitude_mask(kernel, level), *weights[1:]])
+            for v, w in zip(variables, saved):
+                v.assign(w * magnitude_mask(w, level))
             m = evaluate_keras(model, x_val, y_val, preprocessing, labels)
             row["loss"].append(float(m["loss"]))
             row["accuracy"].append(float(m["accuracy"]))
             if bar is not None:
                 bar.update(1)
-        layer.set_weights(weights)
+        for v, w in zip(variables, saved):
+            v.assign(w)
         out["layers"][name] = row
     if bar is not None:
         bar.close()
