@@ -18,7 +18,7 @@ def test_deit_study_end_to_end_prunes_attention_and_runs_int8(tmp_path):
     cfg = load_config("configs/deit_tiny.yaml", [
         f"out={tmp_path / 'runs'}", f"tflite_dir={tmp_path / 'tfl'}", "data.synth_per_class=16", "data.synth_size=48",
         "train.input_size=32", "train.epochs=3", "prune.levels=[0.5]", "prune.epochs=1", "prune.batch_size=8",
-        "prune.sensitivity_levels=[0.5,0.9]",
+        "prune.allocation=uniform", "prune.method=gradual",  # the refit recipe on DeiT: see docs/pruning.md
         "convert.variants=[int8,int8-per-tensor]", "convert.pruned_variants=[int8]",
         "convert.representative_samples=8", "convert.check_samples=8", "bench.threads=[1]", "bench.runs=3",
         "bench.warmup=1", "bench.keras_reference=false"])
@@ -28,7 +28,7 @@ def test_deit_study_end_to_end_prunes_attention_and_runs_int8(tmp_path):
     pruned_dir = tmp_path / "runs" / cfg.name / "runs" / "deit_tiny" / "pruned_50"
     per_layer = measure_sparsity(load_model(pruned_dir / "model.keras"))["per_layer"]
     report = json.loads((pruned_dir / "sparsity_report.json").read_text())
-    # every attention and MLP kernel is pruned to its own target (sensitivity allocation), and
+    # every attention and MLP kernel is pruned to its target, and
     # the pruned layers together to the level asked for
     for i in range(12):
         for part in ("qkv", "proj", "fc1", "fc2"):
