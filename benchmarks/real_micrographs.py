@@ -33,42 +33,44 @@ def _save(img: Image.Image, path: Path) -> None:
     img.resize((FIELD_PX, FIELD_PX), Image.BICUBIC, reducing_gap=3.0).save(path)
 
 
-def _gramstainr_fields(src: Path, out: Path) -> int:
+def _gramstainr_boxes(img: Image.Image):
+    """A 4x2 grid of squares, centred; file suffix "__f<k>" groups fields by photo."""
+    w, h = img.size
+    side = min(w // 4, h // 2)
+    x0, y0 = (w - 4 * side) // 2, (h - 2 * side) // 2
+    for k in range(8):
+        col, row = k % 4, k // 4
+        yield f"__f{k}", (x0 + col * side, y0 + row * side, x0 + (col + 1) * side, y0 + (row + 1) * side)
+
+
+def _mendeley_boxes(img: Image.Image):
+    """3x3 overlapping squares in the circle's inscribed square; no "__f": every field is its own
+    group (one photo per class)."""
+    square = int(min(img.size) / 2 ** 0.5) - 8
+    x0, y0 = (img.size[0] - square) // 2, (img.size[1] - square) // 2
+    side, step = square // 2, square // 4
+    for k in range(9):
+        col, row = k % 3, k // 3
+        yield f"-{k}", (x0 + col * step, y0 + row * step, x0 + col * step + side, y0 + row * step + side)
+
+
+def _rgb_on_white(photo: Path) -> Image.Image:
+    rgba = Image.open(photo).convert("RGBA")
+    img = Image.new("RGB", rgba.size, (255, 255, 255))
+    img.paste(rgba, mask=rgba.getchannel("A"))
+    return img
+
+
+def _write_fields(src: Path, out: Path, boxes) -> int:
+    """Every photo of src/<class>/ cut into the fields `boxes` yields, saved under out/<class>/."""
     n = 0
-    for cls_dir in sorted(p for p in (src / "gramstainr_reference").iterdir() if p.is_dir()):
+    for cls_dir in sorted(p for p in src.iterdir() if p.is_dir()):
         dest = out / cls_dir.name
         dest.mkdir(parents=True, exist_ok=True)
         for photo in sorted(cls_dir.iterdir()):
-            img = Image.open(photo).convert("RGB")
-            w, h = img.size
-            side = min(w // 4, h // 2)
-            x0, y0 = (w - 4 * side) // 2, (h - 2 * side) // 2
-            for k in range(8):
-                col, row = k % 4, k // 4
-                box = (x0 + col * side, y0 + row * side, x0 + (col + 1) * side, y0 + (row + 1) * side)
-                _save(img.crop(box), dest / f"{photo.stem}__f{k}.png")
-                n += 1
-    return n
-
-
-def _mendeley_fields(src: Path, out: Path) -> int:
-    n = 0
-    for cls_dir in sorted(p for p in (src / "mendeley_examples").iterdir() if p.is_dir()):
-        dest = out / cls_dir.name
-        dest.mkdir(parents=True, exist_ok=True)
-        for photo in sorted(cls_dir.iterdir()):
-            rgba = Image.open(photo).convert("RGBA")
-            img = Image.new("RGB", rgba.size, (255, 255, 255))
-            img.paste(rgba, mask=rgba.getchannel("A"))
-            d = min(img.size)
-            square = int(d / 2 ** 0.5) - 8
-            x0, y0 = (img.size[0] - square) // 2, (img.size[1] - square) // 2
-            side, step = square // 2, square // 4
-            for k in range(9):
-                col, row = k % 3, k // 3
-                box = (x0 + col * step, y0 + row * step, x0 + col * step + side, y0 + row * step + side)
-                # no "__f": every Mendeley field is its own group (one photo per class)
-                _save(img.crop(box), dest / f"{photo.stem}-{k}.png")
+            img = _rgb_on_white(photo)
+            for suffix, box in boxes(img):
+                _save(img.crop(box), dest / f"{photo.stem}{suffix}.png")
                 n += 1
     return n
 
@@ -84,7 +86,8 @@ def build(out_dir, val: float = 0.2, test: float = 0.25, seed: int = 0) -> Path:
     if not REAL.is_dir():
         raise SystemExit(f"error: {REAL} is missing; this benchmark needs ../shared/data/real")
     images = out_dir / "images"
-    n = _gramstainr_fields(REAL, images) + _mendeley_fields(REAL, images)
+    n = (_write_fields(REAL / "gramstainr_reference", images, _gramstainr_boxes)
+         + _write_fields(REAL / "mendeley_examples", images, _mendeley_boxes))
     rows = split_dataset(images, val=val, test=test, seed=seed, group_pattern=GROUP_PATTERN, progress=False)
     write_manifest(rows, manifest)
     print(f"{n} fields -> {images}; manifest -> {manifest}")

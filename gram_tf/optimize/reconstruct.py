@@ -91,9 +91,7 @@ def prune_and_refit(kernel2d: np.ndarray, bias: np.ndarray, x: np.ndarray, y: np
     xa = np.concatenate([x, np.ones((x.shape[0], 1))], axis=1)  # last column: the bias
     norms = np.sqrt((x ** 2).sum(0))
     keeps = [np.sort(np.argsort(np.abs(kernel2d[:, j]) * norms, kind="stable")[n_zero:]) for j in range(c)]
-    masked = np.zeros(kernel2d.shape)
-    for j in range(c):
-        masked[keeps[j], j] = kernel2d[keeps[j], j]
+    masked = _mask_only(kernel2d, x, sparsity)  # the same keeps: same score, same stable order
     half = x.shape[0] // 2
     folds = [(slice(0, half), slice(half, None)), (slice(half, None), slice(0, half))]
     errors = {None: sum(float(((xa[te, :f] @ masked + bias - y[te]) ** 2).sum()) for _, te in folds)}
