@@ -265,21 +265,32 @@ def prune_cmd(run_dir, final_sparsity, sweep, max_drop, sensitivity, allocation,
               help="artifact folder (default tflite_models/<run-name>)")
 @click.option("--io-type", type=click.Choice(["int8", "uint8", "float32"]), default=None)
 @click.option("--representative-samples", type=int, default=None)
+@click.option("--equalize", type=click.Choice(["auto", "always", "never"]), default=None,
+              help="cross-layer equalization before full-integer conversion (auto: per-tensor int8 only)")
+@click.option("--bias-correction", type=click.Choice(["auto", "never", "quantized", "float"]), default=None,
+              help="absorb int8 weight rounding's mean shift into the biases (auto: per-tensor int8 only)")
+@click.option("--calibration", type=click.Choice(["minmax", "percentile", "mse", "entropy"]), default=None,
+              help="activation ranges of full-integer variants (default minmax, the converter's)")
+@click.option("--calibration-percentile", type=float, default=None, help="percentile calibration's quantile")
 @click.option("--config", type=click.Path(), default=None)
 @click.option("--set", "sets", multiple=True)
-def convert_cmd(run_dir, variants, out, io_type, representative_samples, config, sets):
+def convert_cmd(run_dir, variants, out, io_type, representative_samples, equalize, bias_correction, calibration,
+                calibration_percentile, config, sets):
     """Convert a run (or a pruned run) to .tflite variants, each checked against Keras."""
     extra = {"convert": {k: v for k, v in {"variants": variants, "io_type": io_type,
-                                           "representative_samples": representative_samples}.items()
+                                           "representative_samples": representative_samples,
+                                           "equalize": equalize, "bias_correction": bias_correction,
+                                           "calibration": calibration,
+                                           "calibration_percentile": calibration_percentile}.items()
                          if v is not None}}
     cfg = _load_cfg(config, sets, extra)
     from .convert import convert_run
 
     manifest = convert_run(run_dir, cfg.convert.variants, out_dir=out, cfg=cfg.convert,
                            seed=cfg.seed)
-    click.echo(format_table(manifest["artifacts"], ["file", "variant", "size_bytes", "zip_bytes",
-                                                    "sparsity", "seconds", "top1_agreement",
-                                                    "max_abs_diff", "flagged"]))
+    rows = [{**a, "int8_recipe": (a.get("int8_recipe") or {}).get("tag", "")} for a in manifest["artifacts"]]
+    click.echo(format_table(rows, ["file", "variant", "int8_recipe", "size_bytes", "zip_bytes",
+                                   "sparsity", "seconds", "top1_agreement", "max_abs_diff", "flagged"]))
     click.echo(f"manifest -> {manifest['manifest_path']}")
 
 

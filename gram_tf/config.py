@@ -99,6 +99,13 @@ class ConvertConfig:
     fast_threads: int = 2  # int8-fast: threads the per-op profile is measured with (match deployment)
     fast_margin: float = 0.05  # int8-fast: keep an op float when int8 is slower by more than this
     fast_max_drop: float = 0.01  # int8-fast: candidates must stay within this accuracy loss on val
+    # int8 recipe of the full-integer variants (int8, int8-per-tensor, int8-selective, int8-fast):
+    # "auto" = what docs/quantization.md measured: equalization + bias correction for per-tensor int8
+    equalize: str = "auto"  # auto | always | never: cross-layer equalization
+    bias_correction: str = "auto"  # auto | never | quantized | float: int8 weight-error bias correction
+    calibration: str = "minmax"  # minmax | percentile | mse | entropy: activation ranges
+    calibration_percentile: float = 99.99  # percentile calibration: the quantile kept
+    calibration_bins: int = 2048  # histogram bins (percentile, mse, entropy)
     qat_epochs: int = 2
     qat_learning_rate: float = 1e-5
     batch_size: int = 1  # static batch 1 keeps graphs fully delegable to XNNPACK
@@ -151,6 +158,9 @@ _CHOICES = {
     "prune.keep": ("best", "last"),
     "prune.allocation": ("uniform", "sensitivity"),
     "convert.io_type": ("int8", "uint8", "float32"),
+    "convert.equalize": ("auto", "always", "never"),
+    "convert.bias_correction": ("auto", "never", "quantized", "float"),
+    "convert.calibration": ("minmax", "percentile", "mse", "entropy"),
 }
 _RANGES = {
     "data.val": (0.0, 0.9),
@@ -162,6 +172,7 @@ _RANGES = {
     "prune.warmup_fraction": (0.0, 0.9),
     "prune.max_layer_sparsity": (0.0, 0.999),
     "report.max_drop": (0.0, 1.0),
+    "convert.calibration_percentile": (50.0, 100.0),
 }
 
 
@@ -173,7 +184,8 @@ _POSITIVE = ("train.learning_rate", "train.fine_tune_learning_rate", "prune.lear
 _AT_LEAST = {"train.epochs": 1, "train.batch_size": 1, "bench.runs": 1, "convert.representative_samples": 1,
              "train.augment_views": 1, "train.fine_tune_epochs": 0, "train.early_stopping_patience": 0,
              "prune.epochs": 1, "prune.batch_size": 1, "convert.check_samples": 0, "convert.qat_epochs": 1,
-             "convert.fast_threads": 1, "bench.warmup": 0, "convert.batch_size": 1}
+             "convert.fast_threads": 1, "bench.warmup": 0, "convert.batch_size": 1,
+             "convert.calibration_bins": 256}
 
 
 def _type_name(tp) -> str:

@@ -183,7 +183,7 @@ def base_row(f: Path, info: dict, run_name) -> dict:
         "sparsity_target": float(info.get("sparsity_target") or 0.0), "path": str(f),
         "sparsity": info.get("sparsity"), "weight_quantization": info.get("weight_quantization"),
         "io_type": info.get("io_type"), "macs": info.get("macs"), "input_size": info.get("input_size"),
-        "flagged": info.get("flagged"),
+        "flagged": info.get("flagged"), "int8_recipe": (info.get("int8_recipe") or {}).get("tag"),
     }
 
 

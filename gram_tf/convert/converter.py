@@ -14,6 +14,8 @@ import numpy as np
 
 from ..deploy import Classifier, make_interpreter, normalize
 from ..errors import GramTFError
+from .calibration import calibrate_only, quantize_calibrated, recalibrate
+from .recipe import Int8Recipe, full_integer, prepare_model
 from .variants import BuildRequest, Variant, get_variant, register_variant
 
 
@@ -87,40 +89,42 @@ def representative_gen(images_uint8: np.ndarray, preprocessing: dict, batch_size
 class CalibratedInt8:
     """Full-int8 conversions of one model with any set of nodes kept float, calibrated once.
 
-    Built on TFLite's quantization debugger: the representative dataset runs through the model
-    once (calibration), and each `quantize(float_nodes)` only re-runs the quantizer on the
-    calibrated model with those nodes (output tensor names) denylisted. Float IO, since some nodes
-    stay float. Shared by int8-selective and int8-fast, whose searches try many denylists.
+    The calibrate-only route (convert.calibration): the representative dataset runs through the
+    model once, the int8 recipe (equalization, bias correction, calibration method) is applied,
+    and each `quantize(float_nodes)` only re-runs the quantizer on the calibrated model with those
+    nodes (output tensor names) denylisted. Float IO, since some nodes stay float. Shared by
+    int8-selective and int8-fast, whose searches try many denylists.
     """
 
-    def __init__(self, model, size: int, rep_gen, batch_size: int = 1):
-        import tensorflow as tf
-
-        conv = tf.lite.TFLiteConverter.from_concrete_functions([_concrete(model, batch_size, size)])
-        conv.optimizations = [tf.lite.Optimize.DEFAULT]
-        conv.representative_dataset = rep_gen
-        conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8, tf.lite.OpsSet.TFLITE_BUILTINS]
-        with quiet_absl():
-            self.debugger = tf.lite.experimental.QuantizationDebugger(
-                converter=conv, debug_dataset=rep_gen, debug_options=tf.lite.experimental.QuantizationDebugOptions())
+    def __init__(self, model, size: int, rep_gen, batch_size: int = 1, recipe: Optional[Int8Recipe] = None,
+                 representative: Optional[np.ndarray] = None, preprocessing: Optional[dict] = None):
+        recipe = recipe or Int8Recipe()
+        prepared, applied = prepare_model(model, recipe, representative, preprocessing or {}, per_channel=True)
+        self.rep_gen = rep_gen
+        calibrated = calibrate_only(prepared, size, rep_gen, batch_size)
+        self.calibrated, calibration = recalibrate(calibrated, rep_gen, recipe.calibration)
+        self.recipe = recipe
+        self.report = {**recipe.as_dict(), "applied": {**applied, "calibration": calibration}}
         self._cache: dict = {}
 
     def quantize(self, float_nodes=()) -> bytes:
         """Model bytes with `float_nodes` kept float (cached per set of nodes)."""
         key = frozenset(float_nodes)
         if key not in self._cache:
-            # the live options object, not the setter: the setter rebuilds the instrumented model
-            self.debugger.options.denylisted_nodes = sorted(key)
-            with quiet_absl():
-                self._cache[key] = self.debugger.get_nondebug_quantized_model()
+            self._cache[key] = quantize_calibrated(self.calibrated, per_channel=True, io_type="float32",
+                                                   float_nodes=key)
         return self._cache[key]
 
     def ranked_errors(self, float_nodes=()) -> list[dict]:
         """The quantized tensors of the model with `float_nodes` float, worst error first."""
         import tensorflow as tf
 
-        self.debugger.options = tf.lite.experimental.QuantizationDebugOptions(denylisted_nodes=sorted(float_nodes))
-        return ranked_errors(self.debugger)
+        debug = quantize_calibrated(self.calibrated, per_channel=True, io_type="float32", float_nodes=float_nodes,
+                                    debug=True)
+        with quiet_absl():
+            debugger = tf.lite.experimental.QuantizationDebugger(quant_debug_model_content=debug,
+                                                                 debug_dataset=self.rep_gen)
+        return ranked_errors(debugger)
 
 
 def layer_errors(debugger) -> list[dict]:
@@ -187,9 +191,15 @@ def _converter_builder(setup, name: str):
     def build(req: BuildRequest):
         spec = get_variant(name)
         io_type = req.io_type if req.io_type in spec.io_types else spec.io_types[0]
+        if spec.per_channel is not None and req.recipe is not None and not req.recipe.trivial:
+            blob, recipe = full_integer(req.model, req.size, req.preprocessing, req.representative, req.recipe,
+                                        per_channel=spec.per_channel, io_type=io_type, batch_size=req.batch_size)
+            return blob, {"recipe": recipe}
         ctx = {"representative": representative_gen(req.representative, req.preprocessing, req.batch_size)
                if spec.integer else None, "io_type": io_type}
-        return convert_with(req.model, setup, req.size, ctx, req.batch_size, name), None
+        blob = convert_with(req.model, setup, req.size, ctx, req.batch_size, name)
+        # the converter's own path: min/max calibration, nothing else
+        return blob, ({"recipe": {**Int8Recipe().as_dict(), "applied": {}}} if spec.per_channel is not None else None)
 
     return build
 
@@ -203,9 +213,10 @@ _plain("fp32", "float32 reference", _setup_fp32)
 _plain("fp16", "float16 weights (half the size; float compute on CPU)", _setup_fp16)
 _plain("dynamic", "int8 weights, float activations (dynamic range)", _setup_dynamic)
 _plain("int16x8", "int16 activations, int8 weights (accuracy over speed)", _setup_int16x8, integer=True)
-_plain("int8", "full integer, per-channel weight scales", _setup_int8, integer=True, io_types=_INT_IO)
+_plain("int8", "full integer, per-channel weight scales", _setup_int8, integer=True, io_types=_INT_IO,
+       per_channel=True)
 _plain("int8-per-tensor", "full integer, one scale per weight tensor", _setup_int8_per_tensor, integer=True,
-       io_types=_INT_IO)
+       io_types=_INT_IO, per_channel=False)
 _plain("qat-int8", "quantization-aware training, then full integer", _setup_int8, integer=True, training="qat",
        io_types=_INT_IO)
 _plain("pqat-int8", "pruning-preserving QAT on a pruned model, then full integer", _setup_int8, integer=True,
@@ -214,7 +225,8 @@ _plain("pqat-int8", "pruning-preserving QAT on a pruned model, then full integer
 
 def convert_variant(model, variant: str, size: int, preprocessing: dict,
                     representative: Optional[np.ndarray] = None, io_type: str = "int8", batch_size: int = 1,
-                    validation: Optional[tuple] = None, options: Optional[dict] = None) -> tuple[bytes, Optional[dict]]:
+                    validation: Optional[tuple] = None, options: Optional[dict] = None,
+                    recipe: Optional[Int8Recipe] = None) -> tuple[bytes, Optional[dict]]:
     """Convert a Keras model to TFLite bytes for one variant through its builder in the variant
     table; returns (bytes, the builder's report or None). No files written."""
     spec = get_variant(variant)
@@ -224,16 +236,16 @@ def convert_variant(model, variant: str, size: int, preprocessing: dict,
         raise GramTFError(f"{variant} needs validation (or test) images to measure the accuracy drop: "
                           "use gram_tf.convert.convert_run or pass validation=(images, labels)")
     req = BuildRequest(model, size, preprocessing, representative, io_type, batch_size, validation,
-                       dict(options or {}))
+                       dict(options or {}), recipe if spec.per_channel is not None else None)
     return spec.build(req)
 
 
 def convert_model(model, variant: str, size: int, preprocessing: dict,
                   representative: Optional[np.ndarray] = None, io_type: str = "int8",
-                  batch_size: int = 1, options: Optional[dict] = None) -> bytes:
+                  batch_size: int = 1, options: Optional[dict] = None, recipe: Optional[Int8Recipe] = None) -> bytes:
     """Convert a Keras model to TFLite bytes for one variant (no files written)."""
     return convert_variant(model, variant, size, preprocessing, representative, io_type, batch_size,
-                           options=options)[0]
+                           options=options, recipe=recipe)[0]
 
 
 def tflite_weight_stats(path) -> dict:

@@ -14,11 +14,15 @@ one partition. The candidates and full int8 are then timed whole, interleaved wi
 fastest is kept: isolated op times miss what a float island costs at the boundaries.
 
 Speed is not the only judge: given validation images, only candidates within `max_drop` of the float
-model's accuracy compete. When none is, the quantization debugger ranks the tensors of the fastest
-candidate by error and the worst 1, 2, 4... are kept in float too ("accuracy-guarded"), as in
-int8-selective, until the accuracy is back within `max_drop`.
+model's accuracy compete. When none is, the other int8 recipes (convert.recipe: cross-layer
+equalization, bias correction, percentile/MSE calibration) are tried first, since a graph that stays
+fully int8 is faster and smaller ("recipe:<tag>"); only if none is within `max_drop` does the
+quantization debugger rank the tensors of the fastest candidate by error and the worst 1, 2, 4...
+are kept in float too ("accuracy-guarded"), as in int8-selective.
 """
 from __future__ import annotations
+
+import hashlib
 
 import numpy as np
 
@@ -26,8 +30,19 @@ from ..deploy import make_interpreter, time_interleaved
 from ..deploy.profile import delegation, op_profile, output_names
 from ..metrics import within_drop
 from .converter import CalibratedInt8, convert_model, representative_gen
+from .calibration import Calibration
 from .guard import blob_accuracy, float_accuracy, recover_accuracy
+from .recipe import Int8Recipe
 from .variants import Variant, register_variant
+
+
+def recipe_alternatives(current: Int8Recipe | None) -> list[Int8Recipe]:
+    """The recipes the accuracy guard tries, cheapest and most often enough first."""
+    alternatives = [Int8Recipe(True, "quantized"), Int8Recipe(False, "quantized"),
+                    Int8Recipe(False, "off", Calibration("mse")), Int8Recipe(True, "quantized", Calibration("mse")),
+                    Int8Recipe(False, "off", Calibration("percentile"))]
+    tag = (current or Int8Recipe()).tag()
+    return [r for r in alternatives if r.tag() != tag]
 
 
 def _named_times(blob: bytes, threads: int, runs: int) -> dict:
@@ -55,7 +70,8 @@ def choose_float_nodes(int8_times: dict, fp32_times: dict, margin: float, min_ga
 def fast_int8(model, size: int, preprocessing: dict, representative: np.ndarray, threads: int = 2,
               margin: float = 0.05, min_gain_ms: float = 0.01, runs: int = 15, rounds: int = 3,
               batch_size: int = 1, validation: tuple | None = None, max_drop: float = 0.01,
-              max_guard_nodes: int = 64) -> tuple[bytes, dict]:
+              max_guard_nodes: int = 64, recipe: Int8Recipe | None = None,
+              try_recipes: bool = True) -> tuple[bytes, dict]:
     """Mixed int8/float TFLite bytes and a report (float nodes and why, candidates, timings).
 
     `validation`: (uint8 images, integer labels); with it, only candidates within `max_drop` of the
@@ -63,17 +79,19 @@ def fast_int8(model, size: int, preprocessing: dict, representative: np.ndarray,
     """
     rep_gen = representative_gen(representative, preprocessing, batch_size)
 
-    int8 = CalibratedInt8(model, size, rep_gen, batch_size)  # calibrated once, re-quantized per denylist
+    # calibrated once, re-quantized per denylist
+    int8 = CalibratedInt8(model, size, rep_gen, batch_size, recipe, representative, preprocessing)
     fp32 = convert_model(model, "fp32", size, preprocessing, None, "float32", batch_size)
     fp32_times = _named_times(fp32, threads, runs)
     full_int8 = int8.quantize()
     int8_times = _named_times(full_int8, threads, runs)
-    summaries: dict = {}  # id(blob) -> delegation(blob); blobs stay alive in CalibratedInt8's cache
+    summaries: dict = {}  # blob digest -> delegation(blob)
 
     def summary_of(blob: bytes) -> dict:
-        if id(blob) not in summaries:
-            summaries[id(blob)] = delegation(blob, threads)
-        return summaries[id(blob)]
+        key = hashlib.sha1(blob).digest()
+        if key not in summaries:
+            summaries[key] = delegation(blob, threads)
+        return summaries[key]
 
     first = summary_of(full_int8)
     chosen = choose_float_nodes(int8_times, fp32_times, margin, min_gain_ms)
@@ -82,16 +100,17 @@ def fast_int8(model, size: int, preprocessing: dict, representative: np.ndarray,
               "fp32_op_sum_ms": round(sum(t[1] for t in fp32_times.values()), 3),
               "int8_op_sum_ms": round(sum(t[1] for t in int8_times.values()), 3)}
 
-    def mixed(start: list[dict]) -> tuple[bytes, dict, list]:
+    def mixed(start: list[dict], source=None) -> tuple[bytes, dict, list]:
         """Denylist `start`, re-convert, chase fallbacks that appear; (blob, denylist, rounds)."""
+        source = source or int8
         denylist: dict[str, dict] = {}
-        blob, todo, log = full_int8, start, []
+        blob, todo, log = source.quantize(), start, []
         for _ in range(rounds):
             new = [c for c in todo if c["node"] not in denylist]
             if not new:
                 break
             denylist.update({c["node"]: c for c in new})
-            blob = int8.quantize(denylist)
+            blob = source.quantize(denylist)
             summary = summary_of(blob)
             log.append({"float_nodes": len(denylist), "partitions": summary["partitions"],
                         "fallback_ops": summary["fallback_ops"]})
@@ -111,6 +130,7 @@ def fast_int8(model, size: int, preprocessing: dict, representative: np.ndarray,
         candidates["profile-guided"] = mixed(chosen)
     timed = _whole_model_times({"fp32": fp32, **{k: v[0] for k, v in candidates.items()}}, threads)
     accuracy: dict = {}
+    recipes: dict = {}  # candidate -> the int8 recipe report of a candidate built with another recipe
     if validation is not None and len(validation[1]):
         x_val, y_val = validation
         labels = [str(i) for i in range(int(model.output_shape[-1]))]
@@ -121,8 +141,25 @@ def fast_int8(model, size: int, preprocessing: dict, representative: np.ndarray,
         float_acc = float_accuracy(model, x_val, y_val, preprocessing)
         accuracy = {k: acc_of(v[0]) for k, v in candidates.items()}
         report.update(float_val_accuracy=float_acc, n_val=int(len(y_val)), max_drop=max_drop)
+        if not any(within_drop(float_acc, a, max_drop) for a in accuracy.values()) and try_recipes:
+            tried = []
+            for alt in recipe_alternatives(recipe):
+                alt_int8 = CalibratedInt8(model, size, rep_gen, batch_size, alt, representative, preprocessing)
+                fallback = [{"node": f["node"], "op": f["op"], "reason": "not delegated in int8", "int8_ms": None,
+                             "fp32_ms": None}
+                            for f in summary_of(alt_int8.quantize())["fallback"]
+                            if f["op"] not in ("QUANTIZE", "DEQUANTIZE")]
+                cand = mixed(fallback, alt_int8) if fallback else (alt_int8.quantize(), {}, [])
+                acc = acc_of(cand[0])
+                tried.append({"recipe": alt.tag(), "val_accuracy": acc, "float_nodes": len(cand[1])})
+                if within_drop(float_acc, acc, max_drop):
+                    key = f"recipe:{alt.tag()}"
+                    candidates[key], accuracy[key], recipes[key] = cand, acc, alt_int8.report
+                    timed = _whole_model_times({"fp32": fp32, **{k: v[0] for k, v in candidates.items()}}, threads)
+                    break
+            report["recipes_tried"] = tried
         if not any(within_drop(float_acc, a, max_drop) for a in accuracy.values()):
-            base = min(candidates, key=lambda k: timed[k])
+            base = min((k for k in candidates if not k.startswith("recipe:")), key=lambda k: timed[k])
             guard = _accuracy_guard(int8, mixed, candidates[base][1], acc_of, float_acc, max_drop,
                                     max_guard_nodes)
             report["guard"] = {"from": base, **guard["report"]}
@@ -135,7 +172,7 @@ def fast_int8(model, size: int, preprocessing: dict, representative: np.ndarray,
     best = min(ok, key=lambda k: timed[k]) if ok else max(accuracy, key=lambda k: (accuracy[k], -timed[k]))
     blob, denylist, log = candidates[best]
     final = summary_of(blob)
-    report.update(chosen=best, rounds=log, float_nodes=list(denylist.values()), partitions=final["partitions"],
+    report.update(chosen=best, recipe=recipes.get(best, int8.report), rounds=log, float_nodes=list(denylist.values()), partitions=final["partitions"],
                   fallback_ops=final["fallback_ops"], whole_model_ms=timed,
                   candidates={k: {"float_nodes": len(v[1]), "whole_model_ms": timed[k],
                                   "partitions": summary_of(v[0])["partitions"],
@@ -179,11 +216,11 @@ def _whole_model_times(blobs: dict, threads: int) -> dict:
 def _build(req):
     # options: fast_int8's keyword arguments (threads, margin, max_drop, runs, rounds...)
     return fast_int8(req.model, req.size, req.preprocessing, req.representative, batch_size=req.batch_size,
-                     validation=req.validation, **req.options)
+                     validation=req.validation, recipe=req.recipe, **req.options)
 
 
 # profile-guided; float IO since some nodes may stay float
 register_variant(Variant("int8-fast", "int8 where XNNPACK runs it faster, float elsewhere (profile-guided)", True,
-                         _build, uses_validation=True, report_key="fast",
+                         _build, uses_validation=True, report_key="fast", per_channel=True,
                          config_options=lambda cfg: {"threads": cfg.fast_threads, "margin": cfg.fast_margin,
                                                      "max_drop": cfg.fast_max_drop}))

@@ -20,7 +20,7 @@ from .variants import Variant, register_variant
 
 def selective_int8(model, size: int, preprocessing: dict, representative: np.ndarray, val_images: np.ndarray,
                    val_y: np.ndarray, labels, max_drop: float = 0.01, max_nodes: int = 64,
-                   batch_size: int = 1) -> tuple[bytes, dict]:
+                   batch_size: int = 1, recipe=None) -> tuple[bytes, dict]:
     """Full-int8 conversion with the fewest float nodes that keep accuracy within `max_drop`."""
     if representative is None or len(representative) == 0:
         raise GramTFError("int8-selective needs a representative dataset (training images)")
@@ -29,11 +29,11 @@ def selective_int8(model, size: int, preprocessing: dict, representative: np.nda
     rep_gen = representative_gen(representative, preprocessing, batch_size)
     float_acc = float_accuracy(model, val_images, val_y, preprocessing)
 
-    int8 = CalibratedInt8(model, size, rep_gen, batch_size)
+    int8 = CalibratedInt8(model, size, rep_gen, batch_size, recipe, representative, preprocessing)
     blob = int8.quantize()
     acc = blob_accuracy(blob, val_images, val_y, labels, size, preprocessing)
     steps = [{"float_nodes": 0, "accuracy": acc}]
-    report = {"float_accuracy": float_acc, "int8_accuracy": acc, "max_drop": max_drop, "n_val": int(len(val_y)),
+    report = {"recipe": int8.report, "float_accuracy": float_acc, "int8_accuracy": acc, "max_drop": max_drop, "n_val": int(len(val_y)),
               "float_nodes": [], "steps": steps}
     if within_drop(float_acc, acc, max_drop):
         report["final_accuracy"] = acc
@@ -59,10 +59,10 @@ def _build(req):
     labels = [str(i) for i in range(int(req.model.output_shape[-1]))]
     # options: selective_int8's keyword arguments (max_drop, max_nodes)
     return selective_int8(req.model, req.size, req.preprocessing, req.representative, val_x, val_y, labels,
-                          batch_size=req.batch_size, **req.options)
+                          batch_size=req.batch_size, recipe=req.recipe, **req.options)
 
 
 # float IO, since some nodes stay float
 register_variant(Variant("int8-selective", "int8 with the highest-error layers kept in float", True, _build,
-                         needs_validation=True, report_key="selective",
+                         needs_validation=True, report_key="selective", per_channel=True,
                          config_options=lambda cfg: {"max_drop": cfg.selective_max_drop}))

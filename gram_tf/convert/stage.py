@@ -24,6 +24,7 @@ from ..optimize import quantize_aware
 from ..run import library_versions, load_run
 from ..train import predict_probs
 from .converter import check_artifact, convert_variant, io_details, tflite_weight_stats
+from .recipe import resolve_recipe
 from .variants import get_variant
 
 MANIFEST_NAME = "manifest.json"
@@ -96,7 +97,7 @@ def default_out_dir(run_dir: Path, run: dict) -> Path:
 def export_artifact(model, path, variant: str, *, size: int, preprocessing: dict, labels, backbone: str,
                     representative: Optional[np.ndarray] = None, io_type: str = "int8", batch_size: int = 1,
                     validation: Optional[tuple] = None, options: Optional[dict] = None,
-                    sparsity_target: float = 0.0, check: Optional[tuple] = None, meta_extra: Optional[dict] = None,
+                    recipe=None, sparsity_target: float = 0.0, check: Optional[tuple] = None, meta_extra: Optional[dict] = None,
                     entry_extra: Optional[dict] = None) -> dict:
     """Convert `model` to `variant`, write `path` atomically with embedded metadata and a sidecar
     JSON, and return its manifest entry (sizes, sha256, weight stats, IO types, the builder's
@@ -106,7 +107,7 @@ def export_artifact(model, path, variant: str, *, size: int, preprocessing: dict
     spec = get_variant(variant)
     t0 = time.perf_counter()
     tfl, report = convert_variant(model, variant, size, preprocessing, representative, io_type, batch_size,
-                                  validation, options)
+                                  validation, options, recipe)
     meta = {"format": METADATA_FORMAT_TAG, "labels": labels, "input_size": size, "preprocessing": preprocessing,
             "backbone": backbone, "variant": variant, **(meta_extra or {})}
     with atomic_path(path, suffix=".tflite") as tmp:
@@ -127,6 +128,9 @@ def export_artifact(model, path, variant: str, *, size: int, preprocessing: dict
         "max_abs_diff": checked["max_abs_diff"] if checked else None,
         "flagged": checked["flagged"] if checked else None,
         "selective": None, "fast": None, **(entry_extra or {}),
+        # what the int8 recipe asked for and what the builder applied (int8-fast may pick another)
+        "int8_recipe": ({**(report or {}).get("recipe", {}), "requested": recipe.as_dict()}
+                        if recipe is not None else None),
     }
     if spec.report_key:
         entry[spec.report_key] = report
@@ -184,9 +188,13 @@ def _convert_specs(run_dir: Path, run: dict, specs: list, out_dir: Path, cfg: Co
         iterator = tqdm(specs, desc=f"converting {run['backbone']}", leave=False)
     for spec in iterator:
         path = out_dir / f"{artifact_stem(run, spec.name)}.tflite"
+        recipe = resolve_recipe(cfg, spec.per_channel) if spec.per_channel is not None else None
         if skip_existing and path.is_file() and Path(str(path) + ".json").is_file():
-            entries.append(read_json(Path(str(path) + ".json"))["artifact"])
-            continue
+            previous = read_json(Path(str(path) + ".json"))["artifact"]
+            # an artifact made with another int8 recipe is converted again
+            if recipe is None or (previous.get("int8_recipe") or {}).get("requested") == recipe.as_dict():
+                entries.append(previous)
+                continue
         source_model, ref, qat_report = model, keras_probs, None
         if spec.training:
             source_model, qat_report = _quantization_aware(run_dir, run, rows, spec.training, cfg, seed, progress)
@@ -195,7 +203,8 @@ def _convert_specs(run_dir: Path, run: dict, specs: list, out_dir: Path, cfg: Co
         entry = export_artifact(
             source_model, path, spec.name, size=size, preprocessing=pre, labels=labels, backbone=run["backbone"],
             representative=rep, io_type=cfg.io_type, batch_size=cfg.batch_size, validation=validation,
-            options=spec.config_options(cfg) if spec.config_options else None, sparsity_target=sparsity,
+            options=spec.config_options(cfg) if spec.config_options else None,
+            recipe=recipe, sparsity_target=sparsity,
             check=(check_x, ref, cfg.max_disagreement) if ref is not None else None, meta_extra=meta_extra,
             entry_extra={**run_fields,
                          "qat_float_layers": [f["layer"] for f in qat_report["float"]] if qat_report else None})

@@ -27,6 +27,7 @@ class BuildRequest:
     batch_size: int = 1
     validation: Optional[tuple] = None  # (uint8 images, label indices), for accuracy-guarded builders
     options: dict = field(default_factory=dict)  # builder-specific settings (from ConvertConfig)
+    recipe: Optional[object] = None  # the Int8Recipe (convert.recipe) of a full-integer variant
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,7 @@ class Variant:
     uses_validation: bool = False  # the builder measures accuracy on validation images when given
     report_key: Optional[str] = None  # manifest key of the builder's report ("fast", "selective")
     config_options: Optional[Callable] = None  # ConvertConfig -> the builder's options
+    per_channel: Optional[bool] = None  # full-integer variant the int8 recipe applies to (its weight granularity)
 
 
 VARIANTS: dict[str, Variant] = {}

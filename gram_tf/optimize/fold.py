@@ -15,12 +15,14 @@ import numpy as np
 FOLDABLE = ("Conv2D", "DepthwiseConv2D", "Dense")
 
 
+def _refs(node) -> list:
+    """The [layer, node, tensor, kwargs] references of one inbound node (TFOpLambda layers store a
+    single flat reference instead of a list of them)."""
+    return [node] if node and isinstance(node[0], str) else list(node)
+
+
 def _inbound_names(layer_cfg) -> list[str]:
-    names = []
-    for node in layer_cfg.get("inbound_nodes", []):
-        for ref in node:
-            names.append(ref[0])
-    return names
+    return [ref[0] for node in layer_cfg.get("inbound_nodes", []) for ref in _refs(node)]
 
 
 def foldable_pairs(model) -> list[tuple[str, str]]:
@@ -93,7 +95,7 @@ def fold_batchnorm(model):
         if l["name"] in {p for p, _ in pairs}:
             l["config"]["use_bias"] = True
         for node in l.get("inbound_nodes", []):
-            for ref in node:
+            for ref in _refs(node):
                 ref[0] = bn_to_producer.get(ref[0], ref[0])
         layers.append(l)
     cfg["layers"] = layers

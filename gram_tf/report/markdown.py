@@ -101,13 +101,17 @@ def _section_models(d: ResultView, auto: dict) -> str:
         f"percentile-bootstrap CI over test images ({N_BOOT} resamples; n/a without per-image results). "
         f"Latency: median (p50) ms per image at each thread count ({tl}); images/s and speed-up are listed per "
         f"thread count in the same order. Speed-up and size ratio are relative to the dense fp32 LiteRT model "
-        f"of the same backbone (size ratio = size / fp32 size). 1 MB = 10^6 bytes."
+        f"of the same backbone (size ratio = size / fp32 size). 1 MB = 10^6 bytes. int8 recipe: what a "
+        f"full-integer variant got besides the converter's min/max calibration (cle = cross-layer equalization, "
+        f"bc = bias correction, percentile/mse/entropy = activation calibration; docs/quantization.md)."
     )
     out.append("")
+    recipes = any(m.first("int8_recipe", None) for m in d.models.values())
     hdr = (["run"] if d.multi_run else []) + [
         "backbone", "sparsity", "variant", "runtime", "accuracy [95% CI]", "loss", "F1 (macro)", "AUC",
         "size", "zip size"] + [f"p50 @{t}t (ms)" for t in d.threads] + [
-        f"images/s ({tl})", f"speed-up vs fp32 ({tl})", "size ratio vs fp32", "auto"]
+        f"images/s ({tl})", f"speed-up vs fp32 ({tl})", "size ratio vs fp32", "auto"] + (
+        ["int8 recipe"] if recipes else [])
     body = []
     for k in d.keys:
         m = d.models[k]
@@ -121,7 +125,7 @@ def _section_models(d: ResultView, auto: dict) -> str:
             d.per_thread(m, lambda mm, t: fmt_x(d.speedup(mm, t))),
             fmt_num(d.size_ratio(m), 3),
             ("**auto** (" + ", ".join(f"{t}t" for t in sorted(marks[k], key=lambda x: x or 0)) + ")") if k in marks else "",
-        ])
+        ] + ([m.first("int8_recipe", None) or ""] if recipes else []))
     out.append(md_table(hdr, body))
     return "\n".join(out)
 

@@ -30,6 +30,8 @@ COLUMNS = [
     "flagged", "correct",
     # where the row was measured (gram_tf.bench.device) and where its numbers come from
     "device", "cpu", "cores", "isa", "os", "arch", "runtime_version", "timing_source", "accuracy_source",
+    # what the full-integer variants got on their way to int8 (gram_tf.convert.recipe tag, e.g. cle+bc)
+    "int8_recipe",
 ]
 ROW_COLUMNS = COLUMNS
 # A file lacking any of these is rejected; other canonical columns that are absent become None.
@@ -38,7 +40,8 @@ REQUIRED_COLUMNS = [
 ]
 INT_COLUMNS = {"threads", "size_bytes", "gzip_bytes", "zip_bytes", "n_test", "macs", "input_size", "runs", "cores"}
 STR_COLUMNS = {"run", "backbone", "variant", "runtime", "path", "correct", "weight_quantization", "io_type",
-               "device", "cpu", "isa", "os", "arch", "runtime_version", "timing_source", "accuracy_source"}
+               "device", "cpu", "isa", "os", "arch", "runtime_version", "timing_source", "accuracy_source",
+               "int8_recipe"}
 BOOL_COLUMNS = {"flagged"}
 FLOAT_COLUMNS = set(COLUMNS) - INT_COLUMNS - STR_COLUMNS - BOOL_COLUMNS
 # What every command prints after a benchmark (a short view of the rows).

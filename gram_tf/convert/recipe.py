@@ -1,0 +1,108 @@
+"""The int8 recipe: what is done to a model on its way to full integer, beyond the converter.
+
+- equalize: cross-layer equalization (gram_tf.optimize.equalize), data-aware on the calibration
+  images so ReLU6 caps and activation ranges stay as they were;
+- bias_correction: the int8 weight rounding's mean shift absorbed into the biases
+  (gram_tf.optimize.bias_correction), `quantized` (upstream error included) or `float` inputs;
+- calibration: how activation ranges are set (gram_tf.convert.calibration).
+
+`ConvertConfig` says which variants get what ("auto" = what the measurements in
+docs/quantization.md support: equalization and bias correction for per-tensor int8, where
+MobileNets collapse without them; per-channel int8 unchanged). The recipe and its reports travel
+into each artifact's manifest entry (`int8_recipe`) and the report.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+import numpy as np
+
+from ..errors import GramTFError
+from .calibration import Calibration, calibrate_only, quantize_calibrated, recalibrate
+
+BIAS_CORRECTION = ("off", "float", "quantized")
+
+
+@dataclass(frozen=True)
+class Int8Recipe:
+    equalize: bool = False
+    bias_correction: str = "off"  # off | float | quantized
+    calibration: Calibration = field(default_factory=Calibration)
+    calibration_images: int = 64  # images equalization and bias correction measure on
+
+    def __post_init__(self):
+        if self.bias_correction not in BIAS_CORRECTION:
+            raise GramTFError(f"bias_correction must be one of {', '.join(BIAS_CORRECTION)}; "
+                              f"got {self.bias_correction!r}")
+
+    @property
+    def trivial(self) -> bool:
+        """What the converter does on its own."""
+        return not self.equalize and self.bias_correction == "off" and self.calibration.method == "minmax"
+
+    def tag(self) -> str:
+        """Short label for tables: e.g. 'cle+bc+mse', 'minmax'."""
+        parts = (["cle"] if self.equalize else []) + \
+                (["bc" if self.bias_correction == "quantized" else "bc(float)"] if self.bias_correction != "off" else [])
+        if self.calibration.method != "minmax" or not parts:
+            parts.append(self.calibration.method)
+        return "+".join(parts)
+
+    def as_dict(self) -> dict:
+        return {"tag": self.tag(), "equalize": self.equalize, "bias_correction": self.bias_correction,
+                "calibration": self.calibration.as_dict()}
+
+
+def resolve_recipe(cfg, per_channel: bool) -> Int8Recipe:
+    """The recipe a full-integer variant gets from a ConvertConfig (`auto` resolved: equalization
+    and bias correction for per-tensor weights only)."""
+    choices = {"equalize": ("auto", "always", "never"), "bias_correction": ("auto", "never", "quantized", "float")}
+    for key, allowed in choices.items():
+        if getattr(cfg, key) not in allowed:
+            raise GramTFError(f"convert.{key} must be one of {', '.join(allowed)}, got {getattr(cfg, key)!r}")
+    equalize = cfg.equalize == "always" or (cfg.equalize == "auto" and not per_channel)
+    bias = {"never": "off", "auto": "off" if per_channel else "quantized"}.get(cfg.bias_correction,
+                                                                                cfg.bias_correction)
+    calibration = Calibration(cfg.calibration, percentile=cfg.calibration_percentile, bins=cfg.calibration_bins)
+    return Int8Recipe(equalize, bias, calibration)
+
+
+def prepare_model(model, recipe: Int8Recipe, images_uint8: Optional[np.ndarray], preprocessing: dict,
+                  per_channel: bool) -> tuple[object, dict]:
+    """The float Keras model to calibrate and quantize, after equalization and bias correction."""
+    from ..optimize import correct_bias, equalize
+    from .converter import normalized_images
+
+    report: dict = {}
+    if not recipe.equalize and recipe.bias_correction == "off":
+        return model, report
+    if images_uint8 is None or len(images_uint8) == 0:
+        raise GramTFError("equalization and bias correction need representative images (training images)")
+    rng = np.random.default_rng(0)
+    pick = np.sort(rng.choice(len(images_uint8), min(recipe.calibration_images, len(images_uint8)), replace=False))
+    x = normalized_images(images_uint8[pick], preprocessing)
+    if recipe.equalize:
+        model, eq = equalize(model, x)
+        report["equalize"] = {k: eq[k] for k in ("pairs", "dead_inputs_zeroed", "folded_batchnorm", "iterations")}
+        report["equalize"].update(spread_before=round(eq["spread_before"]["median"], 4),
+                                  spread_after=round(eq["spread_after"]["median"], 4),
+                                  worst_before=round(eq["spread_before"]["worst"], 4),
+                                  worst_after=round(eq["spread_after"]["worst"], 4))
+    if recipe.bias_correction != "off":
+        model, bc = correct_bias(model, x, per_channel=per_channel, inputs=recipe.bias_correction)
+        report["bias_correction"] = bc
+    return model, report
+
+
+def full_integer(model, size: int, preprocessing: dict, representative: np.ndarray, recipe: Int8Recipe,
+                 per_channel: bool = True, io_type: str = "int8", batch_size: int = 1) -> tuple[bytes, dict]:
+    """Full-integer TFLite bytes through the calibrate-only route with the recipe applied."""
+    from .converter import representative_gen
+
+    prepared, report = prepare_model(model, recipe, representative, preprocessing, per_channel)
+    rep_gen = representative_gen(representative, preprocessing, batch_size)
+    calibrated, cal = recalibrate(calibrate_only(prepared, size, rep_gen, batch_size), rep_gen, recipe.calibration)
+    report["calibration"] = cal
+    blob = quantize_calibrated(calibrated, per_channel=per_channel, io_type=io_type)
+    return blob, {**recipe.as_dict(), "applied": report}

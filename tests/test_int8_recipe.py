@@ -1,0 +1,249 @@
+"""Int8 that keeps its accuracy: cross-layer equalization, bias correction, and activation range
+calibration through the calibrate-only route (issue 16)."""
+import json
+
+import numpy as np
+import pytest
+
+from gram_tf.config import ConvertConfig, load_config
+from gram_tf.convert import convert_model, convert_run
+from gram_tf.convert.calibration import (Calibration, calibrate_only, calibrated_ranges, histogram,
+                                         quantize_calibrated, range_from_histogram, set_ranges, tensor_ranges)
+from gram_tf.convert.converter import representative_gen
+from gram_tf.convert.recipe import Int8Recipe, resolve_recipe
+from gram_tf.errors import GramTFError
+from gram_tf.optimize import channel_range_spread, correct_bias, equalize, fold_batchnorm, quantized_kernel
+
+IDENTITY_PRE = {"mean": [0.0, 0.0, 0.0], "std": [1.0, 1.0, 1.0], "scale": 1.0 / 255.0, "offset": 0.0,
+                "resize": "squash", "channel_order": "RGB"}
+
+
+def _mobile_block(cap=6.0, seed=0, dead=True, logits=False):
+    """conv-BN-ReLU(cap) -> pad -> depthwise-BN-ReLU(cap) -> conv-BN -> GAP -> dense, with BatchNorm
+    scales spread over three orders of magnitude (what makes per-tensor int8 collapse)."""
+    import tf_keras
+
+    tf_keras.utils.set_random_seed(seed)
+    x = inp = tf_keras.Input((16, 16, 3), name="image")
+    x = tf_keras.layers.Conv2D(8, 3, strides=2, padding="same", use_bias=False, name="c1")(x)
+    x = tf_keras.layers.BatchNormalization(name="bn1")(x)
+    x = tf_keras.layers.ReLU(cap, name="r1")(x)
+    x = tf_keras.layers.ZeroPadding2D(1, name="pad")(x)
+    x = tf_keras.layers.DepthwiseConv2D(3, use_bias=False, name="dw")(x)
+    x = tf_keras.layers.BatchNormalization(name="bn2")(x)
+    x = tf_keras.layers.ReLU(cap, name="r2")(x)
+    x = tf_keras.layers.Conv2D(6, 1, use_bias=False, name="pw")(x)
+    x = tf_keras.layers.BatchNormalization(name="bn3")(x)
+    x = tf_keras.layers.GlobalAveragePooling2D(name="gap")(x)
+    out = tf_keras.layers.Dense(3, activation=None if logits else "softmax", name="head_dense")(x)
+    model = tf_keras.Model(inp, out)
+    rng = np.random.default_rng(seed)
+    for layer in model.layers:
+        if isinstance(layer, tf_keras.layers.BatchNormalization):
+            n = layer.gamma.shape[0]
+            gamma = 10.0 ** rng.uniform(-2, 1, n)
+            beta = rng.normal(0.5, 0.5, n)
+            if dead and layer.name == "bn1":
+                gamma[2], beta[2] = 1e-30, -1.0  # a channel ReLU always sends to 0 (as ImageNet BN leaves)
+            layer.set_weights([gamma, beta, rng.normal(0, 0.5, n), rng.uniform(0.2, 2.0, n)])
+    return model
+
+
+def _images(n, seed=1):
+    return np.random.default_rng(seed).uniform(0, 1, (n, 16, 16, 3)).astype("float32")
+
+
+# ---- cross-layer equalization ------------------------------------------------------------------
+
+def test_equalize_keeps_the_function_and_evens_out_channel_ranges():
+    model = _mobile_block(cap=None)  # plain ReLU: equalization is exact for any input
+    x = _images(8)
+    folded, _ = fold_batchnorm(model)
+    eq, report = equalize(model)
+    assert report["pairs"] == 3  # c1 -> dw (through ReLU and padding), dw -> pw, pw -> head (through GAP)
+    assert report["dead_inputs_zeroed"] == 1
+    np.testing.assert_allclose(eq(x).numpy(), model(x, training=False).numpy(), atol=1e-5)
+    before, after = channel_range_spread(folded), channel_range_spread(eq)
+    assert after["worst"] > 5 * before["worst"] and after["median"] > before["median"]
+    # the equalized pair's ranges match channel by channel (up to the dead channel)
+    k1 = np.abs(eq.get_layer("c1").get_weights()[0]).reshape(-1, 8).max(0)
+    k2 = np.abs(eq.get_layer("dw").get_weights()[0]).max(axis=(0, 1, 3))
+    live = k2 > 0
+    np.testing.assert_allclose(k1[live], k2[live], rtol=0.05)
+
+
+def test_data_aware_equalization_keeps_relu6_caps_and_activation_ranges():
+    import tf_keras
+
+    model = _mobile_block(cap=6.0)
+    x = _images(16)
+    eq, report = equalize(model, x)
+    assert report["relu6_lifted"] == [] and report["data_aware"]
+    assert eq.get_layer("r1").get_config()["max_value"] == 6.0
+    np.testing.assert_allclose(eq(x).numpy(), model(x, training=False).numpy(), atol=1e-5)
+    folded, _ = fold_batchnorm(model)
+    for name in ("r1", "r2"):  # no channel grows past the tensor's measured peak
+        peak = np.max(tf_keras.Model(folded.input, folded.get_layer(name).output)(x))
+        assert np.max(tf_keras.Model(eq.input, eq.get_layer(name).output)(x)) <= peak * (1 + 1e-5)
+    # data-free, the caps would have to go (the paper's choice), and the report says which
+    _, free = equalize(model)
+    assert set(free["relu6_lifted"]) == {"r1", "r2"}
+
+
+# ---- bias correction ---------------------------------------------------------------------------
+
+def _with_int8_weights(model, per_channel):
+    """A copy of `model` whose kernels are rounded as the converter rounds them."""
+    import tf_keras
+
+    copy = tf_keras.models.clone_model(model)
+    copy.set_weights(model.get_weights())
+    for layer in copy.layers:
+        if type(layer).__name__ in ("Conv2D", "DepthwiseConv2D", "Dense"):
+            w = layer.get_weights()
+            w[0] = quantized_kernel(type(layer).__name__, w[0], per_channel)
+            layer.set_weights(w)
+    return copy
+
+
+@pytest.mark.parametrize("inputs", ["float", "quantized"])
+def test_bias_correction_moves_the_int8_mean_output_toward_float(inputs):
+    model = _mobile_block(cap=None, logits=True)
+    x = _images(64)
+    reference = model(x, training=False).numpy().mean(0)
+    folded, _ = fold_batchnorm(model)
+    plain = _with_int8_weights(folded, per_channel=False)(x).numpy().mean(0)
+    corrected_model, report = correct_bias(model, x, per_channel=False, inputs=inputs)
+    corrected = _with_int8_weights(corrected_model, per_channel=False)(x).numpy().mean(0)
+    assert report["layers"] == 4
+    assert np.abs(corrected - reference).max() < 0.5 * np.abs(plain - reference).max()
+    # only biases move: the kernels (what the converter rounds) are the folded ones
+    np.testing.assert_array_equal(corrected_model.get_layer("dw").get_weights()[0], folded.get_layer("dw").get_weights()[0])
+
+
+def test_quantized_kernel_matches_tflite_rounding():
+    k = np.array([[[[0.5, 0.002]], [[-1.0, 0.003]]]], np.float32)  # (1, 2, 1, 2): out channels last
+    per_tensor = quantized_kernel("Conv2D", k, per_channel=False)
+    np.testing.assert_allclose(per_tensor, np.round(k / (1.0 / 127)) * (1.0 / 127), atol=1e-7)
+    assert not per_tensor[..., 1].any()  # the narrow channel rounds to zero with one scale
+    per_channel = quantized_kernel("Conv2D", k, per_channel=True)
+    np.testing.assert_allclose(per_channel[..., 1], k[..., 1], atol=0.003 / 127 / 2 + 1e-9)
+    assert quantized_kernel("Conv2D", np.array([0.5 / 127, -0.5 / 127, 1.0], np.float32), False).tolist() == \
+        pytest.approx([1 / 127, -1 / 127, 1.0])  # halves round away from zero, as TFLite does
+
+
+# ---- calibration methods on known distributions ------------------------------------------------
+
+def _range(values, **kw):
+    lo, hi = float(values.min()), float(values.max())
+    bins = kw.get("bins", 2048)
+    return range_from_histogram(histogram(values, lo, hi, bins), np.linspace(lo, hi, bins + 1), Calibration(**kw))
+
+
+def test_minmax_and_percentile_ranges():
+    rng = np.random.default_rng(0)
+    u = rng.uniform(0, 1, 1_000_000)
+    assert _range(u, method="minmax") == (pytest.approx(u.min()), pytest.approx(u.max()))
+    lo, hi = _range(u, method="percentile", percentile=99.0)
+    assert lo == pytest.approx(u.min()) and hi == pytest.approx(0.99, abs=2e-3)  # non-negative: upper tail only
+    g = rng.normal(0, 1, 1_000_000)
+    lo, hi = _range(g, method="percentile", percentile=99.9)
+    assert lo == pytest.approx(-3.09, abs=0.05) and hi == pytest.approx(3.09, abs=0.05)
+
+
+@pytest.mark.parametrize("dist,optimum", [("normal", 3.92), ("laplace", 9.89)])
+def test_mse_range_is_the_8bit_optimum(dist, optimum):
+    """Banner et al. (ACIQ): the clipping value minimising 8-bit quantization MSE is 3.92 sigma for a
+    Gaussian and 9.89 b for a Laplace distribution."""
+    rng = np.random.default_rng(0)
+    x = getattr(rng, dist)(0, 1, 1_000_000)
+    x = np.concatenate([x, -x])  # symmetric extremes: the family [a lo, a hi] is symmetric
+    lo, hi = _range(x, method="mse", candidates=512)
+    assert lo == pytest.approx(-hi)
+    assert hi == pytest.approx(optimum, rel=0.04)
+
+
+def test_entropy_range_keeps_a_flat_distribution_and_drops_rare_outliers():
+    rng = np.random.default_rng(0)
+    u = rng.uniform(0, 1, 500_000)
+    assert _range(u, method="entropy")[1] >= 0.97
+    spiky = np.concatenate([rng.normal(0, 1, 500_000), [60.0] * 20, [-60.0] * 20])
+    lo, hi = _range(spiky, method="entropy")
+    assert 3.0 < hi < 15.0 and -15.0 < lo < -3.0
+
+
+def test_calibration_settings_are_validated():
+    with pytest.raises(GramTFError, match="unknown method"):
+        Calibration("kl")
+    with pytest.raises(GramTFError, match="percentile"):
+        Calibration("percentile", percentile=20)
+
+
+# ---- the calibrate-only route ------------------------------------------------------------------
+
+def test_calibrate_only_route_gives_back_the_ranges_it_was_given():
+    """Pins TFLite's private calibrate-only + mlir_quantize behaviour: min/max written into the
+    calibrated model come back as the quantized tensors' scale and zero point, and with the
+    converter's own ranges the route gives the converter's int8 model."""
+    model = _mobile_block(cap=6.0)
+    rep = (np.random.default_rng(2).uniform(0, 255, (12, 16, 16, 3))).astype("uint8")
+    gen = representative_gen(rep, IDENTITY_PRE)
+    calibrated = calibrate_only(model, 16, gen)
+    ranges = calibrated_ranges(calibrated)
+    assert ranges and all(lo <= hi for lo, hi in ranges.values())
+    from gram_tf.convert.calibration import _model_object
+
+    tensors = _model_object(calibrated).subgraphs[0].tensors
+    names = {i: tensors[i].name.decode() for i in ranges}
+    assert not any("image" == names[i] for i in ranges)  # the input keeps its range
+    wanted = {i: (lo * 0.5, hi * 0.25) for i, (lo, hi) in list(ranges.items())[:3]}
+    quantized = quantize_calibrated(set_ranges(calibrated, wanted), per_channel=True, io_type="int8")
+    got = tensor_ranges(quantized)
+    for i, (lo, hi) in wanted.items():
+        glo, ghi = got[names[i]]
+        step = (hi - lo) / 255
+        assert glo == pytest.approx(lo, abs=1.01 * step) and ghi == pytest.approx(hi, abs=1.01 * step)
+    # minmax through the route == the converter's own int8
+    from gram_tf.deploy import Classifier  # noqa: F401  (LiteRT only)
+    route = quantize_calibrated(calibrated, per_channel=True, io_type="int8")
+    direct = convert_model(model, "int8", 16, IDENTITY_PRE, rep, "int8")
+    assert tensor_ranges(route) == tensor_ranges(direct)
+
+
+def test_recipe_resolution_and_config_keys(tmp_path):
+    cfg = ConvertConfig()
+    assert resolve_recipe(cfg, per_channel=False).tag() == "cle+bc"
+    assert resolve_recipe(cfg, per_channel=True).trivial
+    cfg = ConvertConfig(equalize="never", bias_correction="float", calibration="mse")
+    assert resolve_recipe(cfg, per_channel=True).tag() == "bc(float)+mse"
+    assert Int8Recipe().tag() == "minmax"
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("convert:\n  calibration: kl\n")
+    with pytest.raises(GramTFError, match="convert.calibration"):
+        load_config(bad)
+    bad.write_text("convert:\n  calibration_percentile: 30\n")
+    with pytest.raises(GramTFError, match="calibration_percentile"):
+        load_config(bad)
+
+
+def test_convert_run_applies_and_records_the_recipe(tiny_run, tmp_path):
+    out = tmp_path / "art"
+    manifest = convert_run(tiny_run, ["int8", "int8-per-tensor"], out,
+                           ConvertConfig(calibration="percentile", check_samples=8), progress=False)
+    by_variant = {a["variant"]: a for a in manifest["artifacts"]}
+    per_tensor = by_variant["int8-per-tensor"]["int8_recipe"]
+    assert per_tensor["tag"] == "cle+bc+percentile"
+    assert per_tensor["applied"]["equalize"]["pairs"] > 0
+    assert per_tensor["applied"]["calibration"]["tensors"] > 0
+    assert by_variant["int8"]["int8_recipe"]["tag"] == "percentile"
+    sidecar = json.loads((out / (by_variant["int8"]["file"] + ".json")).read_text())
+    assert sidecar["artifact"]["int8_recipe"]["requested"]["calibration"]["method"] == "percentile"
+    for a in manifest["artifacts"]:
+        assert a["top1_agreement"] is not None
+    # resuming with another recipe converts again; with the same one it does not
+    again = convert_run(tiny_run, ["int8"], out, ConvertConfig(calibration="percentile", check_samples=8),
+                        progress=False, skip_existing=True)
+    assert again["artifacts"][0]["sha256"] == by_variant["int8"]["sha256"]
+    changed = convert_run(tiny_run, ["int8"], out, ConvertConfig(check_samples=8), progress=False,
+                          skip_existing=True)
+    assert changed["artifacts"][0]["int8_recipe"]["tag"] == "minmax"
