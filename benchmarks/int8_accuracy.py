@@ -9,6 +9,8 @@ every variant is run on the same held-out synthetic images and compared with the
 - `dynamic`: int8 weights, activations quantized per image at run time (no calibrated ranges).
 - `int16x8`: int8 weights, 16-bit activations with calibrated ranges: activation resolution x256.
 - `int8`: full integer, 32 calibration images (the sweep's setting); `int8-cal<N>`: N images.
+- `int8 + <recipe>`: full int8 with an int8 recipe (gram_tf.convert.recipe): percentile / mse / entropy
+  activation calibration, bias correction (`bc`), cross-layer equalization + bias correction (`cle+bc`).
 - `int8, squeeze-excitation float`: full int8 with every SE node (name contains `_se_`) kept float;
   with `--op-groups`, also `int8, <OP> float`: every node of one op type kept float, one type at a time.
 
@@ -35,6 +37,7 @@ from common import RESULTS, environment  # noqa: E402
 import gram_tf  # noqa: E402,F401
 
 LABELS = ["gram_negative", "gram_positive"]
+TECHNIQUES: list = []  # int8 recipes measured per backbone (set in main)
 COLUMNS = ["backbone", "variant", "accuracy", "agreement", "mean_abs_dp", "keras_median_margin",
            "seconds"]
 
@@ -128,6 +131,7 @@ def main(argv=None):
     ap.add_argument("--ranges-only", action="store_true", help="only the activation-range table")
     ap.add_argument("--op-groups", action="store_true",
                     help="also keep each op type float in turn (which op's int8 breaks the model?)")
+    ap.add_argument("--no-techniques", action="store_true", help="leave out the int8 recipe rows (issue 16)")
     ap.add_argument("--name", default="int8_accuracy")
     args = ap.parse_args(argv)
 
@@ -139,7 +143,14 @@ def main(argv=None):
     from gram_tf.io_utils import atomic_write_json
     from gram_tf.convert import blob_probs
     from gram_tf.table import format_table
+    from gram_tf.convert.calibration import Calibration
+    from gram_tf.convert.recipe import Int8Recipe
 
+    global TECHNIQUES
+    TECHNIQUES = [Int8Recipe(calibration=Calibration(m)) for m in ("percentile", "mse", "entropy")] + [
+        Int8Recipe(False, "quantized"), Int8Recipe(True, "quantized"), Int8Recipe(True, "quantized", Calibration("mse"))]
+    if args.no_techniques:
+        TECHNIQUES = []
     t_start = time.time()
     x_train, y_train = synthetic(max(args.train, args.more_calibration), args.size, 1)
     x_test, y_test = synthetic(args.test, args.size, 2)
@@ -179,6 +190,10 @@ def main(argv=None):
             t0 = time.time()
             blob = convert_model(model, variant.split("-cal")[0], args.size, pre, reps, io_type="float32")
             row(variant, blob_probs(blob, x_test, LABELS, args.size, pre), time.time() - t0)
+        for recipe in TECHNIQUES:  # issue 16's recipes, each on the int8 (per-channel) conversion above
+            t0 = time.time()
+            blob = convert_model(model, "int8", args.size, pre, cal, io_type="float32", recipe=recipe)
+            row(f"int8 + {recipe.tag()}", blob_probs(blob, x_test, LABELS, args.size, pre), time.time() - t0)
         t0 = time.time()
         calibrated = CalibratedInt8(model, args.size, representative_gen(cal, pre))
         groups = node_groups(calibrated)

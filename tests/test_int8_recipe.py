@@ -9,7 +9,7 @@ from gram_tf.config import ConvertConfig, load_config
 from gram_tf.convert import convert_model, convert_run
 from gram_tf.convert.calibration import (Calibration, calibrate_only, calibrated_ranges, histogram,
                                          quantize_calibrated, range_from_histogram, set_ranges, tensor_ranges)
-from gram_tf.convert.converter import representative_gen
+from gram_tf.convert import representative_gen
 from gram_tf.convert.recipe import Int8Recipe, resolve_recipe
 from gram_tf.errors import GramTFError
 from gram_tf.optimize import channel_range_spread, correct_bias, equalize, fold_batchnorm, quantized_kernel

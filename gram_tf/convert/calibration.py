@@ -29,6 +29,7 @@ from typing import Optional
 import numpy as np
 
 from ..errors import GramTFError
+from .tracing import concrete_function, quiet_absl
 
 METHODS = ("minmax", "percentile", "mse", "entropy")
 FIXED_RANGE_OPS = ("SOFTMAX", "LOGISTIC", "TANH", "LOG_SOFTMAX")
@@ -149,9 +150,7 @@ def calibrate_only(model, size: int, rep_gen, batch_size: int = 1) -> bytes:
     """The float TFLite model with the converter's calibrated min/max on every activation."""
     import tensorflow as tf
 
-    from .converter import _concrete, quiet_absl
-
-    conv = tf.lite.TFLiteConverter.from_concrete_functions([_concrete(model, batch_size, size)])
+    conv = tf.lite.TFLiteConverter.from_concrete_functions([concrete_function(model, batch_size, size)])
     conv.optimizations = [tf.lite.Optimize.DEFAULT]
     conv.representative_dataset = rep_gen
     conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8, tf.lite.OpsSet.TFLITE_BUILTINS]
@@ -240,8 +239,6 @@ def quantize_calibrated(calibrated: bytes, per_channel: bool = True, io_type: st
     """Full-integer model from a calibrated one (what the converter does after calibrating)."""
     import tensorflow as tf
     from tensorflow.lite.python import convert as tfl_convert
-
-    from .converter import quiet_absl
 
     dtype = {"int8": tf.int8, "uint8": tf.uint8, "float32": tf.float32}[io_type]
     with quiet_absl():

@@ -12,9 +12,10 @@ from typing import Optional
 
 import numpy as np
 
-from ..deploy import Classifier, make_interpreter, normalize
+from ..deploy import Classifier, make_interpreter
 from ..errors import GramTFError
 from .calibration import calibrate_only, quantize_calibrated, recalibrate
+from .tracing import concrete_function, quiet_absl, representative_gen
 from .recipe import Int8Recipe, full_integer, prepare_model
 from .variants import BuildRequest, Variant, get_variant, register_variant
 
@@ -60,30 +61,6 @@ def _setup_int8(conv, ctx, per_channel: bool = True):
 
 def _setup_int8_per_tensor(conv, ctx):
     _setup_int8(conv, ctx, per_channel=False)
-
-
-def _concrete(model, batch_size: int, size: int):
-    import tensorflow as tf
-
-    spec = tf.TensorSpec([batch_size, size, size, 3], tf.float32, name="image")
-    fn = tf.function(lambda x: model(x, training=False))
-    return fn.get_concrete_function(spec)
-
-
-def normalized_images(images_uint8: np.ndarray, preprocessing: dict) -> np.ndarray:
-    """uint8 images -> the float32 model input (channel order, mean/std), as the deployed classifier does."""
-    return normalize(images_uint8, preprocessing).astype(np.float32)
-
-
-def representative_gen(images_uint8: np.ndarray, preprocessing: dict, batch_size: int = 1):
-    """The converter's representative_dataset: normalized images, one batch at a time."""
-    x = normalized_images(images_uint8, preprocessing)
-
-    def gen():
-        for i in range(len(x)):
-            yield [x[i : i + 1].repeat(batch_size, axis=0)]
-
-    return gen
 
 
 class CalibratedInt8:
@@ -148,25 +125,6 @@ def ranked_errors(debugger) -> list[dict]:
     return [r for r in layer_errors(debugger) if r["rmse_over_scale"] > 0]
 
 
-class quiet_absl:
-    """Silence the converter's deprecation warning about the trackable-free path."""
-
-    def __enter__(self):
-        import logging
-        import warnings
-
-        self.logger = logging.getLogger("absl")
-        self.level = self.logger.level
-        self.logger.setLevel(logging.ERROR)
-        self.warnings = warnings.catch_warnings()
-        self.warnings.__enter__()
-        warnings.simplefilter("ignore", UserWarning)
-
-    def __exit__(self, *exc):
-        self.warnings.__exit__(*exc)
-        self.logger.setLevel(self.level)
-
-
 def convert_with(model, setup, size: int, ctx: dict, batch_size: int = 1, what: str = "") -> bytes:
     """Convert with a converter `setup(conv, ctx)`: the trackable-free path first, SavedModel second."""
     import tensorflow as tf
@@ -179,7 +137,7 @@ def convert_with(model, setup, size: int, ctx: dict, batch_size: int = 1, what: 
         try:
             with quiet_absl():
                 conv = tf.lite.TFLiteConverter.from_concrete_functions(
-                    [_concrete(model, batch_size, size)], trackable)
+                    [concrete_function(model, batch_size, size)], trackable)
                 setup(conv, ctx)
                 return conv.convert()
         except Exception as exc:

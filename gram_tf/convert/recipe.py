@@ -20,6 +20,7 @@ import numpy as np
 
 from ..errors import GramTFError
 from .calibration import Calibration, calibrate_only, quantize_calibrated, recalibrate
+from .tracing import normalized_images, representative_gen
 
 BIAS_CORRECTION = ("off", "float", "quantized")
 
@@ -72,7 +73,6 @@ def prepare_model(model, recipe: Int8Recipe, images_uint8: Optional[np.ndarray],
                   per_channel: bool) -> tuple[object, dict]:
     """The float Keras model to calibrate and quantize, after equalization and bias correction."""
     from ..optimize import correct_bias, equalize
-    from .converter import normalized_images
 
     report: dict = {}
     if not recipe.equalize and recipe.bias_correction == "off":
@@ -98,8 +98,6 @@ def prepare_model(model, recipe: Int8Recipe, images_uint8: Optional[np.ndarray],
 def full_integer(model, size: int, preprocessing: dict, representative: np.ndarray, recipe: Int8Recipe,
                  per_channel: bool = True, io_type: str = "int8", batch_size: int = 1) -> tuple[bytes, dict]:
     """Full-integer TFLite bytes through the calibrate-only route with the recipe applied."""
-    from .converter import representative_gen
-
     prepared, report = prepare_model(model, recipe, representative, preprocessing, per_channel)
     rep_gen = representative_gen(representative, preprocessing, batch_size)
     calibrated, cal = recalibrate(calibrate_only(prepared, size, rep_gen, batch_size), rep_gen, recipe.calibration)

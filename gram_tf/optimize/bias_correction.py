@@ -69,10 +69,22 @@ def _mean_output(layer, inputs, kernel) -> np.ndarray:
     return (total / max(count, 1)).astype(np.float32)
 
 
-def _mean_shift(layer, inputs, per_channel: bool, bits: int) -> np.ndarray:
-    """E[conv(x, dW)] per output channel over the calibration inputs."""
-    kernel = layer.get_weights()[0]
-    return _mean_output(layer, inputs, quantized_kernel(type(layer).__name__, kernel, per_channel, bits) - kernel)
+def _mean_outputs(model, layers, images, batch_size, kernels: dict) -> dict:
+    """{layer name: E[conv(x, kernels[name])]} with x each layer's input in `model`, one pass."""
+    import tf_keras
+
+    probe = tf_keras.Model(model.input, [l.input for l in layers])
+    totals = {l.name: 0.0 for l in layers}
+    count = {l.name: 0 for l in layers}
+    for xb in _batches(images, batch_size):
+        acts = probe(xb, training=False)
+        acts = acts if isinstance(acts, (list, tuple)) else [acts]
+        for layer, a in zip(layers, acts):
+            y = np.asarray(_apply(layer, a, kernels[layer.name]))
+            y = y.reshape(-1, y.shape[-1])
+            totals[layer.name] = totals[layer.name] + y.sum(axis=0, dtype=np.float64)
+            count[layer.name] += y.shape[0]
+    return {name: (totals[name] / max(count[name], 1)).astype(np.float32) for name in totals}
 
 
 def _layer_inputs(model, layer, images, batch_size) -> list:
@@ -117,8 +129,6 @@ def correct_bias(model, images: np.ndarray, per_channel: bool = True, inputs: st
 
     `images`: normalized float32 calibration images (the model's input). Returns (model, report).
     """
-    import tf_keras
-
     if inputs not in INPUT_MODES:
         raise ValueError(f"inputs must be one of {INPUT_MODES}, got {inputs!r}")
     folded, _ = fold_batchnorm(model)
@@ -126,30 +136,23 @@ def correct_bias(model, images: np.ndarray, per_channel: bool = True, inputs: st
     targets = [l for l in out.layers if type(l).__name__ in TARGETS]
     shifts = {}
     if inputs == "float":
-        probe = tf_keras.Model(out.input, [l.input for l in targets])
-        collected = {l.name: [] for l in targets}
-        for xb in _batches(images, batch_size):
-            acts = probe(xb, training=False)
-            acts = acts if isinstance(acts, (list, tuple)) else [acts]
-            for layer, a in zip(targets, acts):
-                collected[layer.name].append(np.asarray(a))
-        for layer in targets:
-            shifts[layer.name] = _mean_shift(layer, collected[layer.name], per_channel, bits)
+        # E[conv(x_f, dW)] of every target layer, in one pass of the calibration images
+        dws = {l.name: quantized_kernel(type(l).__name__, l.get_weights()[0], per_channel, bits) - l.get_weights()[0]
+               for l in targets}
+        shifts = _mean_outputs(out, targets, images, batch_size, dws)
         for layer in targets:
             k, b = layer.get_weights()
             layer.set_weights([k, b - shifts[layer.name]])
     else:
         # one layer at a time, in graph order, upstream layers already rounded and corrected: the
         # bias absorbs E[conv(x_f, W)] - E[conv(x_q, Wq)], the weight error plus what reaches the layer
-        ref = _with_biases(folded)
+        reference = _mean_outputs(out, targets, images, batch_size, {l.name: l.get_weights()[0] for l in targets})
         originals = {l.name: l.get_weights() for l in targets}
         for layer in targets:
-            kind = type(layer).__name__
             k, b = originals[layer.name]
-            kq = quantized_kernel(kind, k, per_channel, bits)
-            x_f = _layer_inputs(ref, ref.get_layer(layer.name), images, batch_size)
+            kq = quantized_kernel(type(layer).__name__, k, per_channel, bits)
             x_q = _layer_inputs(out, layer, images, batch_size)
-            shifts[layer.name] = _mean_output(layer, x_q, kq) - _mean_output(layer, x_f, k)
+            shifts[layer.name] = _mean_output(layer, x_q, kq) - reference[layer.name]
             layer.set_weights([kq, b - shifts[layer.name]])
         for layer in targets:  # the float kernels back: the converter rounds them itself
             layer.set_weights([originals[layer.name][0], layer.get_weights()[1]])
