@@ -266,11 +266,12 @@ def prune_cmd(run_dir, final_sparsity, sweep, max_drop, sensitivity, allocation,
 @click.option("--io-type", type=click.Choice(["int8", "uint8", "float32"]), default=None)
 @click.option("--representative-samples", type=int, default=None)
 @click.option("--equalize", type=click.Choice(["auto", "always", "never"]), default=None,
-              help="cross-layer equalization before full-integer conversion (auto: per-tensor int8 only)")
+              help="cross-layer equalization before full-integer conversion (auto: per-tensor int8 and pruned runs)")
 @click.option("--bias-correction", type=click.Choice(["auto", "never", "quantized", "float"]), default=None,
-              help="absorb int8 weight rounding's mean shift into the biases (auto: per-tensor int8 only)")
-@click.option("--calibration", type=click.Choice(["minmax", "percentile", "mse", "entropy"]), default=None,
-              help="activation ranges of full-integer variants (default minmax, the converter's)")
+              help="absorb int8 weight rounding's mean shift into the biases (auto: per-tensor int8 and pruned runs)")
+@click.option("--calibration", type=click.Choice(["auto", "minmax", "percentile", "mse", "entropy"]), default=None,
+              help="activation ranges of full-integer variants (auto: percentile for per-tensor int8, else "
+                   "the converter's minmax)")
 @click.option("--calibration-percentile", type=float, default=None, help="percentile calibration's quantile")
 @click.option("--config", type=click.Path(), default=None)
 @click.option("--set", "sets", multiple=True)

@@ -212,8 +212,11 @@ def test_calibrate_only_route_gives_back_the_ranges_it_was_given():
 
 def test_recipe_resolution_and_config_keys(tmp_path):
     cfg = ConvertConfig()
-    assert resolve_recipe(cfg, per_channel=False).tag() == "cle+bc"
+    assert resolve_recipe(cfg, per_channel=False).tag() == "cle+bc+percentile"
     assert resolve_recipe(cfg, per_channel=True).trivial
+    assert resolve_recipe(cfg, per_channel=True, pruned=True).tag() == "cle+bc"
+    assert resolve_recipe(ConvertConfig(equalize="never", bias_correction="never", calibration="minmax"),
+                          per_channel=False).trivial
     cfg = ConvertConfig(equalize="never", bias_correction="float", calibration="mse")
     assert resolve_recipe(cfg, per_channel=True).tag() == "bc(float)+mse"
     assert Int8Recipe().tag() == "minmax"

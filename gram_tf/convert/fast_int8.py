@@ -39,7 +39,7 @@ from .variants import Variant, register_variant
 def recipe_alternatives(current: Int8Recipe | None) -> list[Int8Recipe]:
     """The recipes the accuracy guard tries, cheapest and most often enough first."""
     alternatives = [Int8Recipe(True, "quantized"), Int8Recipe(False, "quantized"),
-                    Int8Recipe(False, "off", Calibration("mse")), Int8Recipe(True, "quantized", Calibration("mse")),
+                    Int8Recipe(False, "off", Calibration("mse")), Int8Recipe(True, "quantized", Calibration("percentile")),
                     Int8Recipe(False, "off", Calibration("percentile"))]
     tag = (current or Int8Recipe()).tag()
     return [r for r in alternatives if r.tag() != tag]
