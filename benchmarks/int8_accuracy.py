@@ -105,6 +105,19 @@ def activation_ranges(model, images, pre) -> dict:
             "worst_tensors": "; ".join(f"{layers[j].name} {steps[j]:.2f}" for j in worst)}
 
 
+def parse_technique(spec: str):
+    """'cle+bc+percentile:99.9' -> Int8Recipe(equalize, bias correction 'quantized', calibration)."""
+    from gram_tf.convert.calibration import Calibration
+    from gram_tf.convert.recipe import Int8Recipe
+
+    parts = spec.strip().split("+")
+    method, _, pct = parts[-1].partition(":")
+    if method in ("cle", "bc"):
+        parts, method = parts + [method], "minmax"
+    calibration = Calibration(method, **({"percentile": float(pct)} if pct else {}))
+    return Int8Recipe("cle" in parts, "quantized" if "bc" in parts else "off", calibration)
+
+
 def keras_probs(model, x, pre):
     from gram_tf.data import make_dataset
 
@@ -131,7 +144,11 @@ def main(argv=None):
     ap.add_argument("--ranges-only", action="store_true", help="only the activation-range table")
     ap.add_argument("--op-groups", action="store_true",
                     help="also keep each op type float in turn (which op's int8 breaks the model?)")
-    ap.add_argument("--no-techniques", action="store_true", help="leave out the int8 recipe rows (issue 16)")
+    ap.add_argument("--baselines", default="fp32,dynamic,int16x8,int8",
+                    help="conversions measured before the recipes (int8 includes int8-cal<N>); int16x8 "
+                         "of DeiT takes minutes in LiteRT's reference kernels")
+    ap.add_argument("--techniques", default="percentile,mse,entropy,bc,cle+bc,cle+bc+mse",
+                    help="int8 recipe rows (issue 16): comma list of [cle+][bc+]METHOD[:PERCENTILE], '' for none")
     ap.add_argument("--name", default="int8_accuracy")
     args = ap.parse_args(argv)
 
@@ -143,14 +160,9 @@ def main(argv=None):
     from gram_tf.io_utils import atomic_write_json
     from gram_tf.convert import blob_probs
     from gram_tf.table import format_table
-    from gram_tf.convert.calibration import Calibration
-    from gram_tf.convert.recipe import Int8Recipe
 
     global TECHNIQUES
-    TECHNIQUES = [Int8Recipe(calibration=Calibration(m)) for m in ("percentile", "mse", "entropy")] + [
-        Int8Recipe(False, "quantized"), Int8Recipe(True, "quantized"), Int8Recipe(True, "quantized", Calibration("mse"))]
-    if args.no_techniques:
-        TECHNIQUES = []
+    TECHNIQUES = [parse_technique(t) for t in args.techniques.split(",") if t.strip()]
     t_start = time.time()
     x_train, y_train = synthetic(max(args.train, args.more_calibration), args.size, 1)
     x_test, y_test = synthetic(args.test, args.size, 2)
@@ -185,15 +197,17 @@ def main(argv=None):
         row("keras fp32", p_keras, 0.0)
         t0 = time.time()
         row("weights-int8 (sim)", int8_weight_probs(model, x_test, pre), time.time() - t0)
-        for variant, reps in (("fp32", None), ("dynamic", None), ("int16x8", cal), ("int8", cal),
-                              (f"int8-cal{args.more_calibration}", x_train[: args.more_calibration])):
+        baselines = (("fp32", None), ("dynamic", None), ("int16x8", cal), ("int8", cal),
+                     (f"int8-cal{args.more_calibration}", x_train[: args.more_calibration]))
+        for variant, reps in [b for b in baselines if b[0].split("-cal")[0] in args.baselines.split(",")]:
             t0 = time.time()
             blob = convert_model(model, variant.split("-cal")[0], args.size, pre, reps, io_type="float32")
             row(variant, blob_probs(blob, x_test, LABELS, args.size, pre), time.time() - t0)
         for recipe in TECHNIQUES:  # issue 16's recipes, each on the int8 (per-channel) conversion above
             t0 = time.time()
             blob = convert_model(model, "int8", args.size, pre, cal, io_type="float32", recipe=recipe)
-            row(f"int8 + {recipe.tag()}", blob_probs(blob, x_test, LABELS, args.size, pre), time.time() - t0)
+            pct = f":{recipe.calibration.percentile:g}" if recipe.calibration.method == "percentile" else ""
+            row(f"int8 + {recipe.tag()}{pct}", blob_probs(blob, x_test, LABELS, args.size, pre), time.time() - t0)
         t0 = time.time()
         calibrated = CalibratedInt8(model, args.size, representative_gen(cal, pre))
         groups = node_groups(calibrated)

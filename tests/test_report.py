@@ -207,6 +207,11 @@ def test_report_sections_and_content(report):
     fp32 = _table_line(s2, A, "0", "fp32", "litert")
     assert "90.0% [" in fp32 and "6.14 MB" in fp32 and "12.4" in fp32
     assert "**auto** (1t, 2t)" in _table_line(s2, B, "0.5", "int8", "litert")
+    # the int8 recipe each full-integer artifact got (the results' int8_recipe column) is shown
+    assert "int8 recipe" in s2
+    assert _cells(_table_line(s2, A, "0", "int8-per-tensor", "litert"))[-1] == "cle+bc"
+    assert _cells(_table_line(s2, A, "0", "int8", "litert"))[-1] == "minmax"
+    assert _cells(fp32)[-1] == ""
     # pruning: x smaller by zip vs dense fp32
     s4 = _section(md, 4)
     line = _table_line(s4, A, "0.5", "0.499", "int8")

@@ -28,6 +28,7 @@ import numpy as np
 
 from ..deploy import make_interpreter, time_interleaved
 from ..deploy.profile import delegation, op_profile, output_names
+from ..errors import GramTFError
 from ..metrics import within_drop
 from .converter import CalibratedInt8, convert_model, representative_gen
 from .calibration import Calibration
@@ -144,7 +145,11 @@ def fast_int8(model, size: int, preprocessing: dict, representative: np.ndarray,
         if not any(within_drop(float_acc, a, max_drop) for a in accuracy.values()) and try_recipes:
             tried = []
             for alt in recipe_alternatives(recipe):
-                alt_int8 = CalibratedInt8(model, size, rep_gen, batch_size, alt, representative, preprocessing)
+                try:
+                    alt_int8 = CalibratedInt8(model, size, rep_gen, batch_size, alt, representative, preprocessing)
+                except GramTFError as exc:  # a recipe this model's layers do not allow: the next one
+                    tried.append({"recipe": alt.tag(), "error": str(exc)})
+                    continue
                 fallback = [{"node": f["node"], "op": f["op"], "reason": "not delegated in int8", "int8_ms": None,
                              "fp32_ms": None}
                             for f in summary_of(alt_int8.quantize())["fallback"]

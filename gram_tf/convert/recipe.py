@@ -17,7 +17,7 @@ from typing import Optional
 
 import numpy as np
 
-from ..errors import GramTFError
+from ..errors import GramTFError, one_line
 from .calibration import METHODS, Calibration, calibrate_only, quantize_calibrated, recalibrate
 from .tracing import normalized_images, representative_gen
 
@@ -77,8 +77,6 @@ def resolve_recipe(cfg, per_channel: bool, pruned: bool = False) -> Int8Recipe:
 def prepare_model(model, recipe: Int8Recipe, images_uint8: Optional[np.ndarray], preprocessing: dict,
                   per_channel: bool) -> tuple[object, dict]:
     """The float Keras model to calibrate and quantize, after equalization and bias correction."""
-    from ..optimize import correct_bias, equalize
-
     report: dict = {}
     if not recipe.equalize and recipe.bias_correction == "off":
         return model, report
@@ -87,6 +85,18 @@ def prepare_model(model, recipe: Int8Recipe, images_uint8: Optional[np.ndarray],
     rng = np.random.default_rng(0)
     pick = np.sort(rng.choice(len(images_uint8), min(recipe.calibration_images, len(images_uint8)), replace=False))
     x = normalized_images(images_uint8[pick], preprocessing)
+    try:
+        return _prepare(model, recipe, x, per_channel, report)
+    except GramTFError:
+        raise
+    except Exception as exc:  # a layer layout the rewrite does not know: say which switch avoids it
+        raise GramTFError(f"int8 recipe {recipe.tag()} failed on this model ({one_line(exc, 160)}); "
+                          "convert with --equalize never --bias-correction never") from None
+
+
+def _prepare(model, recipe: Int8Recipe, x: np.ndarray, per_channel: bool, report: dict):
+    from ..optimize import correct_bias, equalize
+
     if recipe.equalize:
         model, eq = equalize(model, x)
         report["equalize"] = {k: eq[k] for k in ("pairs", "dead_inputs_zeroed", "folded_batchnorm", "iterations")}
