@@ -250,3 +250,17 @@ def test_convert_run_applies_and_records_the_recipe(tiny_run, tmp_path):
     changed = convert_run(tiny_run, ["int8"], out, ConvertConfig(check_samples=8), progress=False,
                           skip_existing=True)
     assert changed["artifacts"][0]["int8_recipe"]["tag"] == "minmax"
+
+
+def test_a_recipe_the_model_cannot_take_is_a_one_line_error(monkeypatch):
+    import gram_tf.optimize as optimize
+    from gram_tf.convert.recipe import prepare_model
+
+    def broken(*a, **k):
+        raise ValueError("unknown layer layout\nsecond line")
+
+    monkeypatch.setattr(optimize, "equalize", broken)
+    rep = np.zeros((4, 16, 16, 3), np.uint8)
+    with pytest.raises(GramTFError) as err:
+        prepare_model(_mobile_block(), Int8Recipe(True, "off"), rep, IDENTITY_PRE, per_channel=False)
+    assert "\n" not in str(err.value) and "--equalize never" in str(err.value)

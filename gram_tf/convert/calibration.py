@@ -24,8 +24,6 @@ Methods, each from its published definition:
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Optional
-
 import numpy as np
 
 from ..errors import GramTFError
@@ -261,7 +259,3 @@ def tensor_ranges(blob: bytes) -> dict:
         s, z = float(q["scales"][0]), int(q["zero_points"][0])
         out[d["name"]] = (s * (-128 - z), s * (127 - z))
     return out
-
-
-def calibration_from(method: Optional[str] = None, **params) -> Calibration:
-    return Calibration(method or "minmax", **{k: v for k, v in params.items() if v is not None})
