@@ -45,7 +45,7 @@ COLUMNS = ["backbone", "variant", "accuracy", "agreement", "mean_abs_dp", "keras
 def int8_weight_probs(model, x, pre):
     """The model's probabilities with its conv/dense kernels rounded to int8 per output channel
     (weights restored afterwards)."""
-    import numpy as np
+    from gram_tf.optimize import quantized_kernel
 
     saved = model.get_weights()
     try:
@@ -54,12 +54,9 @@ def int8_weight_probs(model, x, pre):
                 w = getattr(layer, attr, None)
                 if w is None or not hasattr(w, "assign"):
                     continue
-                k = w.numpy()
                 # per output channel: the last axis; depthwise (h, w, in, multiplier): axes 2 and 3
-                axes = tuple(range(k.ndim - 2)) if attr == "depthwise_kernel" else tuple(range(k.ndim - 1))
-                scale = np.abs(k).max(axis=axes, keepdims=True) / 127.0
-                scale[scale == 0] = 1.0
-                w.assign(np.round(k / scale).clip(-127, 127) * scale)
+                kind = "DepthwiseConv2D" if attr == "depthwise_kernel" else "Conv2D"
+                w.assign(quantized_kernel(kind, w.numpy(), per_channel=True))
         return keras_probs(model, x, pre)
     finally:
         model.set_weights(saved)

@@ -14,9 +14,9 @@ import numpy as np
 
 from ..deploy import Classifier, make_interpreter
 from ..errors import GramTFError
-from .calibration import calibrate_only, quantize_calibrated, recalibrate
+from .calibration import quantize_calibrated
 from .tracing import concrete_function, quiet_absl, representative_gen
-from .recipe import Int8Recipe, full_integer, prepare_model
+from .recipe import Int8Recipe, calibrate, full_integer
 from .variants import BuildRequest, Variant, get_variant, register_variant
 
 
@@ -75,13 +75,10 @@ class CalibratedInt8:
 
     def __init__(self, model, size: int, rep_gen, batch_size: int = 1, recipe: Optional[Int8Recipe] = None,
                  representative: Optional[np.ndarray] = None, preprocessing: Optional[dict] = None):
-        recipe = recipe or Int8Recipe()
-        prepared, applied = prepare_model(model, recipe, representative, preprocessing or {}, per_channel=True)
+        self.recipe = recipe or Int8Recipe()
         self.rep_gen = rep_gen
-        calibrated = calibrate_only(prepared, size, rep_gen, batch_size)
-        self.calibrated, calibration = recalibrate(calibrated, rep_gen, recipe.calibration)
-        self.recipe = recipe
-        self.report = {**recipe.as_dict(), "applied": {**applied, "calibration": calibration}}
+        self.calibrated, self.report = calibrate(model, size, preprocessing or {}, representative, self.recipe,
+                                                 per_channel=True, batch_size=batch_size, rep_gen=rep_gen)
         self._cache: dict = {}
 
     def quantize(self, float_nodes=()) -> bytes:

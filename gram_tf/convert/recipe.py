@@ -110,12 +110,18 @@ def _prepare(model, recipe: Int8Recipe, x: np.ndarray, per_channel: bool, report
     return model, report
 
 
+def calibrate(model, size: int, preprocessing: dict, representative: Optional[np.ndarray], recipe: Int8Recipe,
+              per_channel: bool = True, batch_size: int = 1, rep_gen=None) -> tuple[bytes, dict]:
+    """(calibrated float TFLite bytes, recipe report): the model prepared by the recipe, calibrated
+    by the converter, its activation ranges set by the recipe's method."""
+    prepared, applied = prepare_model(model, recipe, representative, preprocessing, per_channel)
+    rep_gen = rep_gen or representative_gen(representative, preprocessing, batch_size)
+    calibrated, cal = recalibrate(calibrate_only(prepared, size, rep_gen, batch_size), rep_gen, recipe.calibration)
+    return calibrated, {**recipe.as_dict(), "applied": {**applied, "calibration": cal}}
+
+
 def full_integer(model, size: int, preprocessing: dict, representative: np.ndarray, recipe: Int8Recipe,
                  per_channel: bool = True, io_type: str = "int8", batch_size: int = 1) -> tuple[bytes, dict]:
     """Full-integer TFLite bytes through the calibrate-only route with the recipe applied."""
-    prepared, report = prepare_model(model, recipe, representative, preprocessing, per_channel)
-    rep_gen = representative_gen(representative, preprocessing, batch_size)
-    calibrated, cal = recalibrate(calibrate_only(prepared, size, rep_gen, batch_size), rep_gen, recipe.calibration)
-    report["calibration"] = cal
-    blob = quantize_calibrated(calibrated, per_channel=per_channel, io_type=io_type)
-    return blob, {**recipe.as_dict(), "applied": report}
+    calibrated, report = calibrate(model, size, preprocessing, representative, recipe, per_channel, batch_size)
+    return quantize_calibrated(calibrated, per_channel=per_channel, io_type=io_type), report

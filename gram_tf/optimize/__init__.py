@@ -1,7 +1,7 @@
 """Optimize wing: TF-MOT magnitude pruning, quantization-aware training (QAT / pruning-preserving QAT),
-cross-layer equalization and int8 bias correction
-and the per-backbone support catalogue. Each technique checks layers against TF-MOT's registries
-before wrapping anything and reports the ones it leaves alone."""
+cross-layer equalization, int8 bias correction and the per-backbone support catalogue. Each
+technique checks layers against TF-MOT's registries before wrapping anything and reports the ones
+it leaves alone."""
 from .bias_correction import correct_bias, quantized_kernel
 from .equalize import channel_range_spread, equalizable_pairs, equalize
 from .fold import fold_batchnorm
