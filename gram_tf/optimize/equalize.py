@@ -21,7 +21,7 @@ import copy
 
 import numpy as np
 
-from .fold import _inbound_names, fold_batchnorm
+from .fold import _inbound_names, fold_batchnorm, layer_graph
 
 LINEAR = ("Conv2D", "DepthwiseConv2D", "Dense")
 # layers that commute with a positive per-channel scale of their (only) input
@@ -60,16 +60,11 @@ def equalizable_pairs(model) -> list[dict]:
     """Every A -> glue -> B chain where channel i of A reaches only channel i of B.
 
     Each pair: {"a", "b", "relu6": [names of capped ReLUs between them (A's own fused relu6
-    included)], "rectified": whether a ReLU sits between them}. A and B are Conv2D (groups 1), DepthwiseConv2D (multiplier 1) or Dense; the glue
-    layers are in PASSTHROUGH or ReLU (capped at 6 or not); every tensor on the way has one consumer.
+    included)], "rectified": whether a ReLU sits between them}. A and B are Conv2D (groups 1),
+    DepthwiseConv2D (multiplier 1) or Dense; the glue layers are in PASSTHROUGH or ReLU (capped at 6
+    or not); every tensor on the way has one consumer.
     """
-    cfg = model.get_config()
-    by_name = {l["name"]: l for l in cfg["layers"]}
-    consumers: dict[str, list[str]] = {}
-    for l in cfg["layers"]:
-        for src in _inbound_names(l):
-            consumers.setdefault(src, []).append(l["name"])
-    outputs = {ref[0] for ref in cfg["output_layers"]}
+    cfg, by_name, consumers, outputs = layer_graph(model)
     pairs = []
     for l in cfg["layers"]:
         if not _is_linear(l) or len(l.get("inbound_nodes", [])) != 1:

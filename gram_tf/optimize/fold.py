@@ -25,16 +25,22 @@ def _inbound_names(layer_cfg) -> list[str]:
     return [ref[0] for node in layer_cfg.get("inbound_nodes", []) for ref in _refs(node)]
 
 
-def foldable_pairs(model) -> list[tuple[str, str]]:
-    """(producer, batchnorm) pairs where the BatchNorm normalises the last axis of a linear
-    Conv2D/DepthwiseConv2D/Dense whose only consumer it is."""
+def layer_graph(model) -> tuple[dict, dict, dict, set]:
+    """A functional model's config as a graph: (config, {name: layer config}, {name: names of
+    the layers that read it}, names of the output layers)."""
     cfg = model.get_config()
     by_name = {l["name"]: l for l in cfg["layers"]}
     consumers: dict[str, list[str]] = {}
     for l in cfg["layers"]:
         for src in _inbound_names(l):
             consumers.setdefault(src, []).append(l["name"])
-    outputs = {ref[0] for ref in cfg["output_layers"]}
+    return cfg, by_name, consumers, {ref[0] for ref in cfg["output_layers"]}
+
+
+def foldable_pairs(model) -> list[tuple[str, str]]:
+    """(producer, batchnorm) pairs where the BatchNorm normalises the last axis of a linear
+    Conv2D/DepthwiseConv2D/Dense whose only consumer it is."""
+    cfg, by_name, consumers, outputs = layer_graph(model)
     pairs = []
     for l in cfg["layers"]:
         if l["class_name"] != "BatchNormalization":
