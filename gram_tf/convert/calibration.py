@@ -18,8 +18,9 @@ Methods, each from its published definition:
   (0, 1], that minimises the expected squared error of 8-bit rounding (step^2 / 12 for values
   inside) plus clipping (squared distance to the bound for values outside).
 - entropy (TensorRT, Migacz 2017): the range whose 8-bit quantized histogram Q (built from the
-  values inside) is closest in KL divergence to the reference P (outliers piled into the edge bins), over the same family of ranges holding at least 256
-  bins (with the default 2048 bins: clipping to 1/8 of the range at most).
+  values inside) is closest in KL divergence to the reference P (outliers piled into the edge
+  bins), over the same family of ranges holding at least 256 bins (with the default 2048 bins:
+  clipping to 1/8 of the range at most).
 """
 from __future__ import annotations
 

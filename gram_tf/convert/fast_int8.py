@@ -40,7 +40,8 @@ from .variants import Variant, register_variant
 def recipe_alternatives(current: Int8Recipe | None) -> list[Int8Recipe]:
     """The recipes the accuracy guard tries, cheapest and most often enough first."""
     alternatives = [Int8Recipe(True, "quantized"), Int8Recipe(False, "quantized"),
-                    Int8Recipe(False, "off", Calibration("mse")), Int8Recipe(True, "quantized", Calibration("percentile")),
+                    Int8Recipe(False, "off", Calibration("mse")),
+                    Int8Recipe(True, "quantized", Calibration("percentile")),
                     Int8Recipe(False, "off", Calibration("percentile"))]
     tag = (current or Int8Recipe()).tag()
     return [r for r in alternatives if r.tag() != tag]
@@ -177,7 +178,8 @@ def fast_int8(model, size: int, preprocessing: dict, representative: np.ndarray,
     best = min(ok, key=lambda k: timed[k]) if ok else max(accuracy, key=lambda k: (accuracy[k], -timed[k]))
     blob, denylist, log = candidates[best]
     final = summary_of(blob)
-    report.update(chosen=best, recipe=recipes.get(best, int8.report), rounds=log, float_nodes=list(denylist.values()), partitions=final["partitions"],
+    report.update(chosen=best, recipe=recipes.get(best, int8.report), rounds=log,
+                  float_nodes=list(denylist.values()), partitions=final["partitions"],
                   fallback_ops=final["fallback_ops"], whole_model_ms=timed,
                   candidates={k: {"float_nodes": len(v[1]), "whole_model_ms": timed[k],
                                   "partitions": summary_of(v[0])["partitions"],

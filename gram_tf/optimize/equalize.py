@@ -187,8 +187,8 @@ def equalize(model, images: np.ndarray | None = None, relu6: str = "relu", itera
     scale is bounded so that the activation tensor between A and B keeps its measured range
     (a channel with peak a_i in a tensor with peak M gets s_i >= a_i / M: no channel grows past
     the others, which per-tensor activation quantization could not absorb), and channels that
-    reach a ReLU6 cap (or are never active) on the images keep s_i = 1: the caps stay, and the model computes the same
-    function as before on the calibration images.
+    reach a ReLU6 cap (or are never active) on the images keep s_i = 1: the caps stay, and the
+    model computes the same function as before on the calibration images.
     """
     import tf_keras
 
@@ -261,7 +261,8 @@ def equalize(model, images: np.ndarray | None = None, relu6: str = "relu", itera
     for layer in out.layers:
         if layer.weights:
             layer.set_weights([x.astype(np.float32) for x in weights[layer.name]])
-    report = {"pairs": len(pairs), "folded_batchnorm": len(folded_pairs), "iterations": done, "dead_inputs_zeroed": zeroed,
+    report = {"pairs": len(pairs), "folded_batchnorm": len(folded_pairs), "iterations": done,
+              "dead_inputs_zeroed": zeroed,
               "data_aware": images is not None, "relu6_lifted": lifted,
               "spread_before": before, "spread_after": channel_range_spread(out)}
     return out, report
