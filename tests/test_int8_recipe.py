@@ -264,3 +264,20 @@ def test_a_recipe_the_model_cannot_take_is_a_one_line_error(monkeypatch):
     with pytest.raises(GramTFError) as err:
         prepare_model(_mobile_block(), Int8Recipe(True, "off"), rep, IDENTITY_PRE, per_channel=False)
     assert "\n" not in str(err.value) and "--equalize never" in str(err.value)
+
+
+def test_cli_convert_takes_the_recipe_flags_and_shows_the_recipe(tiny_run, tmp_path):
+    from click.testing import CliRunner
+
+    from gram_tf.cli import main
+
+    out = tmp_path / "cli"
+    result = CliRunner().invoke(main, ["convert", str(tiny_run), "--variants", "int8", "--out", str(out),
+                                       "--bias-correction", "quantized", "--calibration", "mse",
+                                       "--set", "convert.check_samples=4"])
+    assert result.exit_code == 0, result.output
+    assert "int8_recipe" in result.output and "bc+mse" in result.output
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["artifacts"][0]["int8_recipe"]["applied"]["bias_correction"]["inputs"] == "quantized"
+    bad = CliRunner().invoke(main, ["convert", str(tiny_run), "--calibration", "kl"])
+    assert bad.exit_code == 2 and "kl" in bad.output
