@@ -16,6 +16,12 @@ def weights_dir_or_none():
     return str(SHARED_WEIGHTS) if SHARED_WEIGHTS.is_dir() else None
 
 
+def require_real_weights() -> None:
+    """Stop a benchmark that measures real ImageNet weights when ../shared/weights is absent."""
+    if not SHARED_WEIGHTS.is_dir():
+        raise SystemExit(f"error: {SHARED_WEIGHTS} is missing; this benchmark needs the real ImageNet weights")
+
+
 def cpu_name() -> str:
     try:
         for line in open("/proc/cpuinfo"):

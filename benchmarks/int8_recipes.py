@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS, SHARED_WEIGHTS, environment  # noqa: E402
+from common import RESULTS, environment, require_real_weights  # noqa: E402
 import prune_real  # noqa: E402
 import real_micrographs  # noqa: E402
 
@@ -93,8 +93,7 @@ def main() -> None:
     ap.add_argument("--work", default="/tmp/prune_real")
     ap.add_argument("--out", default="int8_recipes")
     args = ap.parse_args()
-    if not SHARED_WEIGHTS.is_dir():
-        raise SystemExit(f"error: {SHARED_WEIGHTS} is missing; this benchmark needs the real ImageNet weights")
+    require_real_weights()
     from gram_tf.table import format_table
 
     work = Path(args.work)

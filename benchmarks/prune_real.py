@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS, SHARED_WEIGHTS, environment, export_artifact  # noqa: E402
+from common import RESULTS, SHARED_WEIGHTS, environment, export_artifact, require_real_weights  # noqa: E402
 import real_micrographs  # noqa: E402
 
 import gram_tf  # noqa: E402,F401
@@ -108,8 +108,7 @@ def main() -> None:
     ap.add_argument("--work", default="/tmp/prune_real")
     ap.add_argument("--out", default="pruning_real")
     args = ap.parse_args()
-    if not SHARED_WEIGHTS.is_dir():
-        raise SystemExit(f"error: {SHARED_WEIGHTS} is missing; this benchmark needs the real ImageNet weights")
+    require_real_weights()
 
     from gram_tf import data as data_mod
     from gram_tf.config import PruneConfig
