@@ -43,6 +43,27 @@ class Backbone:
 
 
 _REGISTRY: dict[str, Backbone] = {}
+# modules that define gram_tf's own Keras layers (each has CUSTOM_OBJECTS); imported only when a
+# model is loaded or cloned, since they import TensorFlow
+_LAYER_MODULES: list[str] = []
+
+
+def register_layer_module(module: str) -> None:
+    """A model file names the module of its custom layers, so loading a saved model finds them."""
+    if module not in _LAYER_MODULES:
+        _LAYER_MODULES.append(module)
+
+
+def layer_modules() -> list[str]:
+    return list(_LAYER_MODULES)
+
+
+def gelu_choice(options: dict) -> str:
+    """The transformers' GELU option (train.gelu): 'erf' (exact) or 'tanh'."""
+    gelu = options.get("gelu") or "erf"
+    if gelu not in ("erf", "tanh"):
+        raise GramTFError(f"gelu must be 'erf' or 'tanh', got {gelu!r}")
+    return gelu
 
 
 def register(backbone: Backbone) -> Backbone:

@@ -5,7 +5,7 @@ from pathlib import Path
 
 from ..errors import GramTFError
 from ..io_utils import atomic_path
-from . import vit
+from .registry import layer_modules
 
 
 def quiet_tensorflow() -> None:
@@ -35,7 +35,7 @@ def load_model(path):
                           "use a .keras (zip) model saved by gram_tf, or retrain with 'gram-tf train'")
     quiet_tensorflow()
     try:
-        with tf_keras.utils.custom_object_scope(vit.custom_objects()):
+        with tf_keras.utils.custom_object_scope(custom_objects()):
             return tf_keras.models.load_model(str(path), compile=False, safe_mode=True)
     except (ValueError, TypeError) as exc:
         text = " ".join(str(exc).split())
@@ -53,7 +53,7 @@ def _code_layers(path: Path) -> list[str]:
     import json
     import zipfile
 
-    known = set(vit.custom_objects())
+    known = set(custom_objects())
     found: list[str] = []
 
     def walk(node):
@@ -83,5 +83,14 @@ def save_model(model, path) -> Path:
 
 
 def custom_objects() -> dict:
-    """Keras custom objects of every gram_tf layer (for clone_model / quantize_scope)."""
-    return vit.custom_objects()
+    """Keras custom objects of every gram_tf layer (for clone_model / quantize_scope), gathered from
+    the layer modules the model files registered."""
+    import importlib
+
+    objects: dict = {}
+    for module in layer_modules():
+        try:
+            objects.update(importlib.import_module(module).CUSTOM_OBJECTS)
+        except ImportError:  # pragma: no cover - TensorFlow missing
+            return {}
+    return objects

@@ -8,12 +8,12 @@ model's patch grid differs from the checkpoint's.
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import numpy as np
 
 from ..errors import GramTFError
-from .registry import PRE_TF, PRE_TORCH, Backbone, register
+from .checkpoint import CheckpointLoader, assign, check_names, conv_kernel, read_tensors
+from .registry import PRE_TF, PRE_TORCH, Backbone, gelu_choice, register, register_layer_module
 
 # name: (embed dim, depth, heads, distillation token, preprocessing)
 SPECS = {
@@ -30,33 +30,17 @@ SPECS = {
 PATCH = 16
 
 
-class _CheckpointLoader:
-    """Stands where Keras applications return their backbone model: `load_weights(path)`."""
-
-    def __init__(self, model_layers, spec, grid):
-        self.layers = model_layers
-        self.spec = spec
-        self.grid = grid
-
-    def load_weights(self, path):
-        load_checkpoint(self.layers, path, self.spec, self.grid)
-
-
 def _build(bb: Backbone, inp, options):
-    import tf_keras
-
     from .vit_layers import vit_backbone
 
     kw = bb.app_kwargs
-    gelu = options.get("gelu", "erf")
-    if gelu not in ("erf", "tanh"):
-        raise GramTFError(f"gelu must be 'erf' or 'tanh', got {gelu!r}")
+    gelu = gelu_choice(options)
     feats = vit_backbone(inp, kw["dim"], kw["depth"], kw["heads"], PATCH, distilled=kw["distilled"], gelu=gelu)
-    sub = tf_keras.Model(inp, feats)  # only to look layers up by name; the classifier stays flat
-    loader = _CheckpointLoader({layer.name: layer for layer in sub.layers}, kw, int(inp.shape[1]) // PATCH)
-    return loader, feats
+    grid = int(inp.shape[1]) // PATCH
+    return CheckpointLoader(inp, feats, lambda layers, path: load_checkpoint(layers, path, kw, grid)), feats
 
 
+register_layer_module("gram_tf.models.vit_layers")
 for _name, (_dim, _depth, _heads, _dist, _pre) in SPECS.items():
     register(Backbone(
         name=_name, family="DeiT" if _name.startswith("deit") else "ViT", default_size=224, min_size=32,
@@ -66,30 +50,7 @@ for _name, (_dim, _depth, _heads, _dist, _pre) in SPECS.items():
     ))
 
 
-def custom_objects() -> dict:
-    try:
-        from .vit_layers import CUSTOM_OBJECTS
-    except ImportError:  # pragma: no cover - TensorFlow missing
-        return {}
-    return dict(CUSTOM_OBJECTS)
-
-
 # ------------------------------------------------------------------------------ checkpoints
-
-def read_tensors(path) -> dict:
-    path = Path(path)
-    if path.suffix == ".safetensors":
-        from safetensors.numpy import load_file
-
-        try:
-            return dict(load_file(str(path)))
-        except Exception as exc:
-            raise GramTFError(f"{path} is not a readable safetensors file ({exc})") from None
-    if path.suffix == ".npz":
-        with np.load(path, allow_pickle=False) as z:
-            return {k: z[k] for k in z.files}
-    raise GramTFError(f"{path}: transformer weights must be .safetensors or .npz")
-
 
 _HF_BLOCK = {
     "layernorm_before.weight": "norm1.weight", "layernorm_before.bias": "norm1.bias",
@@ -158,18 +119,9 @@ def expected_names(spec: dict) -> list[str]:
 def load_checkpoint(layers: dict, path, spec: dict, grid: int) -> None:
     """Copy a timm / Hugging Face checkpoint into our layers (torch layouts transposed)."""
     tensors = to_timm_names(read_tensors(path))
-    expected = expected_names(spec)
-    missing = [n for n in expected if n not in tensors]
-    unexpected = [n for n in tensors if n not in expected and not _IGNORED.match(n)]
-    if missing or unexpected:
-        parts = []
-        if missing:
-            parts.append(f"missing {', '.join(missing[:8])}{' ...' if len(missing) > 8 else ''}")
-        if unexpected:
-            parts.append(f"unexpected {', '.join(unexpected[:8])}{' ...' if len(unexpected) > 8 else ''}")
-        raise GramTFError(f"checkpoint {path} does not fit this transformer: {'; '.join(parts)}")
+    check_names(path, tensors, expected_names(spec), _IGNORED, "this transformer")
     n_prefix = 2 if spec["distilled"] else 1
-    assign = []  # (layer, [arrays]) built first, so a shape error leaves the model untouched
+    assignments = []  # (layer, [arrays])
 
     def dense(prefix):
         return [tensors[f"{prefix}.weight"].T, tensors[f"{prefix}.bias"]]
@@ -177,24 +129,15 @@ def load_checkpoint(layers: dict, path, spec: dict, grid: int) -> None:
     def norm(prefix):
         return [tensors[f"{prefix}.weight"], tensors[f"{prefix}.bias"]]
 
-    w = tensors["patch_embed.proj.weight"]  # (D, 3, p, p) -> (p, p, 3, D)
-    assign.append(("patch_embed", [w.transpose(2, 3, 1, 0), tensors["patch_embed.proj.bias"]]))
+    w = tensors["patch_embed.proj.weight"]
+    assignments.append(("patch_embed", [conv_kernel(w), tensors["patch_embed.proj.bias"]]))
     tokens = [tensors["cls_token"]] + ([tensors["dist_token"]] if spec["distilled"] else [])
-    assign.append(("class_token", tokens))
-    assign.append(("pos_embed", [_resize_pos_embed(tensors["pos_embed"], n_prefix, grid)]))
+    assignments.append(("class_token", tokens))
+    assignments.append(("pos_embed", [_resize_pos_embed(tensors["pos_embed"], n_prefix, grid)]))
     for i in range(spec["depth"]):
         b = f"blocks.{i}"
-        assign += [(f"block{i}_norm1", norm(f"{b}.norm1")), (f"block{i}_qkv", dense(f"{b}.attn.qkv")),
-                   (f"block{i}_proj", dense(f"{b}.attn.proj")), (f"block{i}_norm2", norm(f"{b}.norm2")),
-                   (f"block{i}_fc1", dense(f"{b}.mlp.fc1")), (f"block{i}_fc2", dense(f"{b}.mlp.fc2"))]
-    assign.append(("norm", norm("norm")))
-    bad = []
-    for name, arrays in assign:
-        have = [tuple(v.shape) for v in layers[name].get_weights()]
-        got = [tuple(a.shape) for a in arrays]
-        if have != got:
-            bad.append(f"{name}: checkpoint {got} vs model {have}")
-    if bad:
-        raise GramTFError(f"checkpoint {path} has mis-shaped tensors: {'; '.join(bad[:6])}")
-    for name, arrays in assign:
-        layers[name].set_weights([np.asarray(a, np.float32) for a in arrays])
+        assignments += [(f"block{i}_norm1", norm(f"{b}.norm1")), (f"block{i}_qkv", dense(f"{b}.attn.qkv")),
+                        (f"block{i}_proj", dense(f"{b}.attn.proj")), (f"block{i}_norm2", norm(f"{b}.norm2")),
+                        (f"block{i}_fc1", dense(f"{b}.mlp.fc1")), (f"block{i}_fc2", dense(f"{b}.mlp.fc2"))]
+    assignments.append(("norm", norm("norm")))
+    assign(path, layers, assignments)

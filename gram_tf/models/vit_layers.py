@@ -8,17 +8,13 @@ batch-1 export is a fully static graph.
 from __future__ import annotations
 
 import tensorflow as tf
-import tensorflow_model_optimization as tfmot
 import tf_keras
 
-
-class _NoPrune(tfmot.sparsity.keras.PrunableLayer):
-    def get_prunable_weights(self):
-        return []
+from .common_layers import GELU, NoPrune
 
 
 @tf_keras.utils.register_keras_serializable("gram_tf")
-class ClassToken(tf_keras.layers.Layer, _NoPrune):
+class ClassToken(tf_keras.layers.Layer, NoPrune):
     """Prepends the class token (and DeiT's distillation token) to the patch tokens."""
 
     def __init__(self, n_tokens: int = 1, **kwargs):
@@ -45,7 +41,7 @@ class ClassToken(tf_keras.layers.Layer, _NoPrune):
 
 
 @tf_keras.utils.register_keras_serializable("gram_tf")
-class PositionEmbedding(tf_keras.layers.Layer, _NoPrune):
+class PositionEmbedding(tf_keras.layers.Layer, NoPrune):
     """Adds a learned position embedding (1, tokens, dim)."""
 
     def build(self, input_shape):
@@ -58,7 +54,7 @@ class PositionEmbedding(tf_keras.layers.Layer, _NoPrune):
 
 
 @tf_keras.utils.register_keras_serializable("gram_tf")
-class SelfAttention(tf_keras.layers.Layer, _NoPrune):
+class SelfAttention(tf_keras.layers.Layer, NoPrune):
     """Multi-head attention core on a fused qkv tensor (B, T, 3D) -> (B, T, D); no weights."""
 
     def __init__(self, num_heads: int, **kwargs):
@@ -90,26 +86,7 @@ class SelfAttention(tf_keras.layers.Layer, _NoPrune):
 
 
 @tf_keras.utils.register_keras_serializable("gram_tf")
-class GELU(tf_keras.layers.Layer, _NoPrune):
-    """GELU, exact (erf) or tanh approximation: both become TFLite's GELU op and export to ONNX."""
-
-    def __init__(self, approximate: bool = False, **kwargs):
-        super().__init__(**kwargs)
-        self.approximate = approximate
-
-    def call(self, x):
-        if self.approximate:
-            return tf.nn.gelu(x, approximate=True)
-        # The erf form, not tf.nn.gelu(approximate=False): TF lowers that one to Erfc, which tf2onnx
-        # cannot export. This form exports to ONNX as Erf, and TFLite still fuses it into GELU.
-        return 0.5 * x * (1.0 + tf.math.erf(x * 0.7071067811865476))
-
-    def get_config(self):
-        return {**super().get_config(), "approximate": self.approximate}
-
-
-@tf_keras.utils.register_keras_serializable("gram_tf")
-class TokenPool(tf_keras.layers.Layer, _NoPrune):
+class TokenPool(tf_keras.layers.Layer, NoPrune):
     """The class token's features; with a distillation token, the mean of both (DeiT inference)."""
 
     def __init__(self, n_tokens: int = 1, **kwargs):
