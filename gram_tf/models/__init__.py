@@ -1,11 +1,13 @@
 """Models wing: the backbone registry (at the bottom, importing no model file), the model files that
-register themselves (Keras applications, EfficientNet-Lite, ViT/DeiT), the flat classifier built on
+register themselves (Keras applications, EfficientNet-Lite, ViT/DeiT, PoolFormer, MobileViT, Swin,
+BEiT), the flat classifier built on
 a backbone, saving/loading, and the catalogue. Never imports optimize/, convert/, bench/ or report/.
 """
 # model files register themselves, in catalogue order
 from . import keras_apps  # noqa: F401  isort: skip
 from . import efficientnet_lite  # noqa: F401  isort: skip
 from . import vit  # noqa: F401  isort: skip
+from . import poolformer  # noqa: F401  isort: skip
 from .catalogue import describe_backbones, measure_sizes
 from .classifier import (HEAD_DENSE, HEAD_DROPOUT, HEAD_LAYERS, HEAD_POOL, backbone_layers,
                          build_classifier, count_macs, feature_extractor)
