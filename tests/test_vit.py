@@ -146,7 +146,7 @@ def test_bad_checkpoints_list_the_names(tmp_path):
     save_file(shaped, str(tmp_path / "s.safetensors"))
     with pytest.raises(GramTFError, match="mis-shaped.*block1_proj"):
         build_classifier("deit_tiny", 2, 32, weights=str(tmp_path / "s.safetensors"))
-    with pytest.raises(GramTFError, match="multiple of deit_tiny's patch size 16"):
+    with pytest.raises(GramTFError, match="not a multiple of 16 px, which deit_tiny needs"):
         build_classifier("deit_tiny", 2, 40, weights="none")
     assert len(expected_names({"depth": 2, "distilled": True})) == 7 + 24
 

@@ -93,4 +93,5 @@ def check_input_size(bb: Backbone, size: int) -> None:
             f"input size {size} px is below {bb.name}'s minimum of {bb.min_size} px; use --input-size {bb.min_size} or more")
     if bb.patch_size and size % bb.patch_size:
         raise GramTFError(
-            f"input size {size} px is not a multiple of {bb.name}'s patch size {bb.patch_size}")
+            f"input size {size} px is not a multiple of {bb.patch_size} px, which {bb.name} needs "
+            f"(its patch grid); use --input-size {max(bb.min_size, size // bb.patch_size * bb.patch_size)}")
