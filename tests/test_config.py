@@ -11,9 +11,18 @@ def write(tmp_path, text):
 
 
 def test_shipped_configs_load():
-    for name in ("quickstart", "thesis"):
+    from gram_tf.models import get_backbone
+
+    for name in ("quickstart", "thesis", "deit_tiny", "transformers"):
         cfg = load_config(f"configs/{name}.yaml")
         assert cfg.name == name and cfg.backbones
+        for backbone in cfg.backbones:
+            get_backbone(backbone)  # every name is registered
+    grid = load_config("configs/transformers.yaml")
+    assert {get_backbone(b).family for b in grid.backbones} == {
+        "BEiT", "ConvNeXt", "DeiT", "MobileViT", "PoolFormer", "ResNet", "Swin", "ViT"}
+    for backbone in grid.backbones:  # every backbone without a Keras ImageNet file gets a checkpoint
+        assert get_backbone(backbone).imagenet_files or backbone in grid.backbone_weights
 
 
 def test_unknown_key_names_key_file_and_suggests(tmp_path):

@@ -9,6 +9,8 @@ from . import efficientnet_lite  # noqa: F401  isort: skip
 from . import vit  # noqa: F401  isort: skip
 from . import poolformer  # noqa: F401  isort: skip
 from . import mobilevit  # noqa: F401  isort: skip
+from . import swin  # noqa: F401  isort: skip
+from . import beit  # noqa: F401  isort: skip
 from .catalogue import describe_backbones, measure_sizes
 from .classifier import (HEAD_DENSE, HEAD_DROPOUT, HEAD_LAYERS, HEAD_POOL, backbone_layers,
                          build_classifier, count_macs, feature_extractor)

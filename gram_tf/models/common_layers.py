@@ -1,5 +1,5 @@
 """Weight-free Keras-2 layers shared by gram_tf's own backbones (imported only when one is built or
-loaded): the TF-MOT mixin that says "nothing here to prune", and GELU.
+loaded): the TF-MOT mixin that says "nothing here to prune", GELU and layer scale.
 """
 from __future__ import annotations
 
@@ -34,4 +34,24 @@ class GELU(tf_keras.layers.Layer, NoPrune):
         return {**super().get_config(), "approximate": self.approximate}
 
 
-CUSTOM_OBJECTS = {c.__name__: c for c in (GELU,)}
+@tf_keras.utils.register_keras_serializable("gram_tf")
+class LayerScale(tf_keras.layers.Layer, NoPrune):
+    """Per-channel learned scale of a residual branch (timm's layer_scale / gamma); not a kernel."""
+
+    def __init__(self, init_value: float = 1e-5, **kwargs):
+        super().__init__(**kwargs)
+        self.init_value = init_value
+
+    def build(self, input_shape):
+        self.scale = self.add_weight(name="scale", shape=(int(input_shape[-1]),),
+                                     initializer=tf_keras.initializers.Constant(self.init_value))
+        super().build(input_shape)
+
+    def call(self, x):
+        return x * self.scale
+
+    def get_config(self):
+        return {**super().get_config(), "init_value": self.init_value}
+
+
+CUSTOM_OBJECTS = {c.__name__: c for c in (GELU, LayerScale)}

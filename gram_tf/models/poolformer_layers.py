@@ -9,7 +9,7 @@ from __future__ import annotations
 import tensorflow as tf
 import tf_keras
 
-from .common_layers import NoPrune
+from .common_layers import LayerScale, NoPrune
 
 
 @tf_keras.utils.register_keras_serializable("gram_tf")
@@ -71,27 +71,7 @@ class PoolMixer(tf_keras.layers.Layer, NoPrune):
         return {**super().get_config(), "pool_size": self.pool_size}
 
 
-@tf_keras.utils.register_keras_serializable("gram_tf")
-class LayerScale(tf_keras.layers.Layer, NoPrune):
-    """Per-channel learned scale of a residual branch (timm's Scale / layer_scale)."""
-
-    def __init__(self, init_value: float = 1e-5, **kwargs):
-        super().__init__(**kwargs)
-        self.init_value = init_value
-
-    def build(self, input_shape):
-        self.scale = self.add_weight(name="scale", shape=(int(input_shape[-1]),),
-                                     initializer=tf_keras.initializers.Constant(self.init_value))
-        super().build(input_shape)
-
-    def call(self, x):
-        return x * self.scale
-
-    def get_config(self):
-        return {**super().get_config(), "init_value": self.init_value}
-
-
-CUSTOM_OBJECTS = {c.__name__: c for c in (GroupNorm1, PoolMixer, LayerScale)}
+CUSTOM_OBJECTS = {c.__name__: c for c in (GroupNorm1, PoolMixer)}
 
 
 def poolformer_backbone(inp, depths, dims, gelu: str = "erf", layer_scale: float = 1e-5):

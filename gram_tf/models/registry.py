@@ -45,7 +45,7 @@ class Backbone:
 _REGISTRY: dict[str, Backbone] = {}
 # modules that define gram_tf's own Keras layers (each has CUSTOM_OBJECTS); imported only when a
 # model is loaded or cloned, since they import TensorFlow
-_LAYER_MODULES: list[str] = []
+_LAYER_MODULES: list[str] = ["gram_tf.models.common_layers"]
 
 
 def register_layer_module(module: str) -> None:

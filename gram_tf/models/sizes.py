@@ -37,4 +37,11 @@ SIZES: dict = {'mobilenet_v1_025': {'params': 219058, 'macs': 40774784},
  'deit_base': {'params': 85800194, 'macs': 17563061760},
  'deit_tiny_distilled': {'params': 5525186, 'macs': 1260620160},
  'deit_small_distilled': {'params': 21667202, 'macs': 4623373056},
- 'deit_base_distilled': {'params': 85801730, 'macs': 17655277056}}
+ 'deit_base_distilled': {'params': 85801730, 'macs': 17655277056},
+ 'poolformer_s12': {'params': 11403202, 'macs': 1811756032},
+ 'poolformer_s24': {'params': 20876994, 'macs': 3391697920},
+ 'mobilevit_xxs': {'params': 955778, 'macs': 407044736},
+ 'mobilevit_xs': {'params': 1942066, 'macs': 1025528576},
+ 'mobilevit_s': {'params': 4951170, 'macs': 2000192768},
+ 'swin_tiny': {'params': 27520892, 'macs': 4489800192},
+ 'beit_base': {'params': 85772738, 'macs': 17563061760}}

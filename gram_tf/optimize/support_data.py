@@ -37,4 +37,11 @@ SUPPORT: dict = {'mobilenet_v1_025': {'prunable': '15/28', 'qat': '88/88'},
  'deit_base': {'prunable': '50/77', 'qat': '77/129'},
  'deit_tiny_distilled': {'prunable': '50/77', 'qat': '77/129'},
  'deit_small_distilled': {'prunable': '50/77', 'qat': '77/129'},
- 'deit_base_distilled': {'prunable': '50/77', 'qat': '77/129'}}
+ 'deit_base_distilled': {'prunable': '50/77', 'qat': '77/129'},
+ 'poolformer_s12': {'prunable': '29/101', 'qat': '60/133'},
+ 'poolformer_s24': {'prunable': '53/197', 'qat': '108/253'},
+ 'mobilevit_xxs': {'prunable': '65/87', 'qat': '169/205'},
+ 'mobilevit_xs': {'prunable': '65/87', 'qat': '168/204'},
+ 'mobilevit_s': {'prunable': '65/87', 'qat': '168/204'},
+ 'swin_tiny': {'prunable': '53/104', 'qat': '79/159'},
+ 'beit_base': {'prunable': '50/100', 'qat': '77/152'}}
