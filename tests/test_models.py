@@ -106,3 +106,25 @@ def test_bad_names_sizes_and_files():
         build_classifier("resnet50", 2, 32, weights="/nope/w.h5")
     with pytest.raises(GramTFError, match="no standard Keras ImageNet"):
         build_classifier("efficientnet_lite0", 2, 32, weights="imagenet")
+
+
+def test_load_model_matches_tf_keras_loader(tmp_path):
+    """gram_tf reads the weights from a temporary copy of the archive's HDF5 member (zipfile's
+    backward seeks made big models load in minutes): same layers, weights and outputs as
+    tf_keras' own loader, custom layers included."""
+    import tf_keras
+
+    from gram_tf.models import custom_objects, load_model, save_model
+
+    model, _ = build_classifier("poolformer_s12", 3, 32, weights="none")
+    rng = np.random.default_rng(0)
+    model.set_weights([w + rng.standard_normal(w.shape).astype(w.dtype) * 0.01 for w in model.get_weights()])
+    path = save_model(model, tmp_path / "m.keras")
+    ours = load_model(path)
+    with tf_keras.utils.custom_object_scope(custom_objects()):
+        ref = tf_keras.models.load_model(str(path), compile=False, safe_mode=True)
+    assert [layer.name for layer in ours.layers] == [layer.name for layer in ref.layers]
+    for a, b in zip(ours.get_weights(), ref.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+    x = rng.uniform(0, 255, (2, 32, 32, 3)).astype(np.float32)
+    np.testing.assert_array_equal(ours(x).numpy(), ref(x).numpy())

@@ -23,6 +23,12 @@ def _timm_file(name: str, size: int, path):
     elif bb.family == "MobileViT":
         from gram_tf.models.mobilevit import SPECS, expected_shapes
         shapes = expected_shapes(SPECS[name])
+    elif bb.family == "Swin":
+        from gram_tf.models.swin import expected_tensors
+        shapes = expected_tensors(bb.app_kwargs)
+    elif bb.family == "BEiT":
+        from gram_tf.models.beit import expected_shapes
+        shapes = expected_shapes(bb.app_kwargs)  # a 224 px checkpoint: its bias tables are resized
     else:
         raise AssertionError(f"no checkpoint recipe for {name}")
     rng = np.random.default_rng(0)
@@ -30,7 +36,8 @@ def _timm_file(name: str, size: int, path):
     for key, shape in shapes.items():
         if key.endswith("num_batches_tracked"):
             tensors[key] = np.array(1, np.int64)
-        elif key.endswith(("running_var", "norm1.weight", "norm2.weight", "norm.weight", "bn.weight")):
+        elif key.endswith(("running_var", "norm1.weight", "norm2.weight", "norm.weight", "bn.weight", "gamma_1",
+                           "gamma_2")):
             tensors[key] = np.ones(shape, np.float32)
         elif len(shape) > 1:
             tensors[key] = (rng.standard_normal(shape) / np.sqrt(np.prod(shape[1:]))).astype(np.float32)
@@ -40,7 +47,9 @@ def _timm_file(name: str, size: int, path):
     return path
 
 
-@pytest.mark.parametrize("name,size", [("poolformer_s12", 32), ("mobilevit_xxs", 64)])
+# the smallest of each family at its smallest input (Swin's window 7 needs 224 px)
+@pytest.mark.parametrize("name,size", [("poolformer_s12", 32), ("mobilevit_xxs", 64), ("swin_tiny", 224),
+                                       ("beit_base", 32)])
 def test_train_convert_predict(name, size, synth_dir, tmp_path):
     runner = CliRunner()
     ckpt = _timm_file(name, size, tmp_path / f"{name}.safetensors")
@@ -50,7 +59,7 @@ def test_train_convert_predict(name, size, synth_dir, tmp_path):
     assert r.exit_code == 0, r.output
     assert json.loads((run / "run.json").read_text())["weights"] == str(ckpt)
     tfl = tmp_path / "tfl"
-    r = runner.invoke(main, ["convert", str(run), "--variants", "fp32,int8", "--representative-samples", "8",
+    r = runner.invoke(main, ["convert", str(run), "--variants", "fp32,int8", "--representative-samples", "4",
                              "--out", str(tfl)])
     assert r.exit_code == 0, r.output
     images = sorted(p for p in synth_dir.rglob("*.png"))[:3]

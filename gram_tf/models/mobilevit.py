@@ -131,7 +131,7 @@ def _build(bb: Backbone, inp, options):
     from .mobilevit_layers import mobilevit_backbone
 
     spec = SPECS[bb.name]
-    feats = mobilevit_backbone(inp, spec)
+    feats = mobilevit_backbone(inp, spec, make_divisible)
     return CheckpointLoader(inp, feats, lambda layers, path: load_checkpoint(layers, path, spec)), feats
 
 

@@ -103,13 +103,10 @@ def _conv_bn(x, filters, kernel, name, stride=1, act=True, depthwise=False):
     return L.Activation("swish", name=f"{name}_act")(x) if act else x
 
 
-def inverted_residual(x, out_chs, stride, ratio, name):
-    """timm's 'bottle' block with bottle_in / linear_out: 1x1 expand, depthwise kxk, 1x1 project;
-    a residual only where the shape is kept (downsample='' drops it otherwise)."""
-    from .mobilevit import make_divisible
-
+def inverted_residual(x, out_chs, stride, mid, name):
+    """timm's 'bottle' block with bottle_in / linear_out: 1x1 expand to `mid`, depthwise kxk, 1x1
+    project; a residual only where the shape is kept (downsample='' drops it otherwise)."""
     in_chs = int(x.shape[-1])
-    mid = make_divisible(in_chs * ratio)
     y = _conv_bn(x, mid, 1, f"{name}_expand")
     y = _conv_bn(y, mid, 3, f"{name}_dw", stride=stride, depthwise=True)
     y = _conv_bn(y, out_chs, 1, f"{name}_project", act=False)
@@ -145,15 +142,16 @@ def mobilevit_block(x, dim, depth, name, patch=2, heads=4, mlp_ratio=2.0):
     return _conv_bn(y, chs, 3, f"{name}_fusion")
 
 
-def mobilevit_backbone(inp, spec: dict):
+def mobilevit_backbone(inp, spec: dict, round_channels):
     """MobileViT on `inp`: returns the final 1x1 conv's map (the classifier pools it: timm's
-    pre-logits are that map's global average)."""
+    pre-logits are that map's global average). `round_channels` is timm's make_divisible."""
     x = _conv_bn(inp, spec["stem"], 3, "stem", stride=2)
     for s, stage in enumerate(spec["stages"]):
         kind, chs, stride, ratio = stage[:4]
         blocks = stage[4] if kind == "ir" else 1
         for b in range(blocks):
-            x = inverted_residual(x, chs, stride if b == 0 else 1, ratio, f"s{s}b{b}")
+            mid = round_channels(int(x.shape[-1]) * ratio)
+            x = inverted_residual(x, chs, stride if b == 0 else 1, mid, f"s{s}b{b}")
         if kind == "mv":
             x = mobilevit_block(x, stage[4], stage[5], f"s{s}b1")
     return _conv_bn(x, spec["features"], 1, "final")

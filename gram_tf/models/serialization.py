@@ -36,7 +36,7 @@ def load_model(path):
     quiet_tensorflow()
     try:
         with tf_keras.utils.custom_object_scope(custom_objects()):
-            return tf_keras.models.load_model(str(path), compile=False, safe_mode=True)
+            return _load_keras_zip(path)
     except (ValueError, TypeError) as exc:
         text = " ".join(str(exc).split())
         code = _code_layers(path)
@@ -45,6 +45,46 @@ def load_model(path):
             raise GramTFError(f"{path}: the model holds {named} (code or a class gram_tf does not know), which "
                               "gram_tf never loads; rebuild it from gram_tf's layers") from None
         raise GramTFError(f"{path}: not a model gram_tf can load ({text[:200]})") from None
+
+
+WEIGHTS_MEMBER = "model.weights.h5"
+
+
+def _load_keras_zip(path: Path):
+    """tf_keras.models.load_model(path, compile=False, safe_mode=True), with the weights read from
+    a temporary copy of the archive's HDF5 member instead of through the zip.
+
+    Why: h5py reads the weights with backward seeks, and Python 3.11's zipfile answers every
+    backward seek in a member by re-reading it from the start, so loading grows with the square of
+    the model size (BEiT-base, 344 MB: 83 s, almost all in zipfile.seek; from a file on disk: a few
+    seconds). Same steps as tf_keras' loader: the config deserialized in safe mode under its
+    saving-v3 switch, then the weights through the public `.weights.h5` path, which restores the
+    same per-layer state. Archives with other members (assets) take tf_keras' own loader.
+    """
+    import json
+    import tempfile
+    import zipfile
+
+    import tf_keras
+    from tf_keras.src.saving import saving_lib  # private: the saving-v3 switch load_model sets
+
+    with zipfile.ZipFile(path) as zf:
+        members = set(zf.namelist())
+        if members - {"config.json", "metadata.json", WEIGHTS_MEMBER} or WEIGHTS_MEMBER not in members:
+            return tf_keras.models.load_model(str(path), compile=False, safe_mode=True)
+        config = json.loads(zf.read("config.json"))
+        config["compile_config"] = None
+        with tempfile.TemporaryDirectory(prefix="gram_tf_load_") as tmp:
+            weights = Path(zf.extract(WEIGHTS_MEMBER, tmp))
+            switch = saving_lib._SAVING_V3_ENABLED
+            before = getattr(switch, "value", False)
+            switch.value = True
+            try:
+                model = tf_keras.saving.deserialize_keras_object(config, safe_mode=True)
+            finally:
+                switch.value = before
+            model.load_weights(str(weights))
+    return model
 
 
 def _code_layers(path: Path) -> list[str]:

@@ -34,8 +34,13 @@ def relative_position_index(window: int) -> np.ndarray:
     return (rel[0] * (2 * window - 1) + rel[1]).astype(np.int32)
 
 
-def shifted_window_mask(grid: int, window: int, shift: int) -> np.ndarray:
-    """(nW, N, N) additive mask of a shifted-window block: 0 inside a region, -100 across regions."""
+MASK_VALUE = -100.0  # timm's; the experiment in benchmarks/swin_mask_int8.py measures smaller ones
+
+
+def shifted_window_mask(grid: int, window: int, shift: int, value: float = None) -> np.ndarray:
+    """(nW, N, N) additive mask of a shifted-window block: 0 inside a region, `value` (timm: -100)
+    across regions."""
+    value = MASK_VALUE if value is None else value
     region = np.zeros((grid, grid), np.float32)
     bounds = ((0, grid - window), (grid - window, grid - shift), (grid - shift, grid))
     label = 0
@@ -45,7 +50,7 @@ def shifted_window_mask(grid: int, window: int, shift: int) -> np.ndarray:
             label += 1
     n = grid // window
     wins = region.reshape(n, window, n, window).transpose(0, 2, 1, 3).reshape(n * n, window * window)
-    return np.where(wins[:, None, :] != wins[:, :, None], -100.0, 0.0).astype(np.float32)
+    return np.where(wins[:, None, :] != wins[:, :, None], value, 0.0).astype(np.float32)
 
 
 def _cyclic_shift(x, shift: int, size: int):
