@@ -56,3 +56,22 @@ def export_artifact(model, out_dir: Path, backbone: str, variant: str, size: int
                    representative=representative, io_type=io_type, options=options if guarded else None,
                    validation=validation if guarded else None, entry_extra={"macs": macs})
     return path
+
+
+def write_results(name: str, rows: list[dict]) -> Path:
+    """RESULTS/NAME.csv (one row per dict, columns of the first) and NAME.json (rows with the
+    environment: machine, versions, command, date), each written atomically."""
+    import csv
+    import io
+
+    from gram_tf.io_utils import atomic_write_json, atomic_write_text
+
+    RESULTS.mkdir(exist_ok=True)
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(rows[0]), extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(RESULTS / f"{name}.csv", buf.getvalue())
+    atomic_write_json(RESULTS / f"{name}.json", {"environment": environment(), "rows": rows})
+    return RESULTS / f"{name}.csv"
+

@@ -12,14 +12,13 @@ Writes benchmarks/results/swin_mask_int8.{csv,json}.
 from __future__ import annotations
 
 import argparse
-import csv
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS, environment  # noqa: E402
+from common import write_results  # noqa: E402
 
-from gram_tf.io_utils import atomic_write_json  # noqa: E402
+import gram_tf  # noqa: E402,F401  (Keras 2 mode before TensorFlow loads)
 
 
 def random_checkpoint(path: Path) -> Path:
@@ -107,12 +106,7 @@ def main() -> None:
                 "median_logit_range": round(float(np.median(ranges)), 2),
             })
             print(rows[-1], flush=True)
-    RESULTS.mkdir(exist_ok=True)
-    with open(RESULTS / "swin_mask_int8.csv", "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
-    atomic_write_json(RESULTS / "swin_mask_int8.json", {"environment": environment(), "rows": rows})
+    write_results("swin_mask_int8", rows)
 
 
 if __name__ == "__main__":

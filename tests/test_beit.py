@@ -278,3 +278,45 @@ def test_converts_to_fp32_and_int8_without_gather():
         assert details["op_name"] != "GATHER"
     # every tensor is static apart from the batch and has rank <= 6
     assert max(len(t["shape"]) for t in it.get_tensor_details()) <= 6
+
+
+def test_hugging_face_names_load_the_same_weights(imported, tmp_path):
+    """A BeitForImageClassification state dict (`beit.` prefix, separate query/key/value, lambda_1/2,
+    pooler LayerNorm) loads the same weights as timm's file."""
+    import re
+
+    from safetensors.numpy import save_file
+
+    model, _, t, _ = imported
+    block = {"norm1": "layernorm_before", "norm2": "layernorm_after", "attn.proj": "attention.output.dense",
+             "mlp.fc1": "intermediate.dense", "mlp.fc2": "output.dense"}
+    hf = {"classifier.weight": np.zeros((1000, 768), np.float32), "beit.embeddings.mask_token": np.zeros((1, 1, 768), np.float32)}
+    for key, value in t.items():
+        m = re.match(r"blocks\.(\d+)\.(.+)$", key)
+        if key.startswith("head"):
+            continue
+        if not m:
+            hf["beit." + {"cls_token": "embeddings.cls_token", "patch_embed.proj.weight": "embeddings.patch_embeddings.projection.weight",
+                          "patch_embed.proj.bias": "embeddings.patch_embeddings.projection.bias",
+                          "fc_norm.weight": "pooler.layernorm.weight", "fc_norm.bias": "pooler.layernorm.bias"}[key]] = value
+            continue
+        i, rest = m.groups()
+        p = f"beit.encoder.layer.{i}."
+        if rest == "attn.qkv.weight":
+            for part, arr in zip(("query", "key", "value"), np.split(value, 3, axis=0)):
+                hf[p + f"attention.attention.{part}.weight"] = arr
+        elif rest in ("attn.q_bias", "attn.v_bias"):
+            hf[p + f"attention.attention.{'query' if rest == 'attn.q_bias' else 'value'}.bias"] = value
+        elif rest in ("gamma_1", "gamma_2"):
+            hf[p + rest.replace("gamma", "lambda")] = value
+        elif rest == "attn.relative_position_bias_table":
+            hf[p + "attention.attention.relative_position_bias.relative_position_bias_table"] = value
+        else:
+            stem, kind = rest.rsplit(".", 1)
+            hf[p + f"{block[stem]}.{kind}"] = value
+    save_file(hf, str(tmp_path / "hf.safetensors"))
+    again, _ = build_classifier("beit_base", 2, SIZE, weights=str(tmp_path / "hf.safetensors"))
+    for a, b in zip(model.layers, again.layers, strict=True):
+        if not a.name.startswith("head_"):
+            for wa, wb in zip(a.get_weights(), b.get_weights(), strict=True):
+                np.testing.assert_array_equal(wa, wb, err_msg=a.name)

@@ -122,3 +122,62 @@ def test_bad_checkpoints_and_sizes(tmp_path):
         build_classifier("mobilevit_xxs", 2, 64, weights=str(tmp_path / "s.safetensors"))
     with pytest.raises(GramTFError, match="not a multiple of 64 px, which mobilevit_xxs needs"):
         build_classifier("mobilevit_xxs", 2, 224, weights="none")
+
+
+def test_hugging_face_file_loads_the_same_weights_and_takes_bgr(tmp_path):
+    """A MobileViTForImageClassification state dict (Apple's weights, Hugging Face names) loads the
+    same weights as the timm file, and the model records BGR input (Hugging Face's processor flips
+    the channels)."""
+    import re
+
+    from safetensors.numpy import save_file
+
+    spec = SPECS["mobilevit_xxs"]
+    t = _random_checkpoint(spec)
+    conv = {"conv1_1x1": "expand_1x1", "conv2_kxk": "conv_3x3", "conv3_1x1": "reduce_1x1", "conv_kxk": "conv_kxk",
+            "conv_proj": "conv_projection", "conv_fusion": "fusion"}
+    block = {"norm1": "layernorm_before", "attn.proj": "attention.output.dense", "norm2": "layernorm_after",
+             "mlp.fc1": "intermediate.dense", "mlp.fc2": "output.dense"}
+
+    def hf_conv(rest):  # conv.weight / bn.X -> convolution.weight / normalization.X
+        return rest.replace("conv.", "convolution.", 1) if rest.startswith("conv.") else rest.replace("bn.", "normalization.", 1)
+
+    hf = {"mobilevit.classifier.weight": t["head.fc.weight"]}
+    for key, value in t.items():
+        if key.startswith("head."):
+            continue
+        if key.startswith(("stem.", "final_conv.")):
+            top = "conv_stem" if key.startswith("stem.") else "conv_1x1_exp"
+            hf[f"mobilevit.{top}.{hf_conv(key.split('.', 1)[1])}"] = value
+            continue
+        s, b, rest = re.match(r"stages\.(\d+)\.(\d+)\.(.+)$", key).groups()
+        p = f"mobilevit.encoder.layer.{s}."
+        if rest.startswith("transformer."):
+            _, j, part = rest.split(".", 2)
+            stem, kind = part.rsplit(".", 1)
+            if stem == "attn.qkv":
+                for name, arr in zip(("query", "key", "value"), np.split(value, 3, axis=0)):
+                    hf[p + f"transformer.layer.{j}.attention.attention.{name}.{kind}"] = arr
+            else:
+                hf[p + f"transformer.layer.{j}.{block[stem]}.{kind}"] = value
+        elif rest.startswith("norm."):
+            hf[p + "layernorm." + rest.split(".", 1)[1]] = value
+        elif rest.startswith("conv_1x1."):
+            hf[p + "conv_1x1.convolution." + rest.split(".", 1)[1]] = value
+        else:
+            part, tail = rest.split(".", 1)
+            if int(s) < 2:
+                where = f"layer.{b}."
+            else:
+                where = "downsampling_layer." if b == "0" else ""
+            hf[p + where + f"{conv[part]}.{hf_conv(tail)}"] = value
+    save_file(t, str(tmp_path / "timm.safetensors"))
+    save_file(hf, str(tmp_path / "hf.safetensors"))
+    ours, info_timm = build_classifier("mobilevit_xxs", 2, 64, weights=str(tmp_path / "timm.safetensors"))
+    theirs, info_hf = build_classifier("mobilevit_xxs", 2, 64, weights=str(tmp_path / "hf.safetensors"))
+    for a, b in zip(ours.layers, theirs.layers, strict=True):
+        if not a.name.startswith("head_"):
+            for wa, wb in zip(a.get_weights(), b.get_weights(), strict=True):
+                np.testing.assert_array_equal(wa, wb, err_msg=a.name)
+    assert info_timm["preprocessing"]["channel_order"] == "RGB"
+    assert info_hf["preprocessing"]["channel_order"] == "BGR" and info_hf["preprocessing"]["std"] == [255.0] * 3

@@ -33,6 +33,12 @@ def _random_checkpoint(depths, seed=0):
 
 def _numpy_forward(t, image, depths):
     """timm's MetaFormer (poolformer v1) forward on one CHW image; returns pre-logits features."""
+    pooled = _trunk(t, image, depths).mean(axis=(1, 2))
+    return layer_norm(pooled, t["head.norm.weight"], t["head.norm.bias"], 1e-6)
+
+
+def _trunk(t, image, depths):
+    """Stem and the four stages (the map before the head), CHW."""
     x = conv2d(image, t["stem.conv.weight"], t["stem.conv.bias"], stride=4, padding=2)
     for s, depth in enumerate(depths):
         if s > 0:
@@ -46,8 +52,7 @@ def _numpy_forward(t, image, depths):
             y = gelu(conv2d(y, t[f"{p}.mlp.fc1.weight"], t[f"{p}.mlp.fc1.bias"]))
             y = conv2d(y, t[f"{p}.mlp.fc2.weight"], t[f"{p}.mlp.fc2.bias"])
             x = x + t[f"{p}.layer_scale2.scale"][:, None, None] * y
-    pooled = x.mean(axis=(1, 2))
-    return layer_norm(pooled, t["head.norm.weight"], t["head.norm.bias"], 1e-6)
+    return x
 
 
 @pytest.mark.parametrize("size", [64, 72])
@@ -92,3 +97,46 @@ def test_bad_checkpoints_list_the_names(tmp_path):
     save_file(shaped, str(tmp_path / "s.safetensors"))
     with pytest.raises(GramTFError, match="mis-shaped.*stage1_down"):
         build_classifier("poolformer_s12", 2, 32, weights=str(tmp_path / "s.safetensors"))
+
+
+def test_hugging_face_file_builds_norm_then_pool_and_matches_numpy(tmp_path):
+    """A `sail/poolformer_*` file from Hugging Face (the original implementation's head: GroupNorm on
+    the map, then the mean) builds that head and matches a numpy forward of it."""
+    import re
+
+    from safetensors.numpy import save_file
+
+    depths = SPECS["poolformer_s12"][0]
+    t = _random_checkpoint(depths, seed=3)
+    block = {"norm1": "before_norm", "norm2": "after_norm", "mlp.fc1": "output.conv1", "mlp.fc2": "output.conv2"}
+    hf = {"classifier.weight": t["head.fc.weight"], "classifier.bias": t["head.fc.bias"],
+          "norm.weight": t["head.norm.weight"], "norm.bias": t["head.norm.bias"]}
+    for key, value in t.items():
+        if key.startswith("head."):
+            continue
+        if key.startswith("stem.conv."):
+            hf[f"poolformer.encoder.patch_embeddings.0.projection.{key.rsplit('.', 1)[1]}"] = value
+            continue
+        m = re.match(r"stages\.(\d+)\.downsample\.conv\.(weight|bias)$", key)
+        if m:
+            hf[f"poolformer.encoder.patch_embeddings.{m.group(1)}.projection.{m.group(2)}"] = value
+            continue
+        s, b, rest = re.match(r"stages\.(\d+)\.blocks\.(\d+)\.(.+)$", key).groups()
+        if rest.startswith("layer_scale"):
+            rest = f"layer_scale_{rest[11]}"
+        else:
+            stem, kind = rest.rsplit(".", 1)
+            rest = f"{block[stem]}.{kind}"
+        hf[f"poolformer.encoder.block.{s}.{b}.{rest}"] = value
+    save_file(hf, str(tmp_path / "hf.safetensors"))
+    size = 64
+    model, _ = build_classifier("poolformer_s12", 2, size, weights=str(tmp_path / "hf.safetensors"))
+    assert [layer.name for layer in model.layers][-5:-3] == ["features_norm", "features_pool"]
+    image = np.random.default_rng(2).standard_normal((size, size, 3)).astype(np.float32)
+    ours = feature_extractor(model)(image[None]).numpy()[0]
+    timm_ref = _numpy_forward(t, image.transpose(2, 0, 1).astype(np.float64), depths)
+    # the same trunk: undo timm's pooled LayerNorm, apply GroupNorm(1) to the map, then the mean
+    x = _trunk(t, image.transpose(2, 0, 1).astype(np.float64), depths)
+    hf_ref = group_norm1(x, t["head.norm.weight"], t["head.norm.bias"]).mean(axis=(1, 2))
+    np.testing.assert_allclose(ours, hf_ref, rtol=1e-4, atol=1e-4)
+    assert np.abs(hf_ref - timm_ref).max() > 1e-3  # the two heads are different functions

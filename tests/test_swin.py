@@ -1,6 +1,7 @@
 """Swin-T: checkpoint import against an independent numpy forward pass, name mapping against timm's
 real tensor list, conversion (no GATHER, XNNPACK delegation), save/load and pruning."""
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -262,3 +263,43 @@ def test_prunable_layers_are_the_projections(loaded):
     wrapped, _, _ = apply_pruning(model, PruneConfig(), 0.5, 100)
     pruned = {layer.layer.name for layer in wrapped.layers if type(layer).__name__ == "PruneLowMagnitude"}
     assert pruned == prunable
+
+
+def test_hugging_face_names_load_the_same_weights(checkpoint, loaded, tmp_path):
+    """A SwinForImageClassification state dict (`swin.` prefix, separate query/key/value, patch
+    merging at the end of the previous stage) loads the same weights as timm's file."""
+    from safetensors.numpy import save_file
+
+    t, _ = checkpoint
+    block = {"norm1": "layernorm_before", "norm2": "layernorm_after", "attn.proj": "attention.output.dense",
+             "mlp.fc1": "intermediate.dense", "mlp.fc2": "output.dense"}
+    hf = {"classifier.weight": np.zeros((1000, 768), np.float32)}
+    for key, value in t.items():
+        if key.startswith("head."):
+            continue
+        m = re.match(r"layers\.(\d+)\.blocks\.(\d+)\.(.+)\.(weight|bias)$", key)
+        if key.endswith("relative_position_bias_table"):
+            s, b = key.split(".")[1], key.split(".")[3]
+            hf[f"swin.encoder.layers.{s}.blocks.{b}.attention.self.relative_position_bias_table"] = value
+            hf[f"swin.encoder.layers.{s}.blocks.{b}.attention.self.relative_position_index"] = np.zeros((49, 49), np.int64)
+        elif m and m.group(3) == "attn.qkv":
+            for part, arr in zip(("query", "key", "value"), np.split(value, 3, axis=0)):
+                hf[f"swin.encoder.layers.{m.group(1)}.blocks.{m.group(2)}.attention.self.{part}.{m.group(4)}"] = arr
+        elif m:
+            hf[f"swin.encoder.layers.{m.group(1)}.blocks.{m.group(2)}.{block[m.group(3)]}.{m.group(4)}"] = value
+        elif key.startswith("layers."):  # layers.S.downsample.* -> encoder.layers.(S-1).downsample.*
+            stage, rest = key.split(".", 2)[1:]
+            hf[f"swin.encoder.layers.{int(stage) - 1}.{rest}"] = value
+        else:
+            hf["swin." + {"patch_embed.proj.weight": "embeddings.patch_embeddings.projection.weight",
+                          "patch_embed.proj.bias": "embeddings.patch_embeddings.projection.bias",
+                          "patch_embed.norm.weight": "embeddings.norm.weight", "patch_embed.norm.bias": "embeddings.norm.bias",
+                          "norm.weight": "layernorm.weight", "norm.bias": "layernorm.bias"}[key]] = value
+    save_file(hf, str(tmp_path / "hf.safetensors"))
+    model, _ = build_classifier(NAME, 2, 224, weights=str(tmp_path / "hf.safetensors"))
+    ours = {w.name: w.numpy() for layer in loaded[0].layers if not layer.name.startswith("head_") for w in layer.weights}
+    for layer in model.layers:
+        if layer.name.startswith("head_"):
+            continue
+        for w in layer.weights:
+            np.testing.assert_array_equal(w.numpy(), ours[w.name], err_msg=w.name)

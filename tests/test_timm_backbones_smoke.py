@@ -8,6 +8,7 @@ import pytest
 from click.testing import CliRunner
 
 from gram_tf.cli import main
+from gram_tf.models import build_classifier
 
 
 def _timm_file(name: str, size: int, path):
@@ -70,3 +71,30 @@ def test_train_convert_predict(name, size, synth_dir, tmp_path):
         report = json.loads(r.output[r.output.index("{"):])
         assert not report["errors"] and len(report["results"]) == 3, r.output
         assert {row["label"] for row in report["results"]} <= {"gram_negative", "gram_positive"}, r.output
+
+
+# the smallest of each family at its smallest input, for the optimisation paths
+SMALL = [("poolformer_s12", 32), ("mobilevit_xxs", 64), ("swin_tiny", 224), ("beit_base", 32)]
+
+
+@pytest.mark.parametrize("name,size", SMALL)
+def test_pruning_and_partial_qat_cover_the_projections(name, size):
+    """TF-MOT prunes every convolution / projection kernel and quantize-aware-trains what its registry
+    supports; the glue layers declare no prunable weights and stay float in partial QAT."""
+    import tf_keras
+
+    from gram_tf.optimize import prunable_layer_report, quantize_aware
+
+    model, _ = build_classifier(name, 2, size, weights="none")
+    report = prunable_layer_report(model)
+    kernels = {layer.name for layer in model.layers
+               if isinstance(layer, (tf_keras.layers.Conv2D, tf_keras.layers.Dense))
+               and not isinstance(layer, tf_keras.layers.DepthwiseConv2D)}
+    assert kernels <= set(report["prunable"]), sorted(kernels - set(report["prunable"]))
+    glue = {s["layer"]: s["reason"] for s in report["skipped"]}
+    assert glue and all("no prunable weights" in r or "depthwise" in r.lower() or "BatchNorm" in r
+                        or "normalization" in r.lower() for r in glue.values()), glue
+    if size <= 64:  # partial QAT on the small ones (Swin at 224 px is covered by its conversion test)
+        qat, qreport = quantize_aware(model)
+        assert qreport["quantizable"] and qreport["float"]
+        assert qat.count_params() >= model.count_params()

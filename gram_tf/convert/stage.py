@@ -138,6 +138,10 @@ def export_artifact(model, path, variant: str, *, size: int, preprocessing: dict
         print(f"warning: {path.name}: no {variant} candidate within {report['max_drop']:.1%} of float "
               f"accuracy; kept the most accurate ({report['val_accuracy']:.3f} vs "
               f"{report['float_val_accuracy']:.3f})")
+    if report and report.get("slower_than_fp32"):
+        ms = report.get("whole_model_ms", {})
+        print(f"warning: {path.name}: no {variant} mix was both within the accuracy budget and faster than fp32 "
+              f"here ({ms.get(report.get('chosen'))} vs {ms.get('fp32')} ms); deploy the fp32 artifact on this CPU")
     atomic_write_json(Path(str(path) + ".json"), {**meta, "artifact": entry})
     return entry
 

@@ -18,7 +18,8 @@ import re
 import numpy as np
 
 from ..errors import GramTFError
-from .checkpoint import CheckpointLoader, assign, check_names, conv_kernel, dense_kernel, read_tensors
+from .checkpoint import (CheckpointLoader, assign, check_names, conv_kernel, dense_kernel, fuse_qkv,
+                         read_tensors)
 from .registry import PRE_TF, Backbone, gelu_choice, register, register_layer_module
 
 PATCH = 16
@@ -43,7 +44,7 @@ for _name, (_dim, _depth, _heads, _init) in SPECS.items():
         preprocessing=dict(PRE_TF),  # timm pretrained_cfg: mean = std = 0.5, RGB
         source="gram_tf (Keras 2)", patch_size=PATCH,
         app_kwargs={"dim": _dim, "depth": _depth, "heads": _heads, "init_values": _init},
-        notes="weights: a timm .safetensors or .npz file; relative position bias resized to the input size",
+        notes="weights: a timm or Hugging Face .safetensors/.npz file; relative position bias resized to the input size",
     ))
 
 
@@ -96,9 +97,50 @@ def resize_bias_table(table: np.ndarray, grid: int) -> np.ndarray:
     return np.concatenate([resized.reshape(side_new * side_new, -1), table[-3:]], axis=0).astype(table.dtype)
 
 
+# Hugging Face (`microsoft/beit-*`, BeitForImageClassification) -> timm, inside a block
+_HF_BLOCK = {"lambda_1": "gamma_1", "lambda_2": "gamma_2",
+             "layernorm_before.weight": "norm1.weight", "layernorm_before.bias": "norm1.bias",
+             "layernorm_after.weight": "norm2.weight", "layernorm_after.bias": "norm2.bias",
+             "attention.output.dense.weight": "attn.proj.weight", "attention.output.dense.bias": "attn.proj.bias",
+             "intermediate.dense.weight": "mlp.fc1.weight", "intermediate.dense.bias": "mlp.fc1.bias",
+             "output.dense.weight": "mlp.fc2.weight", "output.dense.bias": "mlp.fc2.bias",
+             "attention.attention.query.bias": "attn.q_bias", "attention.attention.value.bias": "attn.v_bias",
+             "attention.attention.relative_position_bias.relative_position_bias_table":
+                 "attn.relative_position_bias_table",
+             "attention.attention.relative_position_bias.relative_position_index": "attn.relative_position_index"}
+_HF_TOP = {"embeddings.cls_token": "cls_token", "embeddings.patch_embeddings.projection.weight": "patch_embed.proj.weight",
+           "embeddings.patch_embeddings.projection.bias": "patch_embed.proj.bias",
+           "pooler.layernorm.weight": "fc_norm.weight", "pooler.layernorm.bias": "fc_norm.bias",
+           "classifier.weight": "head.weight", "classifier.bias": "head.bias"}
+
+
+def to_timm_names(tensors: dict) -> dict:
+    """Rename a Hugging Face BEiT state dict to timm's names (timm names pass through): separate
+    query / key / value weights fused, query / value biases to q_bias / v_bias, lambda -> gamma,
+    the pooler's LayerNorm -> fc_norm. (The masked-image-modelling `mask_token` is dropped.)"""
+    if not any(k.startswith(("beit.", "embeddings.", "encoder.")) for k in tensors):
+        return dict(tensors)
+    out, qkv = {}, {}
+    for key, value in tensors.items():
+        k = re.sub(r"^beit\.", "", key)
+        w = re.match(r"encoder\.layer\.(\d+)\.attention\.attention\.(query|key|value)\.weight$", k)
+        if w:
+            qkv.setdefault(w.group(1), {})[w.group(2)] = value
+            continue
+        m = re.match(r"encoder\.layer\.(\d+)\.(.+)$", k)
+        if m and m.group(2) in _HF_BLOCK:
+            out[f"blocks.{m.group(1)}.{_HF_BLOCK[m.group(2)]}"] = value
+        elif k != "embeddings.mask_token":
+            out[_HF_TOP.get(k, k)] = value
+    for i, parts in qkv.items():
+        out[f"blocks.{i}.attn.qkv.weight"] = fuse_qkv(parts, f"blocks.{i}")
+    return out
+
+
 def load_checkpoint(layers: dict, path, spec: dict, grid: int) -> None:
-    """Copy a timm BEiT checkpoint into our layers (torch layouts transposed, tables resized)."""
-    tensors = read_tensors(path)
+    """Copy a timm (or Hugging Face) BEiT checkpoint into our layers (torch layouts transposed,
+    tables resized)."""
+    tensors = to_timm_names(read_tensors(path))
     check_names(path, tensors, expected_names(spec), _IGNORED, "this BEiT")
     assignments = []  # (layer, [arrays])
 

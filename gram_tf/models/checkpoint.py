@@ -31,6 +31,24 @@ def read_tensors(path) -> dict:
     raise GramTFError(f"{path}: transformer weights must be .safetensors or .npz")
 
 
+def tensor_names(path) -> list:
+    """The tensor names of a checkpoint file without reading the tensors (an unreadable or
+    unsupported file gives [], and `read_tensors` reports it when the weights are loaded)."""
+    path = Path(path)
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors import safe_open
+
+            with safe_open(str(path), "np") as fh:
+                return list(fh.keys())
+        if path.suffix == ".npz":
+            with np.load(path, allow_pickle=False) as z:
+                return list(z.files)
+    except Exception:
+        return []
+    return []
+
+
 def _listing(names: list, limit: int = 8) -> str:
     return ", ".join(names[:limit]) + (" ..." if len(names) > limit else "")
 
@@ -93,6 +111,14 @@ def batch_norm_names(prefix: str) -> list:
     return [f"{prefix}.{k}" for k in ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")]
 
 
+def fuse_qkv(parts: dict, where: str) -> np.ndarray:
+    """Hugging Face's separate query / key / value tensors -> timm's fused qkv (rows q, k, v)."""
+    missing = [k for k in ("query", "key", "value") if k not in parts]
+    if missing:
+        raise GramTFError(f"checkpoint {where}: attention lacks {', '.join(missing)}")
+    return np.concatenate([parts["query"], parts["key"], parts["value"]], axis=0)
+
+
 class CheckpointLoader:
     """Stands where Keras applications return their backbone model: `load_weights(path)` calls
     `load(layers_by_name, path)` on the built backbone's layers."""
@@ -105,4 +131,6 @@ class CheckpointLoader:
         self._load = load
 
     def load_weights(self, path):
-        self._load(self.layers, path)
+        """Returns what the importer returns: None, or {"preprocessing": ...} for a source whose
+        input convention differs from the registry's."""
+        return self._load(self.layers, path)

@@ -13,9 +13,12 @@ HEAD_POOL, HEAD_DROPOUT, HEAD_DENSE = "head_pool", "head_dropout", "head_dense"
 HEAD_LAYERS = (HEAD_POOL, HEAD_DROPOUT, HEAD_DENSE)
 
 
-def _load_backbone_weights(base, bb: Backbone, path: Path) -> None:
+def _load_backbone_weights(base, bb: Backbone, path: Path) -> Optional[dict]:
+    """Load the file; a gram_tf importer may return {"preprocessing": ...} when the file's source
+    expects other input than the registry's default (e.g. Hugging Face MobileViT: BGR)."""
     try:
-        base.load_weights(str(path))
+        loaded = base.load_weights(str(path))
+        return loaded if isinstance(loaded, dict) else None
     except GramTFError:
         raise
     except Exception as exc:
@@ -42,9 +45,9 @@ def build_classifier(backbone: str, n_classes: int, input_size: Optional[int] = 
         raise GramTFError(f"a classifier needs at least 2 classes, got {n_classes}")
     weights_path = resolve_weights(bb, weights, weights_dir)
     inp = tf_keras.Input((size, size, 3), batch_size=batch_size, name="image")
-    base, features = bb.build(bb, inp, dict(options or {}))
-    if weights_path is not None:
-        _load_backbone_weights(base, bb, weights_path)
+    # a builder may shape its graph by the file's source (Hugging Face PoolFormer normalizes before pooling)
+    base, features = bb.build(bb, inp, {**(options or {}), "weights_file": str(weights_path) if weights_path else None})
+    from_file = _load_backbone_weights(base, bb, weights_path) if weights_path is not None else None
     if len(features.shape) == 4:
         pooled = tf_keras.layers.GlobalAveragePooling2D(name=HEAD_POOL)(features)
     else:  # transformers return the pooled token already
@@ -55,7 +58,7 @@ def build_classifier(backbone: str, n_classes: int, input_size: Optional[int] = 
     info = {
         "backbone": bb.name,
         "input_size": size,
-        "preprocessing": {"resize": "squash", **bb.preprocessing},
+        "preprocessing": {"resize": "squash", **((from_file or {}).get("preprocessing") or bb.preprocessing)},
         "weights": str(weights_path) if weights_path else "none",
         "n_backbone_layers": sum(1 for layer in model.layers if layer.name not in HEAD_LAYERS) - 1,
     }

@@ -2,15 +2,17 @@
 
 timm 1.0 builds MobileViT as a ByobNet (`stem`, `stages.S.B` of inverted-residual `bottle` blocks
 and one `mobilevit` block per transformer stage, `final_conv`, `head.fc`); its checkpoints take RGB
-pixels in [0, 1] (mean 0, std 1 in timm's config). Apple's original and Hugging Face's
-`apple/mobilevit-*` weights expect BGR: a different file layout, not imported here.
+pixels in [0, 1] (mean 0, std 1 in timm's config). Hugging Face's `apple/mobilevit-*` files (Apple's
+cvnets weights, renamed) are read too: same layers, separate query / key / value, and their image
+processor flips the channels (`do_flip_channel_order`), so a model loaded from one takes BGR and
+records that in its preprocessing.
 """
 from __future__ import annotations
 
 import re
 
 from .checkpoint import (CheckpointLoader, assign, batch_norm, batch_norm_names, check_names,
-                         conv_kernel, dense_kernel, depthwise_kernel, read_tensors)
+                         conv_kernel, dense_kernel, depthwise_kernel, fuse_qkv, read_tensors)
 from .registry import Backbone, register, register_layer_module
 
 # timm's model configs. Stage: ("ir", channels, stride, expansion, blocks) or
@@ -31,6 +33,7 @@ SPECS = {
 # resizes it bilinearly otherwise, which we do not port): inputs are multiples of 64 px
 SIZE_MULTIPLE = 64
 PRE_UNIT = {"channel_order": "RGB", "mean": [0.0] * 3, "std": [255.0] * 3}  # pixels / 255: timm's [0, 1]
+PRE_UNIT_BGR = {**PRE_UNIT, "channel_order": "BGR"}  # Hugging Face / Apple cvnets files
 _IGNORED = re.compile(r"^head\.fc\.|.*\.num_batches_tracked$")
 
 
@@ -92,8 +95,71 @@ def expected_shapes(spec: dict) -> dict:
     return shapes
 
 
-def load_checkpoint(layers: dict, path, spec: dict) -> None:
-    tensors = read_tensors(path)
+# Hugging Face MobileViTForImageClassification -> timm, per part of a block
+_HF_CONV = {"expand_1x1": "conv1_1x1", "conv_3x3": "conv2_kxk", "reduce_1x1": "conv3_1x1",
+            "conv_kxk": "conv_kxk", "conv_projection": "conv_proj", "fusion": "conv_fusion"}
+_HF_TRANSFORMER = {"layernorm_before": "norm1", "attention.output.dense": "attn.proj", "layernorm_after": "norm2",
+                   "intermediate.dense": "mlp.fc1", "output.dense": "mlp.fc2"}
+
+
+def _hf_conv(rest: str) -> str:
+    """`convolution.weight` / `normalization.X` -> timm's `conv.weight` / `bn.X`."""
+    return rest.replace("convolution.", "conv.", 1).replace("normalization.", "bn.", 1)
+
+
+def to_timm_names(tensors: dict) -> tuple[dict, bool]:
+    """Rename a Hugging Face MobileViT (v1) state dict to timm's names; returns (tensors, renamed).
+    Hugging Face stages 0-1 hold `layer.J` inverted residuals, stages 2-4 a `downsampling_layer`
+    (timm's block 0) and the MobileViT block's parts (timm's block 1)."""
+    if not any(k.startswith(("mobilevit.", "conv_stem.", "encoder.layer.")) for k in tensors):
+        return dict(tensors), False
+    out, qkv = {}, {}
+    for key, value in tensors.items():
+        k = re.sub(r"^mobilevit\.", "", key)
+        if k.startswith("classifier."):
+            out["head.fc." + k.split(".", 1)[1]] = value
+            continue
+        if k.startswith("conv_stem."):
+            out["stem." + _hf_conv(k.split(".", 1)[1])] = value
+            continue
+        if k.startswith("conv_1x1_exp."):
+            out["final_conv." + _hf_conv(k.split(".", 1)[1])] = value
+            continue
+        m = re.match(r"encoder\.layer\.(\d+)\.layer\.(\d+)\.(\w+)\.(.+)$", k)
+        if m:  # inverted residuals of stages 0-1
+            out[f"stages.{m.group(1)}.{m.group(2)}.{_HF_CONV[m.group(3)]}.{_hf_conv(m.group(4))}"] = value
+            continue
+        m = re.match(r"encoder\.layer\.(\d+)\.downsampling_layer\.(\w+)\.(.+)$", k)
+        if m:
+            out[f"stages.{m.group(1)}.0.{_HF_CONV[m.group(2)]}.{_hf_conv(m.group(3))}"] = value
+            continue
+        m = re.match(r"encoder\.layer\.(\d+)\.transformer\.layer\.(\d+)\.(.+)\.(weight|bias)$", k)
+        if m:
+            s_, t_, part, kind = m.groups()
+            q = re.match(r"attention\.attention\.(query|key|value)$", part)
+            if q:
+                qkv.setdefault(f"stages.{s_}.1.transformer.{t_}.attn.qkv.{kind}", {})[q.group(1)] = value
+            else:
+                out[f"stages.{s_}.1.transformer.{t_}.{_HF_TRANSFORMER.get(part, part)}.{kind}"] = value
+            continue
+        m = re.match(r"encoder\.layer\.(\d+)\.(conv_kxk|conv_projection|fusion|conv_1x1|layernorm)\.(.+)$", k)
+        if m:
+            s_, part, rest = m.groups()
+            if part == "conv_1x1":
+                out[f"stages.{s_}.1.conv_1x1.{rest.replace('convolution.', '', 1)}"] = value
+            elif part == "layernorm":
+                out[f"stages.{s_}.1.norm.{rest}"] = value
+            else:
+                out[f"stages.{s_}.1.{_HF_CONV[part]}.{_hf_conv(rest)}"] = value
+            continue
+        out[k] = value
+    for name, parts in qkv.items():
+        out[name] = fuse_qkv(parts, name)
+    return out, True
+
+
+def load_checkpoint(layers: dict, path, spec: dict):
+    tensors, from_hugging_face = to_timm_names(read_tensors(path))
     check_names(path, tensors, expected_shapes(spec), _IGNORED, "this MobileViT")
 
     def conv_bn(src, dst, depthwise=False):
@@ -125,6 +191,7 @@ def load_checkpoint(layers: dict, path, spec: dict) -> None:
         assignments += conv_bn(f"{src}.conv_proj", f"{dst}_proj") + conv_bn(f"{src}.conv_fusion", f"{dst}_fusion")
     assignments += conv_bn("final_conv", "final")
     assign(path, layers, assignments)
+    return {"preprocessing": dict(PRE_UNIT_BGR)} if from_hugging_face else None
 
 
 def _build(bb: Backbone, inp, options):
@@ -140,5 +207,5 @@ for _name in SPECS:
     register(Backbone(
         name=_name, family="MobileViT", default_size=256, min_size=64, build=_build,
         preprocessing=dict(PRE_UNIT), source="gram_tf (Keras 2)", patch_size=SIZE_MULTIPLE,
-        notes="weights: a timm .safetensors or .npz file; input a multiple of 64 px (256 default)",
+        notes="weights: a timm or Hugging Face .safetensors/.npz file; input a multiple of 64 px (256 default)",
     ))

@@ -74,9 +74,10 @@ class PoolMixer(tf_keras.layers.Layer, NoPrune):
 CUSTOM_OBJECTS = {c.__name__: c for c in (GroupNorm1, PoolMixer)}
 
 
-def poolformer_backbone(inp, depths, dims, gelu: str = "erf", layer_scale: float = 1e-5):
-    """PoolFormer (v1) on `inp`; returns timm's pre-logits features: global average pool, then the
-    head's LayerNorm (B, dims[-1])."""
+def poolformer_backbone(inp, depths, dims, gelu: str = "erf", layer_scale: float = 1e-5, norm_first: bool = False):
+    """PoolFormer (v1) on `inp`; returns the pre-logits features (B, dims[-1]): timm's global
+    average pool then LayerNorm, or with `norm_first` Hugging Face's (and the original
+    implementation's) GroupNorm on the map then average pool."""
     from .common_layers import GELU
 
     L = tf_keras.layers
@@ -100,5 +101,8 @@ def poolformer_backbone(inp, depths, dims, gelu: str = "erf", layer_scale: float
             y = L.Conv2D(dim, 1, name=f"{p}_fc2")(y)
             y = LayerScale(layer_scale, name=f"{p}_ls2")(y)
             x = L.Add(name=f"{p}_add2")([x, y])
+    if norm_first:
+        x = GroupNorm1(name="features_norm")(x)
+        return L.GlobalAveragePooling2D(name="features_pool")(x)
     x = L.GlobalAveragePooling2D(name="features_pool")(x)
     return L.LayerNormalization(epsilon=1e-6, name="features_norm")(x)

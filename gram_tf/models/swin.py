@@ -17,7 +17,8 @@ import re
 import numpy as np
 
 from ..errors import GramTFError
-from .checkpoint import CheckpointLoader, assign, check_names, conv_kernel, dense_kernel, read_tensors
+from .checkpoint import (CheckpointLoader, assign, check_names, conv_kernel, dense_kernel, fuse_qkv,
+                         read_tensors)
 from .registry import PRE_TORCH, Backbone, gelu_choice, register, register_layer_module
 
 PATCH = 4
@@ -53,7 +54,7 @@ for _name in SPECS:
         name=_name, family="Swin", default_size=224, min_size=SIZE_MULTIPLE, build=_build,
         preprocessing=dict(PRE_TORCH), source="gram_tf (Keras 2)", patch_size=SIZE_MULTIPLE,
         app_kwargs=_spec(_name),
-        notes="weights: a timm .safetensors or .npz file; input sizes: multiples of 224 (window 7)",
+        notes="weights: a timm or Hugging Face .safetensors/.npz file; input sizes: multiples of 224 (window 7)",
     ))
 
 
@@ -100,9 +101,52 @@ def merge_channel_order(dim: int) -> np.ndarray:
     return np.arange(4 * dim).reshape(2, 2, dim).transpose(1, 0, 2).reshape(-1)
 
 
+# Hugging Face (`microsoft/swin-*`, SwinForImageClassification) -> timm, inside a block
+_HF_BLOCK = {"layernorm_before": "norm1", "attention.output.dense": "attn.proj", "layernorm_after": "norm2",
+             "intermediate.dense": "mlp.fc1", "output.dense": "mlp.fc2",
+             "attention.self.relative_position_bias_table": "attn.relative_position_bias_table",
+             "attention.self.relative_position_index": "attn.relative_position_index"}
+
+
+def to_timm_names(tensors: dict) -> dict:
+    """Rename a Hugging Face Swin state dict to timm 1.0's names (timm names pass through).
+    Hugging Face merges patches at the end of stage i, timm at the start of stage i + 1, and keeps
+    query / key / value apart (fused here); the 2x2 concatenation order is the same in both."""
+    if not any(k.startswith(("swin.", "embeddings.", "encoder.")) for k in tensors):
+        return dict(tensors)
+    out, qkv = {}, {}
+    for key, value in tensors.items():
+        k = re.sub(r"^swin\.", "", key)
+        m = re.match(r"encoder\.layers\.(\d+)\.blocks\.(\d+)\.(.+)\.(weight|bias)$", k)
+        q = re.match(r"encoder\.layers\.(\d+)\.blocks\.(\d+)\.attention\.self\.(query|key|value)\.(weight|bias)$", k)
+        if q:
+            s_, b_, part, kind = q.groups()
+            qkv.setdefault(f"layers.{s_}.blocks.{b_}.attn.qkv.{kind}", {})[part] = value
+            continue
+        t = re.match(r"encoder\.layers\.(\d+)\.blocks\.(\d+)\.(attention\.self\.relative_position_\w+)$", k)
+        if t:
+            out[f"layers.{t.group(1)}.blocks.{t.group(2)}.{_HF_BLOCK[t.group(3)]}"] = value
+            continue
+        if m and m.group(3) in _HF_BLOCK:
+            out[f"layers.{m.group(1)}.blocks.{m.group(2)}.{_HF_BLOCK[m.group(3)]}.{m.group(4)}"] = value
+            continue
+        d = re.match(r"encoder\.layers\.(\d+)\.downsample\.(.+)$", k)
+        if d:
+            out[f"layers.{int(d.group(1)) + 1}.downsample.{d.group(2)}"] = value
+            continue
+        k = re.sub(r"^embeddings\.patch_embeddings\.projection\.", "patch_embed.proj.", k)
+        k = re.sub(r"^embeddings\.norm\.", "patch_embed.norm.", k)
+        k = re.sub(r"^layernorm\.", "norm.", k)
+        k = re.sub(r"^classifier\.", "head.fc.", k)
+        out[k] = value
+    for name, parts in qkv.items():
+        out[name] = fuse_qkv(parts, name)
+    return out
+
+
 def load_checkpoint(layers: dict, path, spec: dict) -> None:
-    """Copy a timm Swin checkpoint into our layers (torch layouts transposed)."""
-    tensors = read_tensors(path)
+    """Copy a timm (or Hugging Face) Swin checkpoint into our layers (torch layouts transposed)."""
+    tensors = to_timm_names(read_tensors(path))
     check_names(path, tensors, expected_names(spec), _IGNORED, "this Swin Transformer")
     assignments = []  # (layer, [arrays])
 

@@ -11,8 +11,7 @@ import re
 
 import numpy as np
 
-from ..errors import GramTFError
-from .checkpoint import CheckpointLoader, assign, check_names, conv_kernel, read_tensors
+from .checkpoint import CheckpointLoader, assign, check_names, conv_kernel, fuse_qkv, read_tensors
 from .registry import PRE_TF, PRE_TORCH, Backbone, gelu_choice, register, register_layer_module
 
 # name: (embed dim, depth, heads, distillation token, preprocessing)
@@ -88,9 +87,7 @@ def to_timm_names(tensors: dict) -> dict:
         else:
             out[_HF_TOP.get(k, k)] = value
     for (i, kind), parts in qkv.items():
-        if set(parts) != {"query", "key", "value"}:
-            raise GramTFError(f"checkpoint block {i}: attention {kind} lacks {sorted({'query', 'key', 'value'} - set(parts))}")
-        out[f"blocks.{i}.attn.qkv.{kind}"] = np.concatenate([parts["query"], parts["key"], parts["value"]], axis=0)
+        out[f"blocks.{i}.attn.qkv.{kind}"] = fuse_qkv(parts, f"blocks.{i}.attn.qkv.{kind}")
     return out
 
 
