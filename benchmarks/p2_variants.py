@@ -4,7 +4,8 @@ agree with the Keras model, how long did it take. Also prunes each run once (50 
 pruned model's int8 and pqat-int8.
 
 Random-weight backbones trained on synthetic micrographs (a functional check, not an accuracy
-measurement: agreement with the Keras model is the number that matters here).
+measurement: agreement with the Keras model is the number that matters here). Pruning: uniform
+50 %, TF-MOT's ramp, one epoch (the sensitivity recipe of docs/pruning.md is measured elsewhere).
 
     python benchmarks/p2_variants.py [--backbones poolformer_s12:32,mobilevit_xxs:64,swin_tiny:224,beit_base:32]
 Writes benchmarks/results/p2_variants.{csv,json}.
@@ -50,7 +51,8 @@ def main() -> None:
             run = tmp / name
             train(manifest, name, run, TrainConfig(input_size=int(size), weights="none", epochs=3, augment_views=1,
                                                    tensorboard=False), progress=False)
-            prune_run(run, PruneConfig(levels=[0.5], epochs=1, batch_size=8), progress=False)
+            prune_run(run, PruneConfig(levels=[0.5], epochs=1, batch_size=8, allocation="uniform", method="gradual"),
+                      progress=False)
             for folder, variants in ((run, DENSE), (run / "pruned_50", PRUNED)):
                 for variant in variants:
                     t0 = time.perf_counter()

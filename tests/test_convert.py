@@ -194,3 +194,25 @@ def test_selective_int8_keeps_the_worst_layers_in_float(tiny_run):
     names = {d["name"]: np.dtype(d["dtype"]) for d in it.get_tensor_details()}
     assert any(n in names and names[n] == np.float32 for n in report["float_nodes"])
     assert any(dt == np.int8 for dt in names.values())
+
+
+def test_int16x8_that_litert_cannot_prepare_is_a_one_line_error():
+    """LiteRT aborts the whole process while preparing an int16x8 model with Keras'
+    LayerNormalization (every transformer here); gram_tf prepares it in a child process first and
+    turns that into an error naming the variant and what to use instead."""
+    import tf_keras
+
+    from gram_tf.convert import convert_model
+    from gram_tf.deploy import prepare_failure
+    from gram_tf.errors import GramTFError
+
+    inp = tf_keras.Input((8, 8, 3), batch_size=1)
+    x = tf_keras.layers.Conv2D(8, 1)(inp)
+    x = tf_keras.layers.LayerNormalization()(x)
+    x = tf_keras.layers.GlobalAveragePooling2D()(x)
+    model = tf_keras.Model(inp, tf_keras.layers.Dense(2, activation="softmax")(x))
+    pre = {"resize": "squash", "channel_order": "RGB", "mean": [127.5] * 3, "std": [127.5] * 3}
+    rep = np.random.default_rng(0).integers(0, 255, (4, 8, 8, 3), np.uint8)
+    with pytest.raises(GramTFError, match="int16x8: LiteRT aborted while preparing it.*use int8"):
+        convert_model(model, "int16x8", 8, pre, rep)
+    assert prepare_failure(convert_model(model, "int8", 8, pre, rep)) is None

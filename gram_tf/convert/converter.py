@@ -12,7 +12,7 @@ from typing import Optional
 
 import numpy as np
 
-from ..deploy import Classifier, make_interpreter
+from ..deploy import Classifier, make_interpreter, prepare_failure
 from ..errors import GramTFError
 from .calibration import quantize_calibrated
 from .tracing import concrete_function, quiet_absl, representative_gen
@@ -142,6 +142,11 @@ def convert_with(model, setup, size: int, ctx: dict, batch_size: int = 1, what: 
     raise GramTFError(f"TFLite conversion to {what} failed: {errors[-1]}")
 
 
+# variants whose models LiteRT may abort on while preparing (checked in a child process first;
+# measured: int16x8 with Keras' LayerNormalization aborts LiteRT 2.3's allocate_tensors)
+PREPARED_IN_CHILD = {"int16x8"}
+
+
 def _converter_builder(setup, name: str):
     def build(req: BuildRequest):
         spec = get_variant(name)
@@ -153,6 +158,11 @@ def _converter_builder(setup, name: str):
         ctx = {"representative": representative_gen(req.representative, req.preprocessing, req.batch_size)
                if spec.integer else None, "io_type": io_type}
         blob = convert_with(req.model, setup, req.size, ctx, req.batch_size, name)
+        if name in PREPARED_IN_CHILD:
+            failure = prepare_failure(blob)
+            if failure:
+                raise GramTFError(f"{name}: {failure}; LiteRT's 16-bit kernels do not take one of this model's "
+                                  "ops (e.g. LayerNormalization): use int8, int8-fast, dynamic or fp16")
         # the converter's own path: min/max calibration, nothing else
         return blob, ({"recipe": {**Int8Recipe().as_dict(), "applied": {}}} if spec.per_channel is not None else None)
 

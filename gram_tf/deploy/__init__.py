@@ -8,7 +8,7 @@ from .classifier import Classifier
 from .imaging import (CHANNEL_ORDERS, DEFAULT_PREPROCESSING, IMAGE_EXTENSIONS, MAX_IMAGE_PIXELS,
                       RESIZE_MODES, find_images, is_image_file, load_image, load_resized, normalize, resize_image,
                       validate_preprocessing)
-from .interpreter import interpreter_class, make_interpreter
+from .interpreter import interpreter_class, make_interpreter, prepare_failure
 from .metadata import (METADATA_FORMAT, METADATA_NAME, embed_metadata, list_metadata_names,
                        read_metadata, read_sidecar, sidecar_path, write_sidecar)
 from .output import ResultFile, format_predictions, to_csv, to_json
@@ -18,7 +18,7 @@ from .timing import latency_stats, peak_rss_mb, sample_ms, time_blob, time_inter
 __all__ = [
     "Classifier", "CHANNEL_ORDERS", "DEFAULT_PREPROCESSING", "IMAGE_EXTENSIONS", "MAX_IMAGE_PIXELS",
     "RESIZE_MODES", "find_images", "is_image_file", "load_image", "normalize", "resize_image",
-    "validate_preprocessing", "interpreter_class", "make_interpreter", "METADATA_FORMAT",
+    "validate_preprocessing", "interpreter_class", "make_interpreter", "prepare_failure", "METADATA_FORMAT",
     "METADATA_NAME", "embed_metadata", "list_metadata_names", "read_metadata", "read_sidecar",
     "sidecar_path", "write_sidecar", "format_predictions", "to_csv", "to_json", "latency_stats",
     "peak_rss_mb", "sample_ms", "time_blob", "time_interleaved", "ResultFile", "Decoded", "decode_stream",

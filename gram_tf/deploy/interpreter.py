@@ -41,3 +41,32 @@ def make_interpreter(model, threads=None, delegate: bool = True, **options):
         raise GramTFError(f"{where}: LiteRT cannot load this model ({one_line(exc, 200)})") from None
     interp.allocate_tensors()
     return interp
+
+
+def prepare_failure(blob: bytes, timeout_s: float = 300) -> "str | None":
+    """None when LiteRT prepares (allocates) the model; else why not. Runs in a child process,
+    because some LiteRT kernels abort the process instead of returning an error (measured:
+    int16x8 models with Keras' LayerNormalization), which no Python code can catch."""
+    import os
+    import subprocess
+    import sys
+    import tempfile
+
+    fd, path = tempfile.mkstemp(suffix=".tflite")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(blob)
+        code = ("import sys; from ai_edge_litert.interpreter import Interpreter; "
+                "Interpreter(model_path=sys.argv[1]).allocate_tensors()")
+        try:
+            done = subprocess.run([sys.executable, "-c", code, path], capture_output=True, text=True,
+                                  timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            return f"LiteRT did not prepare the model within {timeout_s:.0f} s"
+    finally:
+        os.unlink(path)
+    if done.returncode == 0:
+        return None
+    lines = [line for line in done.stderr.splitlines() if line.strip() and not line.startswith(("I0000", "W0000"))]
+    how = "aborted" if done.returncode < 0 else f"exit code {done.returncode}"
+    return f"LiteRT {how} while preparing it" + (f" ({' '.join(lines[-1].split())[:160]})" if lines else "")
