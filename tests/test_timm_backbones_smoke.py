@@ -60,11 +60,14 @@ def test_train_convert_predict(name, size, synth_dir, tmp_path):
     assert r.exit_code == 0, r.output
     assert json.loads((run / "run.json").read_text())["weights"] == str(ckpt)
     tfl = tmp_path / "tfl"
-    r = runner.invoke(main, ["convert", str(run), "--variants", "fp32,int8", "--representative-samples", "4",
+    # Swin-tiny and BEiT-base: int8 only here (their fp32 conversion is tested in test_swin / test_beit,
+    # and a 110-344 MB fp32 export costs the suite a minute each)
+    variants = ("int8",) if name in ("swin_tiny", "beit_base") else ("fp32", "int8")
+    r = runner.invoke(main, ["convert", str(run), "--variants", ",".join(variants), "--representative-samples", "4",
                              "--out", str(tfl)])
     assert r.exit_code == 0, r.output
     images = sorted(p for p in synth_dir.rglob("*.png"))[:3]
-    for variant in ("fp32", "int8"):
+    for variant in variants:
         model = next(tfl.glob(f"*__{variant}.tflite"))
         r = runner.invoke(main, ["predict", str(model), *map(str, images), "--json"])
         assert r.exit_code == 0, r.output
@@ -94,7 +97,7 @@ def test_pruning_and_partial_qat_cover_the_projections(name, size):
     glue = {s["layer"]: s["reason"] for s in report["skipped"]}
     assert glue and all("no prunable weights" in r or "depthwise" in r.lower() or "BatchNorm" in r
                         or "normalization" in r.lower() for r in glue.values()), glue
-    if size <= 64:  # partial QAT on the small ones (Swin at 224 px is covered by its conversion test)
+    if name in ("poolformer_s12", "mobilevit_xxs"):  # partial QAT: the transformers' layer types are covered by test_vit
         qat, qreport = quantize_aware(model)
         assert qreport["quantizable"] and qreport["float"]
         assert qat.count_params() >= model.count_params()
