@@ -229,6 +229,29 @@ def test_recipe_resolution_and_config_keys(tmp_path):
         load_config(bad)
 
 
+def test_auto_bias_correction_measures_with_float_inputs_where_one_pass_per_layer_is_too_dear(monkeypatch):
+    """`quantized` bias correction runs the images once per layer: `auto` and int8-fast's recipe search
+    fall back to `float` inputs (one pass) above QUANTIZED_BC_MAX_GMAC, e.g. for BEiT-base."""
+    from gram_tf.convert import recipe
+    from gram_tf.convert.fast_int8 import recipe_alternatives
+    from gram_tf.models import count_macs
+
+    model = _mobile_block()
+    layers = sum(type(layer).__name__ in ("Conv2D", "DepthwiseConv2D", "Dense") for layer in model.layers)
+    cost = layers * 64 * count_macs(model) / 1e9
+    assert recipe.bias_correction_inputs(model) == "quantized"
+    assert resolve_recipe(ConvertConfig(), per_channel=False, model=model).tag() == "cle+bc+percentile"
+    monkeypatch.setattr(recipe, "QUANTIZED_BC_MAX_GMAC", cost * 0.99)
+    assert recipe.bias_correction_inputs(model) == "float"
+    assert recipe.bias_correction_inputs(model, images=63) == "quantized"
+    assert resolve_recipe(ConvertConfig(), per_channel=False, model=model).tag() == "cle+bc(float)+percentile"
+    # an explicit choice is kept
+    assert resolve_recipe(ConvertConfig(bias_correction="quantized"), per_channel=False, model=model).tag() \
+        == "cle+bc+percentile"
+    tags = [r.tag() for r in recipe_alternatives(None, "float")]
+    assert "bc(float)" in tags and not any(t.startswith("bc+") or t == "bc" or "+bc+" in t for t in tags)
+
+
 def test_convert_run_applies_and_records_the_recipe(tiny_run, tmp_path):
     out = tmp_path / "art"
     manifest = convert_run(tiny_run, ["int8", "int8-per-tensor"], out,

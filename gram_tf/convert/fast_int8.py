@@ -35,15 +35,16 @@ from ..metrics import within_drop
 from .converter import CalibratedInt8, convert_model, representative_gen
 from .calibration import Calibration
 from .guard import blob_accuracy, float_accuracy, recover_accuracy
-from .recipe import Int8Recipe
+from .recipe import Int8Recipe, bias_correction_inputs
 from .variants import Variant, register_variant
 
 
-def recipe_alternatives(current: Int8Recipe | None) -> list[Int8Recipe]:
-    """The recipes the accuracy guard tries, cheapest and most often enough first."""
-    alternatives = [Int8Recipe(True, "quantized"), Int8Recipe(False, "quantized"),
+def recipe_alternatives(current: Int8Recipe | None, bias_inputs: str = "quantized") -> list[Int8Recipe]:
+    """The recipes the accuracy guard tries, cheapest and most often enough first; bias correction
+    with `bias_inputs` (`recipe.bias_correction_inputs`: `float` where one pass per layer is too dear)."""
+    alternatives = [Int8Recipe(True, bias_inputs), Int8Recipe(False, bias_inputs),
                     Int8Recipe(False, "off", Calibration("mse")),
-                    Int8Recipe(True, "quantized", Calibration("percentile")),
+                    Int8Recipe(True, bias_inputs, Calibration("percentile")),
                     Int8Recipe(False, "off", Calibration("percentile"))]
     tag = (current or Int8Recipe()).tag()
     return [r for r in alternatives if r.tag() != tag]
@@ -147,7 +148,8 @@ def fast_int8(model, size: int, preprocessing: dict, representative: np.ndarray,
         report.update(float_val_accuracy=float_acc, n_val=int(len(y_val)), max_drop=max_drop)
         if not any(within_drop(float_acc, a, max_drop) for a in accuracy.values()) and try_recipes:
             tried = []
-            for alt in recipe_alternatives(recipe):
+            bc_inputs = bias_correction_inputs(model, min(len(representative), Int8Recipe().calibration_images))
+            for alt in recipe_alternatives(recipe, bc_inputs):
                 try:
                     alt_int8 = CalibratedInt8(model, size, rep_gen, batch_size, alt, representative, preprocessing)
                 except GramTFError as exc:  # a recipe this model's layers do not allow: the next one

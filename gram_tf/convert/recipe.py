@@ -23,6 +23,23 @@ from .tracing import normalized_images, representative_gen
 
 BIAS_CORRECTION = ("off", "float", "quantized")
 
+# Bias correction with `quantized` inputs runs the calibration images through the model once per
+# corrected layer. Above this total (layers x images x GMAC per image; about two minutes of Keras
+# on 2 cores) `auto` and int8-fast's recipe search use `float` inputs, one pass. MobileNets and
+# DeiT-tiny at 224 px stay below it (40-4,000); BEiT-base at 224 px is 56,000 (measured: one
+# `quantized` recipe kept int8-fast busy for over 15 minutes).
+QUANTIZED_BC_MAX_GMAC = 5000.0
+
+
+def bias_correction_inputs(model, images: int = 64) -> str:
+    """`quantized` where its one pass per layer is affordable for `model` (see QUANTIZED_BC_MAX_GMAC),
+    else `float`."""
+    from ..models import count_macs
+    from ..optimize.bias_correction import TARGETS
+
+    layers = sum(type(layer).__name__ in TARGETS for layer in model.layers)
+    return "quantized" if layers * images * count_macs(model) / 1e9 <= QUANTIZED_BC_MAX_GMAC else "float"
+
 
 @dataclass(frozen=True)
 class Int8Recipe:
@@ -54,12 +71,13 @@ class Int8Recipe:
                 "calibration": self.calibration.as_dict()}
 
 
-def resolve_recipe(cfg, per_channel: bool, pruned: bool = False) -> Int8Recipe:
+def resolve_recipe(cfg, per_channel: bool, pruned: bool = False, model=None) -> Int8Recipe:
     """The recipe a full-integer variant gets from a ConvertConfig. `auto` follows the measurements
     of docs/quantization.md: per-tensor weights get equalization, bias correction and percentile
     calibration (MobileNets collapse to one class without them); a pruned model's per-channel int8
     gets equalization and bias correction (MobileNetV2-0.5 at 80 %: 0.74 -> 0.94); dense per-channel
-    int8 stays as the converter makes it."""
+    int8 stays as the converter makes it. With `model`, `auto` bias correction measures with
+    `quantized` inputs only where that is affordable (`bias_correction_inputs`)."""
     choices = {"equalize": ("auto", "always", "never"), "bias_correction": ("auto", "never", "quantized", "float"),
                "calibration": ("auto",) + METHODS}
     for key, allowed in choices.items():
@@ -67,8 +85,9 @@ def resolve_recipe(cfg, per_channel: bool, pruned: bool = False) -> Int8Recipe:
             raise GramTFError(f"convert.{key} must be one of {', '.join(allowed)}, got {getattr(cfg, key)!r}")
     needs_help = not per_channel or pruned
     equalize = cfg.equalize == "always" or (cfg.equalize == "auto" and needs_help)
-    bias = {"never": "off", "auto": "quantized" if needs_help else "off"}.get(cfg.bias_correction,
-                                                                              cfg.bias_correction)
+    auto_inputs = bias_correction_inputs(model) if model is not None and needs_help else "quantized"
+    bias = {"never": "off", "auto": auto_inputs if needs_help else "off"}.get(cfg.bias_correction,
+                                                                               cfg.bias_correction)
     method = cfg.calibration if cfg.calibration != "auto" else ("minmax" if per_channel else "percentile")
     calibration = Calibration(method, percentile=cfg.calibration_percentile, bins=cfg.calibration_bins)
     return Int8Recipe(equalize, bias, calibration)

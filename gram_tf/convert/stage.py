@@ -192,7 +192,7 @@ def _convert_specs(run_dir: Path, run: dict, specs: list, out_dir: Path, cfg: Co
         iterator = tqdm(specs, desc=f"converting {run['backbone']}", leave=False)
     for spec in iterator:
         path = out_dir / f"{artifact_stem(run, spec.name)}.tflite"
-        recipe = resolve_recipe(cfg, spec.per_channel, pruned=bool(sparsity)) if spec.per_channel is not None else None
+        recipe = resolve_recipe(cfg, spec.per_channel, pruned=bool(sparsity), model=model) if spec.per_channel is not None else None
         if skip_existing and path.is_file() and Path(str(path) + ".json").is_file():
             previous = read_json(Path(str(path) + ".json"))["artifact"]
             # an artifact made with another int8 recipe is converted again
