@@ -8,7 +8,8 @@ measurement: agreement with the Keras model is the number that matters here). Pr
 50 %, TF-MOT's ramp, one epoch (the sensitivity recipe of docs/pruning.md is measured elsewhere).
 
     python benchmarks/p2_variants.py [--backbones poolformer_s12:32,mobilevit_xxs:64,swin_tiny:224,beit_base:32]
-Writes benchmarks/results/p2_variants.{csv,json}.
+Writes benchmarks/results/p2_variants.{csv,json}; a stopped run resumes after the last finished
+backbone (benchmarks/results/p2_variants.partial.json, removed at the end).
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import write_results  # noqa: E402
+from common import RESULTS, write_results  # noqa: E402
 
 import gram_tf  # noqa: E402,F401  (Keras 2 mode before TensorFlow loads)
 
@@ -40,7 +41,11 @@ def main() -> None:
     ap.add_argument("--backbones", default="poolformer_s12:32,mobilevit_xxs:64,swin_tiny:224,beit_base:32")
     ap.add_argument("--per-class", type=int, default=24)
     args = ap.parse_args()
-    rows = []
+    from gram_tf.io_utils import atomic_write_json, read_json
+
+    partial = RESULTS / "p2_variants.partial.json"
+    rows = read_json(partial)["rows"] if partial.is_file() else []
+    done = {r["backbone"] for r in rows}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         synthesize_dataset(tmp / "data", per_class=args.per_class, size=96, seed=0, fields_per_specimen=1, progress=False)
@@ -48,6 +53,8 @@ def main() -> None:
         write_manifest(split_dataset(tmp / "data", val=0.25, test=0.25, seed=0, progress=False), manifest)
         for item in args.backbones.split(","):
             name, size = item.split(":")
+            if name in done:
+                continue
             run = tmp / name
             train(manifest, name, run, TrainConfig(input_size=int(size), weights="none", epochs=3, augment_views=1,
                                                    tensorboard=False), progress=False)
@@ -62,9 +69,10 @@ def main() -> None:
                         cfg = ConvertConfig(variants=[variant], representative_samples=16, check_samples=16)
                         manifest_out = convert_run(folder, [variant], tmp / "tfl" / name, cfg, progress=False)
                         entry = [a for a in manifest_out["artifacts"] if a["variant"] == variant][-1]
+                        recipe = entry.get("int8_recipe") or {}  # what was applied (int8-fast may switch)
                         row.update({"ok": True, "size_bytes": entry["size_bytes"],
                                     "top1_agreement": entry.get("top1_agreement"),
-                                    "int8_recipe": (entry.get("int8_recipe") or {}).get("applied", ""),
+                                    "int8_recipe": recipe.get("tag") or (recipe.get("requested") or {}).get("tag", ""),
                                     "error": ""})
                     except GramTFError as exc:
                         row.update({"ok": False, "size_bytes": None, "top1_agreement": None, "int8_recipe": "",
@@ -72,7 +80,10 @@ def main() -> None:
                     row["seconds"] = round(time.perf_counter() - t0, 1)
                     rows.append(row)
                     print(row, flush=True)
+            RESULTS.mkdir(exist_ok=True)
+            atomic_write_json(partial, {"rows": rows})
     write_results("p2_variants", rows)
+    partial.unlink(missing_ok=True)
 
 
 if __name__ == "__main__":

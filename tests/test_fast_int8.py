@@ -92,3 +92,36 @@ def test_int8_fast_accuracy_guard_adds_high_error_nodes(mnv3):
     if report["chosen"] == "accuracy-guarded":
         errs = [f for f in report["float_nodes"] if f["reason"] == "quantization error"]
         assert errs and {f["node"] for f in errs} <= set(guard["error_nodes"])
+
+
+def test_guard_also_runs_when_only_a_slower_than_fp32_candidate_is_accurate(mnv3, monkeypatch):
+    """MobileViT-XXS measured: full int8 (5.6x slower than fp32) was the only candidate within
+    max_drop, so int8-fast shipped it. The guard now starts from the fastest candidate instead, and
+    the report says when the result is still slower than fp32."""
+    import importlib
+
+    module = importlib.import_module("gram_tf.convert.fast_int8")
+    seen = []
+
+    def accuracy(blob, *args, **kwargs):  # the first blob judged is full int8: only it is accurate
+        seen.append(blob)
+        return 1.0 if blob == seen[0] else 0.0
+
+    monkeypatch.setattr(module, "blob_accuracy", accuracy)
+    monkeypatch.setattr(module, "float_accuracy", lambda *a, **k: 1.0)
+    monkeypatch.setattr(module, "_whole_model_times",
+                        lambda blobs, threads: {k: {"fp32": 1.0, "full-int8": 2.0}.get(k, 0.5) for k in blobs})
+    x, y = synthetic_images(4, seed=5), np.arange(4) % 2
+    _, report = fast_int8(mnv3["model"], SIZE, mnv3["pre"], mnv3["rep"], threads=1, runs=1,
+                          validation=(x, y), max_drop=0.01, max_guard_nodes=1, try_recipes=False)
+    assert report["guard"]["from"] != "full-int8"  # the fastest candidate
+    assert [s["float_nodes"] for s in report["guard"]["steps"]] == [1]
+    # the guard found nothing accurate: the accurate full int8 is kept, and flagged as slower
+    assert report["chosen"] == "full-int8" and report["slower_than_fp32"] is True
+    # an accurate candidate faster than fp32: no guard, not flagged
+    monkeypatch.setattr(module, "_whole_model_times",
+                        lambda blobs, threads: {k: {"fp32": 1.0, "full-int8": 0.8}.get(k, 0.5) for k in blobs})
+    seen.clear()
+    _, report = fast_int8(mnv3["model"], SIZE, mnv3["pre"], mnv3["rep"], threads=1, runs=1,
+                          validation=(x, y), max_drop=0.01, max_guard_nodes=1, try_recipes=False)
+    assert "guard" not in report and report["chosen"] == "full-int8" and report["slower_than_fp32"] is False
