@@ -40,10 +40,14 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--backbones", default="poolformer_s12:32,mobilevit_xxs:64,swin_tiny:224,beit_base:32")
     ap.add_argument("--per-class", type=int, default=24)
+    ap.add_argument("--only", default=None,
+                    help="comma list of variants to measure again; the other rows of the last results are kept")
     args = ap.parse_args()
     from gram_tf.io_utils import atomic_write_json, read_json
 
     partial = RESULTS / "p2_variants.partial.json"
+    only = set(args.only.split(",")) if args.only else None
+    kept = [r for r in read_json(RESULTS / "p2_variants.json")["rows"] if r["variant"] not in only] if only else []
     rows = read_json(partial)["rows"] if partial.is_file() else []
     done = {r["backbone"] for r in rows}
     with tempfile.TemporaryDirectory() as tmp:
@@ -61,7 +65,7 @@ def main() -> None:
             prune_run(run, PruneConfig(levels=[0.5], epochs=1, batch_size=8, allocation="uniform", method="gradual"),
                       progress=False)
             for folder, variants in ((run, DENSE), (run / "pruned_50", PRUNED)):
-                for variant in variants:
+                for variant in [v for v in variants if only is None or v in only]:
                     t0 = time.perf_counter()
                     row = {"backbone": name, "input_size": int(size), "sparsity": 0.5 if folder != run else 0.0,
                            "variant": variant}
@@ -82,6 +86,9 @@ def main() -> None:
                     print(row, flush=True)
             RESULTS.mkdir(exist_ok=True)
             atomic_write_json(partial, {"rows": rows})
+    order = [(item.split(":")[0], pruned, v) for item in args.backbones.split(",")
+             for pruned, variants in ((False, DENSE), (True, PRUNED)) for v in variants]
+    rows = sorted(kept + rows, key=lambda r: order.index((r["backbone"], r["sparsity"] > 0, r["variant"])))
     write_results("p2_variants", rows)
     partial.unlink(missing_ok=True)
 

@@ -89,6 +89,33 @@ def annotate(model, report: Optional[dict] = None):
         return tf_keras.models.clone_model(model, clone_function=clone)
 
 
+def _prune_preserve_scheme():
+    """TF-MOT's pruning-preserving 8-bit scheme, with its registry's `supports` narrowed.
+
+    Why: that registry calls every layer without trainable weights supported, then asks the 8-bit
+    registry for its config, which raises for layers it does not know (GELU, the attention cores,
+    any custom glue). quantize_apply asks exactly that for the layer after a quantized one, so
+    pqat-int8 failed on every transformer and MetaFormer. Narrowed, such a layer stays float, as
+    in qat-int8.
+    """
+    from tensorflow_model_optimization.python.core.quantization.keras.collab_opts.prune_preserve import (
+        default_8bit_prune_preserve_quantize_scheme as pp_scheme,
+        prune_preserve_quantize_registry as pp_registry,
+    )
+
+    eight_bit = _registry()
+
+    class Registry(pp_registry.Default8bitPrunePreserveQuantizeRegistry):
+        def supports(self, layer):
+            return super().supports(layer) and eight_bit.supports(layer)
+
+    class Scheme(pp_scheme.Default8BitPrunePreserveQuantizeScheme):
+        def get_quantize_registry(self):
+            return Registry()
+
+    return Scheme()
+
+
 def quantize_aware(model, preserve_sparsity: bool = False):
     """Apply (pruning-preserving) QAT to the annotated-where-possible model.
 
@@ -100,13 +127,7 @@ def quantize_aware(model, preserve_sparsity: bool = False):
     if not report["quantizable"]:
         raise GramTFError(f"no layer of {model.name} is supported by TF-MOT's QAT registry")
     annotated = annotate(model, report)
-    scheme = None
-    if preserve_sparsity:
-        from tensorflow_model_optimization.python.core.quantization.keras.collab_opts.prune_preserve import (
-            default_8bit_prune_preserve_quantize_scheme as pp,
-        )
-
-        scheme = pp.Default8BitPrunePreserveQuantizeScheme()
+    scheme = _prune_preserve_scheme() if preserve_sparsity else None
     try:
         with tfmot.quantization.keras.quantize_scope(custom_objects()):
             if scheme is None:
