@@ -1,6 +1,7 @@
 """The quickstart-size path for each architecture ported from timm (issue 15): `gram-tf train
 --backbone NAME --weights FILE.safetensors` with a timm-named file, `gram-tf convert` to fp32 and
-int8, `gram-tf predict` with LiteRT. Smallest variant of each, tiny inputs, one epoch."""
+int8, `gram-tf predict` with LiteRT, `gram-tf profile`. Smallest variant of each, tiny inputs, one
+epoch."""
 import json
 
 import numpy as np
@@ -74,6 +75,11 @@ def test_train_convert_predict(name, size, synth_dir, tmp_path):
         report = json.loads(r.output[r.output.index("{"):])
         assert not report["errors"] and len(report["results"]) == 3, r.output
         assert {row["label"] for row in report["results"]} <= {"gram_negative", "gram_positive"}, r.output
+    # the op profile names what falls out of XNNPACK in full int8 (LayerNorm statistics at least)
+    r = runner.invoke(main, ["profile", str(next(tfl.glob("*__int8.tflite"))), "--runs", "1",
+                             "--csv", str(tmp_path / "ops.csv")])
+    assert r.exit_code == 0, r.output
+    assert "partition" in r.output and "RSQRT" in (tmp_path / "ops.csv").read_text(), r.output
 
 
 # the smallest of each family at its smallest input, for the optimisation paths
