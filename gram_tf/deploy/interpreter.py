@@ -56,8 +56,8 @@ def prepare_failure(blob: bytes, timeout_s: float = 300) -> "str | None":
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(blob)
-        code = ("import sys; from ai_edge_litert.interpreter import Interpreter; "
-                "Interpreter(model_path=sys.argv[1]).allocate_tensors()")
+        code = ("import sys; from gram_tf.deploy.interpreter import interpreter_class; "
+                "interpreter_class()(model_path=sys.argv[1]).allocate_tensors()")
         try:
             done = subprocess.run([sys.executable, "-c", code, path], capture_output=True, text=True,
                                   timeout=timeout_s)
@@ -67,6 +67,6 @@ def prepare_failure(blob: bytes, timeout_s: float = 300) -> "str | None":
         os.unlink(path)
     if done.returncode == 0:
         return None
-    lines = [line for line in done.stderr.splitlines() if line.strip() and not line.startswith(("I0000", "W0000"))]
+    lines = [line for line in done.stderr.splitlines() if line.strip() and not line.startswith(("I0000", "W0000", "INFO:"))]
     how = "aborted" if done.returncode < 0 else f"exit code {done.returncode}"
     return f"LiteRT {how} while preparing it" + (f" ({' '.join(lines[-1].split())[:160]})" if lines else "")
