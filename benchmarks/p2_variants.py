@@ -47,6 +47,8 @@ def main() -> None:
 
     partial = RESULTS / "p2_variants.partial.json"
     only = set(args.only.split(",")) if args.only else None
+    if only and not (RESULTS / "p2_variants.json").is_file():
+        sys.exit(f"error: --only re-measures rows of {RESULTS / 'p2_variants.json'}, which is absent: run without --only first")
     kept = [r for r in read_json(RESULTS / "p2_variants.json")["rows"] if r["variant"] not in only] if only else []
     rows = read_json(partial)["rows"] if partial.is_file() else []
     done = {r["backbone"] for r in rows}
