@@ -90,7 +90,8 @@ class ConvertConfig:
     variants: list = field(
         default_factory=lambda: ["fp32", "fp16", "dynamic", "int8", "int8-per-tensor", "int8-fast"]
     )
-    pruned_variants: list = field(default_factory=lambda: ["fp32", "int8"])
+    # int8-per-tensor: no per-channel scales, the smallest artifact of a pruned model (docs/pruning.md)
+    pruned_variants: list = field(default_factory=lambda: ["fp32", "int8", "int8-per-tensor"])
     representative_samples: int = 100
     io_type: str = "int8"  # int8 | uint8 | float32 (integer variants only)
     check_samples: int = 32
