@@ -3,8 +3,9 @@ artifact within 1 pp of the dense fp32 model (issue 21's table).
 
 For each dataset and backbone: train the dense model from the real ImageNet weights in
 ../shared/weights (frozen backbone, head trained: `gram-tf train`'s defaults), then prune a copy
-of it with each recipe at each level, and convert the dense model and every pruned level to fp32
-and int8 `.tflite`. Every row is measured on the test split by the artifact itself (LiteRT), the
+of it with each recipe at each level, and convert the dense model and every pruned level to fp32,
+int8 (gram-tf convert's default recipes) and int8-per-tensor (its recipe, once with percentile and
+once with search calibration) `.tflite`. Every row is measured on the test split by the artifact itself (LiteRT), the
 Keras rows by the Keras model.
 
 - old: the recipe before issue 21 (BatchNorm frozen, uniform sparsity, TF-MOT's gradual ramp, labels only,
@@ -40,7 +41,10 @@ COLUMNS = ["dataset", "backbone", "recipe", "sparsity_target", "sparsity", "vari
            "val_accuracy", "int8_recipe", "zip_bytes", "x_smaller_zip_vs_fp32", "delta_pp_vs_fp32", "chosen_by_max_drop", "seconds"]
 # int8-per-tensor: one scale per tensor drops the per-channel scales and zero points (about a quarter
 # of a pruned MobileNetV2's int8 zip), and gram-tf convert's default recipe keeps its accuracy
-VARIANTS = ["fp32", "int8", "int8-per-tensor"]
+VARIANTS = ["fp32", "int8"]
+# int8-per-tensor with each calibration (`gram-tf convert --calibration`): percentile is `auto` for a
+# dense run, search (ranges picked on validation) for a pruned one; both for every run, to compare
+PER_TENSOR_CALIBRATIONS = ("percentile", "search")
 OLD = dict(method="gradual", batchnorm="frozen", distill=0.0, lr_schedule="constant", keep="last", allocation="uniform")
 
 
@@ -77,15 +81,19 @@ def recipe_copy(dense: Path, recipe: str) -> Path:
     return dest
 
 
-def tflite_rows(run_dir: Path, variants, test) -> list[dict]:
+def tflite_rows(run_dir: Path, variants, test, calibration: str = "auto") -> list[dict]:
     """Convert the run with `gram-tf convert`'s own path (its default int8 recipes: equalization and
-    bias correction for per-tensor and pruned models) and measure each artifact on the test split."""
+    bias correction for per-tensor and pruned models; `calibration` as `--calibration`) and measure
+    each artifact on the test split."""
+    from gram_tf.config import ConvertConfig
     from gram_tf.convert import convert_run
     from gram_tf.deploy import Classifier
     from gram_tf.io_utils import compressed_sizes
 
     t0 = time.perf_counter()
-    manifest = convert_run(run_dir, variants, out_dir=run_dir / "tflite", progress=False, skip_existing=True)
+    out = run_dir / ("tflite" if calibration == "auto" else f"tflite_{calibration}")
+    manifest = convert_run(run_dir, variants, out_dir=out, cfg=ConvertConfig(calibration=calibration),
+                           progress=False, skip_existing=True)
     seconds = round((time.perf_counter() - t0) / len(variants), 1)
     out = []
     for entry in manifest["artifacts"]:
@@ -128,6 +136,8 @@ def main() -> None:
             x_test, y_test, _ = data_mod.load_split(mrows, "test", 224, run["preprocessing"]["resize"], False)
             base = {"dataset": ds, "backbone": backbone}
             dense_rows = tflite_rows(dense, VARIANTS, (x_test, y_test))
+            for cal in PER_TENSOR_CALIBRATIONS:
+                dense_rows += tflite_rows(dense, ["int8-per-tensor"], (x_test, y_test), cal)
             fp32 = dense_rows[0]
             val_dense = run["metrics"]["val"]["accuracy"]
             rows.append({**base, "recipe": "dense", "sparsity_target": 0.0, "sparsity": 0.0, "variant": "keras",
@@ -151,8 +161,10 @@ def main() -> None:
                               "chosen_by_max_drop": s.get("chosen")}
                     rows.append({**common, "variant": "keras", "test_accuracy": s["accuracy"],
                                  "seconds": round(s["seconds"], 1)})
-                    variants = VARIANTS if recipe == "new" else ["fp32", "int8"]
-                    rows += [{**common, **r} for r in tflite_rows(pdir, variants, (x_test, y_test))]
+                    rows += [{**common, **r} for r in tflite_rows(pdir, VARIANTS, (x_test, y_test))]
+                    if recipe == "new":
+                        for cal in PER_TENSOR_CALIBRATIONS:
+                            rows += [{**common, **r} for r in tflite_rows(pdir, ["int8-per-tensor"], (x_test, y_test), cal)]
                 print(f"{ds}/{backbone}/{recipe}: {time.perf_counter() - t0:.0f} s", flush=True)
             for r in rows:
                 if r["dataset"] == ds and r["backbone"] == backbone and r.get("zip_bytes"):
@@ -177,7 +189,8 @@ def smallest_within(rows, max_drop_pp: float) -> list[str]:
             lines.append(f"{ds}/{bb}: nothing within {max_drop_pp:g} pp")
             continue
         best = min(ok, key=lambda r: r["zip_bytes"])
-        lines.append(f"{ds}/{bb}: {best['recipe']} {best['sparsity_target']:.0%} {best['variant']}, test "
+        tag = f" ({best['int8_recipe']})" if best.get("int8_recipe") else ""
+        lines.append(f"{ds}/{bb}: {best['recipe']} {best['sparsity_target']:.0%} {best['variant']}{tag}, test "
                      f"{best['test_accuracy']:.3f} vs {ref['test_accuracy']:.3f}, zip {best['zip_bytes'] / 1e3:.0f} KB = "
                      f"{ref['zip_bytes'] / best['zip_bytes']:.2f}x smaller than the dense fp32 .tflite")
     return lines

@@ -101,11 +101,12 @@ class ConvertConfig:
     fast_margin: float = 0.05  # int8-fast: keep an op float when int8 is slower by more than this
     fast_max_drop: float = 0.01  # int8-fast: candidates must stay within this accuracy loss on val
     # int8 recipe of the full-integer variants (int8, int8-per-tensor, int8-selective, int8-fast):
-    # "auto" = what docs/quantization.md measured: per-tensor int8 gets cle + bc + percentile, a
-    # pruned model's int8 cle + bc, dense per-channel int8 the converter's own min/max
+    # "auto" = what docs/quantization.md and docs/pruning.md measured: per-tensor int8 gets cle + bc
+    # + percentile (+ search instead of percentile in a pruned run with a validation split), a pruned
+    # model's int8 cle + bc, dense per-channel int8 the converter's own min/max
     equalize: str = "auto"  # auto | always | never: cross-layer equalization
     bias_correction: str = "auto"  # auto | never | quantized | float: int8 weight-error bias correction
-    calibration: str = "auto"  # auto | minmax | percentile | mse | entropy: activation ranges
+    calibration: str = "auto"  # auto | minmax | percentile | mse | entropy | search (best of them on val)
     calibration_percentile: float = 99.99  # percentile calibration: the quantile kept
     calibration_bins: int = 2048  # histogram bins (percentile, mse, entropy)
     qat_epochs: int = 2
@@ -162,7 +163,7 @@ _CHOICES = {
     "convert.io_type": ("int8", "uint8", "float32"),
     "convert.equalize": ("auto", "always", "never"),
     "convert.bias_correction": ("auto", "never", "quantized", "float"),
-    "convert.calibration": ("auto", "minmax", "percentile", "mse", "entropy"),
+    "convert.calibration": ("auto", "minmax", "percentile", "mse", "entropy", "search"),
 }
 _RANGES = {
     "data.val": (0.0, 0.9),

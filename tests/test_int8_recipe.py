@@ -175,6 +175,7 @@ def test_entropy_range_keeps_a_flat_distribution_and_drops_rare_outliers():
 def test_calibration_settings_are_validated():
     with pytest.raises(GramTFError, match="unknown method"):
         Calibration("kl")
+    assert "search" in Calibration("search").as_dict()["method"]
     with pytest.raises(GramTFError, match="percentile"):
         Calibration("percentile", percentile=20)
 
@@ -215,6 +216,11 @@ def test_recipe_resolution_and_config_keys(tmp_path):
     assert resolve_recipe(cfg, per_channel=False).tag() == "cle+bc+percentile"
     assert resolve_recipe(cfg, per_channel=True).trivial
     assert resolve_recipe(cfg, per_channel=True, pruned=True).tag() == "cle+bc"
+    # a pruned run's per-tensor int8 picks its ranges on validation, where there is a validation split
+    assert resolve_recipe(cfg, per_channel=False, pruned=True, searchable=True).tag() == "cle+bc+search"
+    assert resolve_recipe(cfg, per_channel=False, pruned=True).tag() == "cle+bc+percentile"
+    assert resolve_recipe(cfg, per_channel=False, searchable=True).tag() == "cle+bc+percentile"
+    assert resolve_recipe(cfg, per_channel=True, pruned=True, searchable=True).tag() == "cle+bc"
     assert resolve_recipe(ConvertConfig(equalize="never", bias_correction="never", calibration="minmax"),
                           per_channel=False).trivial
     cfg = ConvertConfig(equalize="never", bias_correction="float", calibration="mse")
@@ -273,6 +279,57 @@ def test_convert_run_applies_and_records_the_recipe(tiny_run, tmp_path):
     changed = convert_run(tiny_run, ["int8"], out, ConvertConfig(check_samples=8), progress=False,
                           skip_existing=True)
     assert changed["artifacts"][0]["int8_recipe"]["tag"] == "minmax"
+
+
+def test_calibration_search_keeps_the_method_most_accurate_on_validation(monkeypatch):
+    """`search` quantizes with each candidate method and keeps the best validation accuracy
+    (ties: the earlier candidate); every try is recorded."""
+    from gram_tf.convert import recipe, scoring
+    from gram_tf.convert.calibration import SEARCH_CANDIDATES, tensor_ranges
+
+    model = _mobile_block(logits=False)
+    rep = np.random.default_rng(2).uniform(0, 255, (12, 16, 16, 3)).astype("uint8")
+    val = (rep[:6], np.arange(6) % 3)
+    scores = iter([0.5, 0.8, 0.8, 0.6, 0.1])  # percentile 99.99, 99.9, 99.999, minmax, mse
+    blobs = []
+
+    def fake_accuracy(blob, images, y, labels, size, preprocessing):
+        assert images is val[0] and len(labels) == 3
+        blobs.append(blob)
+        return next(scores)
+
+    monkeypatch.setattr(scoring, "blob_accuracy", fake_accuracy)
+    plan = Int8Recipe(calibration=Calibration("search"))
+    assert plan.tag() == "search"
+    blob, report = recipe.full_integer(model, 16, IDENTITY_PRE, rep, plan, per_channel=False, validation=val)
+    tried = report["applied"]["calibration"]["search"]
+    assert [t["val_accuracy"] for t in tried] == [0.5, 0.8, 0.8, 0.6, 0.1]
+    assert [(t["method"], t.get("percentile")) for t in tried] == list(SEARCH_CANDIDATES)
+    assert report["applied"]["calibration"]["method"] == "percentile"
+    assert report["applied"]["calibration"]["percentile"] == 99.9
+    assert blob == blobs[1]  # the first of the two best, not the last one tried
+    # the candidates really differ: percentile 99.9 clips ranges minmax keeps
+    assert tensor_ranges(blobs[1]) != tensor_ranges(blobs[3])
+    with pytest.raises(GramTFError, match="validation"):
+        recipe.full_integer(model, 16, IDENTITY_PRE, rep, plan, per_channel=False)
+
+
+def test_convert_run_searches_calibration_on_the_validation_split(tiny_run, tmp_path):
+    from gram_tf import data as data_mod
+    from gram_tf.deploy import Classifier
+    from gram_tf.run import load_run
+
+    manifest = convert_run(tiny_run, ["int8-per-tensor"], tmp_path / "art",
+                           ConvertConfig(calibration="search", check_samples=8), progress=False)
+    [art] = manifest["artifacts"]
+    cal = art["int8_recipe"]["applied"]["calibration"]
+    assert art["int8_recipe"]["tag"] == "cle+bc+search" and len(cal["search"]) == 5
+    best = max(t["val_accuracy"] for t in cal["search"])
+    run = load_run(tiny_run)
+    x, y, _ = data_mod.load_split(data_mod.read_manifest(run["manifest"]), "val", run["input_size"],
+                                  run["preprocessing"]["resize"], progress=False)
+    kept = float((Classifier(art["path"]).predict_arrays(x).argmax(1) == y).mean())
+    assert kept == pytest.approx(best, abs=1e-4)
 
 
 def test_a_recipe_the_model_cannot_take_is_a_one_line_error(monkeypatch):

@@ -1,7 +1,8 @@
 """Convert wing: Keras -> TFLite variants, each checked against the Keras model.
 
-Floors, bottom to top: `variants` (the variant table, each row carrying its builder) and `tracing`
-(the traced function and representative images), `calibration` (the calibrate-only route and the
+Floors, bottom to top: `variants` (the variant table, each row carrying its builder), `tracing`
+(the traced function and representative images) and `scoring` (an artifact's accuracy through the
+deployed classifier), `calibration` (the calibrate-only route and the
 activation range methods), `recipe` (the int8 recipe: equalization, bias correction, calibration),
 `converter` (the TFLite converter toolkit and calibrated full-int8), `guard` (the accuracy guard),
 `selective` and `fast_int8` (the two mixed-precision strategies, which register their variants
@@ -16,7 +17,8 @@ from .converter import (CalibratedInt8, check_artifact, convert_model, convert_v
 from .recipe import Int8Recipe, resolve_recipe
 from .tracing import normalized_images, quiet_absl, representative_gen
 from .fast_int8 import choose_float_nodes, fast_int8
-from .guard import blob_accuracy, blob_probs, float_accuracy, recover_accuracy
+from .guard import float_accuracy, recover_accuracy
+from .scoring import blob_accuracy, blob_probs
 from .selective import selective_int8
 from .stage import (MANIFEST_NAME, artifact_stem, convert_run, default_out_dir, export_artifact,
                     keras_model_sizes, representative_images)

@@ -21,16 +21,25 @@ Methods, each from its published definition:
   values inside) is closest in KL divergence to the reference P (outliers piled into the edge
   bins), over the same family of ranges holding at least 256 bins (with the default 2048 bins:
   clipping to 1/8 of the range at most).
+- search: each method of SEARCH_CANDIDATES quantizes the model and the one most accurate on the
+  validation images is kept (gram_tf.convert.recipe; one calibration pass, one histogram pass).
 """
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import Optional
+
 import numpy as np
 
 from ..errors import GramTFError
 from .tracing import concrete_function, quiet_absl
 
 METHODS = ("minmax", "percentile", "mse", "entropy")
+SEARCH = "search"
+# what `search` tries, in order (ties keep the earlier): per-tensor int8's measured default first,
+# then the methods that won on pruned MobileNetV2s in docs/pruning.md (entropy left out: it
+# collapsed a pruned MobileNetV2-0.35 to a constant output there)
+SEARCH_CANDIDATES = (("percentile", 99.99), ("percentile", 99.9), ("percentile", 99.999), ("minmax", None), ("mse", None))
 FIXED_RANGE_OPS = ("SOFTMAX", "LOGISTIC", "TANH", "LOG_SOFTMAX")
 LEVELS = 256  # int8 activations: 256 steps over the range
 
@@ -44,8 +53,9 @@ class Calibration:
     candidates: int = 128  # mse, entropy: ranges tried, a = 1/candidates ... 1
 
     def __post_init__(self):
-        if self.method not in METHODS:
-            raise GramTFError(f"convert.calibration: unknown method '{self.method}'; choose from {', '.join(METHODS)}")
+        if self.method not in METHODS + (SEARCH,):
+            raise GramTFError(f"convert.calibration: unknown method '{self.method}'; "
+                              f"choose from {', '.join(METHODS + (SEARCH,))}")
         if not 50.0 < float(self.percentile) <= 100.0:
             raise GramTFError(f"convert.calibration_percentile must be in (50, 100], got {self.percentile}")
         if int(self.bins) < LEVELS:
@@ -53,6 +63,8 @@ class Calibration:
 
     def as_dict(self) -> dict:
         d = asdict(self)
+        if self.method == SEARCH:
+            d["tries"] = [m if p is None else f"{m} {p:g}" for m, p in SEARCH_CANDIDATES]
         if self.method != "percentile":
             d.pop("percentile")
         if self.method == "minmax":
@@ -216,12 +228,23 @@ def set_ranges(calibrated: bytes, ranges: dict) -> bytes:
     return bytes(flatbuffer_utils.convert_object_to_bytearray(obj))
 
 
-def recalibrate(calibrated: bytes, rep_gen, calibration: Calibration) -> tuple[bytes, dict]:
-    """Apply a calibration method to a calibrated model; returns (model, report)."""
+def search_candidates(calibration: Calibration) -> list[Calibration]:
+    """The methods `search` tries, with the configured bins and candidate ranges."""
+    return [Calibration(m, percentile=p if p is not None else calibration.percentile, bins=calibration.bins,
+                        candidates=calibration.candidates) for m, p in SEARCH_CANDIDATES]
+
+
+def recalibrate(calibrated: bytes, rep_gen, calibration: Calibration, hists: Optional[dict] = None) -> tuple[bytes, dict]:
+    """Apply a calibration method to a calibrated model; returns (model, report). `hists` (from
+    collect_histograms with the same bins) saves the pass over the representative images."""
+    if calibration.method == SEARCH:
+        raise GramTFError("convert.calibration search needs validation images to choose with; "
+                          "this variant takes minmax, percentile, mse or entropy")
     if calibration.method == "minmax":
         return calibrated, {"method": "minmax", "tensors": 0}
     ranges = calibrated_ranges(calibrated)
-    hists = collect_histograms(calibrated, rep_gen, ranges, int(calibration.bins))
+    if hists is None:
+        hists = collect_histograms(calibrated, rep_gen, ranges, int(calibration.bins))
     new = {}
     for i, (lo, hi) in ranges.items():
         edges = np.linspace(lo, hi, int(calibration.bins) + 1)

@@ -7,6 +7,7 @@ Imports the variant table below it and nothing above it (never the strategies or
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 from typing import Optional
 
@@ -14,7 +15,7 @@ import numpy as np
 
 from ..deploy import Classifier, make_interpreter, prepare_failure
 from ..errors import GramTFError
-from .calibration import quantize_calibrated
+from .calibration import SEARCH, quantize_calibrated
 from .tracing import concrete_function, quiet_absl, representative_gen
 from .recipe import Int8Recipe, calibrate, full_integer
 from .variants import BuildRequest, Variant, get_variant, register_variant
@@ -76,6 +77,9 @@ class CalibratedInt8:
     def __init__(self, model, size: int, rep_gen, batch_size: int = 1, recipe: Optional[Int8Recipe] = None,
                  representative: Optional[np.ndarray] = None, preprocessing: Optional[dict] = None):
         self.recipe = recipe or Int8Recipe()
+        if self.recipe.calibration.method == SEARCH:  # these variants search float nodes on validation instead
+            self.recipe = dataclasses.replace(self.recipe, calibration=dataclasses.replace(self.recipe.calibration,
+                                                                                           method="minmax"))
         self.rep_gen = rep_gen
         self.calibrated, self.report = calibrate(model, size, preprocessing or {}, representative, self.recipe,
                                                  per_channel=True, batch_size=batch_size, rep_gen=rep_gen)
@@ -153,7 +157,8 @@ def _converter_builder(setup, name: str):
         io_type = req.io_type if req.io_type in spec.io_types else spec.io_types[0]
         if spec.per_channel is not None and req.recipe is not None and not req.recipe.trivial:
             blob, recipe = full_integer(req.model, req.size, req.preprocessing, req.representative, req.recipe,
-                                        per_channel=spec.per_channel, io_type=io_type, batch_size=req.batch_size)
+                                        per_channel=spec.per_channel, io_type=io_type, batch_size=req.batch_size,
+                                        validation=req.validation)
             return blob, {"recipe": recipe}
         ctx = {"representative": representative_gen(req.representative, req.preprocessing, req.batch_size)
                if spec.integer else None, "io_type": io_type}

@@ -34,7 +34,8 @@ from ..errors import GramTFError
 from ..metrics import within_drop
 from .converter import CalibratedInt8, convert_model, representative_gen
 from .calibration import Calibration
-from .guard import blob_accuracy, float_accuracy, recover_accuracy
+from .guard import float_accuracy, recover_accuracy
+from .scoring import blob_accuracy
 from .recipe import Int8Recipe, bias_correction_inputs
 from .variants import Variant, register_variant
 

@@ -1,33 +1,12 @@
-"""The accuracy guard the mixed-precision strategies share: the accuracy of TFLite bytes on
-validation images (through the deployed classifier), the Keras model's accuracy they are held to,
-and the search that keeps the worst-error nodes float until the accuracy is back within budget."""
+"""The accuracy guard the mixed-precision strategies share: the Keras model's accuracy they are
+held to, and the search that keeps the worst-error nodes float until the accuracy is back within
+budget (the artifacts' own accuracy comes from `scoring`)."""
 from __future__ import annotations
-
-import os
-import tempfile
 
 import numpy as np
 
-from ..deploy import Classifier
 from ..metrics import within_drop
 from ..train import predict_probs
-
-
-def blob_probs(blob: bytes, images: np.ndarray, labels, size, preprocessing) -> np.ndarray:
-    """Class probabilities of TFLite model bytes on uint8 images, through the deployed classifier."""
-    fd, path = tempfile.mkstemp(suffix=".tflite")
-    os.close(fd)
-    try:
-        with open(path, "wb") as fh:
-            fh.write(blob)
-        clf = Classifier(path, threads=2, labels=labels, input_size=size, preprocessing=preprocessing)
-        return clf.predict_arrays(images)
-    finally:
-        os.unlink(path)
-
-
-def blob_accuracy(blob: bytes, images: np.ndarray, y: np.ndarray, labels, size, preprocessing) -> float:
-    return float(np.mean(blob_probs(blob, images, labels, size, preprocessing).argmax(1) == y))
 
 
 def float_accuracy(model, images: np.ndarray, y: np.ndarray, preprocessing: dict) -> float:

@@ -14,7 +14,8 @@ import numpy as np
 from ..errors import GramTFError
 from ..metrics import within_drop
 from .converter import CalibratedInt8, representative_gen
-from .guard import blob_accuracy, float_accuracy, recover_accuracy
+from .guard import float_accuracy, recover_accuracy
+from .scoring import blob_accuracy
 from .variants import Variant, register_variant
 
 

@@ -24,6 +24,7 @@ from ..optimize import quantize_aware
 from ..run import library_versions, load_run
 from ..train import predict_probs
 from .converter import check_artifact, convert_variant, io_details, tflite_weight_stats
+from .calibration import SEARCH
 from .recipe import resolve_recipe
 from .variants import get_variant
 
@@ -177,11 +178,19 @@ def _convert_specs(run_dir: Path, run: dict, specs: list, out_dir: Path, cfg: Co
     check_x, _, _, _ = data_mod.load_images(test_rows[: cfg.check_samples], size, pre["resize"],
                                             progress=False, labels=labels)
     keras_probs = predict_probs(model, check_x, pre) if len(check_x) else None
-    validation = _validation_images(rows, run) if any(s.needs_validation or s.uses_validation for s in specs) else None
+    sparsity = run.get("sparsity_target") or 0.0
+    searchable = bool(data_mod.split_rows(rows, "val"))  # ranges are never picked on the test split
+    if cfg.calibration == SEARCH and not searchable and any(s.per_channel is not None for s in specs):
+        raise GramTFError(f"convert.calibration search picks activation ranges on the validation split and "
+                          f"{run['manifest']} has none; re-split with a val fraction or choose another method")
+    recipes = {s.name: resolve_recipe(cfg, s.per_channel, pruned=bool(sparsity), model=model, searchable=searchable)
+               if s.per_channel is not None else None for s in specs}
+    searched = any(r is not None and r.calibration.method == SEARCH for r in recipes.values())
+    validation = _validation_images(rows, run) if searched or any(s.needs_validation or s.uses_validation
+                                                                   for s in specs) else None
     run_fields = {"run_dir": str(run_dir.resolve()), "keras_model": str((run_dir / "model.keras").resolve()),
                   "data_manifest": run["manifest"], "macs": run.get("macs"),
                   "keras_sizes": keras_model_sizes(run_dir), "versions": library_versions()}
-    sparsity = run.get("sparsity_target") or 0.0
     meta_extra = {"sparsity_target": sparsity,
                   "gelu": run.get("train", {}).get("gelu", "erf") if get_backbone(run["backbone"]).patch_size else None}
     entries = []
@@ -192,7 +201,7 @@ def _convert_specs(run_dir: Path, run: dict, specs: list, out_dir: Path, cfg: Co
         iterator = tqdm(specs, desc=f"converting {run['backbone']}", leave=False)
     for spec in iterator:
         path = out_dir / f"{artifact_stem(run, spec.name)}.tflite"
-        recipe = resolve_recipe(cfg, spec.per_channel, pruned=bool(sparsity), model=model) if spec.per_channel is not None else None
+        recipe = recipes[spec.name]
         if skip_existing and path.is_file() and Path(str(path) + ".json").is_file():
             previous = read_json(Path(str(path) + ".json"))["artifact"]
             # an artifact made with another int8 recipe is converted again
