@@ -39,11 +39,10 @@ import gram_tf  # noqa: E402,F401
 
 COLUMNS = ["dataset", "backbone", "recipe", "sparsity_target", "sparsity", "variant", "test_accuracy",
            "val_accuracy", "int8_recipe", "zip_bytes", "x_smaller_zip_vs_fp32", "delta_pp_vs_fp32", "chosen_by_max_drop", "seconds"]
-# int8-per-tensor: one scale per tensor drops the per-channel scales and zero points (about a quarter
-# of a pruned MobileNetV2's int8 zip), and gram-tf convert's default recipe keeps its accuracy
 VARIANTS = ["fp32", "int8"]
-# int8-per-tensor with each calibration (`gram-tf convert --calibration`): percentile is `auto` for a
-# dense run, search (ranges picked on validation) for a pruned one; both for every run, to compare
+# int8-per-tensor drops the per-channel scales and zero points (about a quarter of a pruned
+# MobileNetV2's int8 zip). Converted with each calibration (`gram-tf convert --calibration`):
+# percentile is `auto` for a dense run, search (ranges picked on validation) for a pruned one
 PER_TENSOR_CALIBRATIONS = ("percentile", "search")
 OLD = dict(method="gradual", batchnorm="frozen", distill=0.0, lr_schedule="constant", keep="last", allocation="uniform")
 
@@ -104,6 +103,14 @@ def tflite_rows(run_dir: Path, variants, test, calibration: str = "auto") -> lis
     return out
 
 
+def artifact_rows(run_dir: Path, test, per_tensor: bool = True) -> list[dict]:
+    """VARIANTS, then int8-per-tensor once per calibration of PER_TENSOR_CALIBRATIONS."""
+    rows = tflite_rows(run_dir, VARIANTS, test)
+    for cal in PER_TENSOR_CALIBRATIONS if per_tensor else ():
+        rows += tflite_rows(run_dir, ["int8-per-tensor"], test, cal)
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--backbones", default="mobilenet_v2_035,mobilenet_v2_050")
@@ -135,9 +142,7 @@ def main() -> None:
             mrows = data_mod.read_manifest(manifest)
             x_test, y_test, _ = data_mod.load_split(mrows, "test", 224, run["preprocessing"]["resize"], False)
             base = {"dataset": ds, "backbone": backbone}
-            dense_rows = tflite_rows(dense, VARIANTS, (x_test, y_test))
-            for cal in PER_TENSOR_CALIBRATIONS:
-                dense_rows += tflite_rows(dense, ["int8-per-tensor"], (x_test, y_test), cal)
+            dense_rows = artifact_rows(dense, (x_test, y_test))
             fp32 = dense_rows[0]
             val_dense = run["metrics"]["val"]["accuracy"]
             rows.append({**base, "recipe": "dense", "sparsity_target": 0.0, "sparsity": 0.0, "variant": "keras",
@@ -161,10 +166,7 @@ def main() -> None:
                               "chosen_by_max_drop": s.get("chosen")}
                     rows.append({**common, "variant": "keras", "test_accuracy": s["accuracy"],
                                  "seconds": round(s["seconds"], 1)})
-                    rows += [{**common, **r} for r in tflite_rows(pdir, VARIANTS, (x_test, y_test))]
-                    if recipe == "new":
-                        for cal in PER_TENSOR_CALIBRATIONS:
-                            rows += [{**common, **r} for r in tflite_rows(pdir, ["int8-per-tensor"], (x_test, y_test), cal)]
+                    rows += [{**common, **r} for r in artifact_rows(pdir, (x_test, y_test), per_tensor=recipe == "new")]
                 print(f"{ds}/{backbone}/{recipe}: {time.perf_counter() - t0:.0f} s", flush=True)
             for r in rows:
                 if r["dataset"] == ds and r["backbone"] == backbone and r.get("zip_bytes"):
