@@ -90,6 +90,56 @@ def test_data_aware_equalization_keeps_relu6_caps_and_activation_ranges():
     assert set(free["relu6_lifted"]) == {"r1", "r2"}
 
 
+
+def _folded_block():
+    folded, _ = fold_batchnorm(_mobile_block(cap=None, dead=False))
+    return folded
+
+
+def _set(model, name, fn):
+    layer = model.get_layer(name)
+    weights = layer.get_weights()
+    fn(weights)
+    layer.set_weights(weights)
+
+
+def test_equalize_zeroes_channels_nothing_reads_backwards_along_the_chain():
+    model = _folded_block()
+    _set(model, "pw", lambda w: w[0].__setitem__((slice(None), slice(None), [1, 4]), 0.0))  # pruned inputs
+    x = _images(8)
+    eq, report = equalize(model)
+    # pw ignores inputs 1 and 4: dw's channels 1 and 4 go, and then c1's channels that only fed them
+    assert report["unread_outputs_zeroed"] == 4
+    for name in ("c1", "dw"):
+        kernel, bias = eq.get_layer(name).get_weights()
+        assert not kernel[..., [1, 4], :].any() if name == "dw" else not kernel[..., [1, 4]].any()
+        assert not bias[[1, 4]].any()
+        assert kernel.any()  # the other channels stay
+    np.testing.assert_allclose(eq(x).numpy(), model(x).numpy(), atol=1e-5)
+
+
+@pytest.mark.parametrize("data_aware", [False, True])
+def test_equalize_brings_the_channel_behind_an_empty_kernel_in_line(data_aware):
+    model = _folded_block()
+
+    def empty_channel(w):  # pruned empty: channel 0 is the constant relu(0.5)
+        w[0][..., 0] = 0.0
+        w[1][0] = 0.5
+
+    _set(model, "c1", empty_channel)
+    _set(model, "dw", lambda w: w[0].__setitem__((slice(None), slice(None), 0), 100.0 * np.sign(w[0][:, :, 0])))
+    x = _images(16)
+    eq, _ = equalize(model, x if data_aware else None)
+    ranges = np.abs(eq.get_layer("dw").get_weights()[0]).max(axis=(0, 1, 3))
+    target = ranges[1:].max()  # the pair's largest equalized range; left alone it would be 100
+    if data_aware:  # ...as far as the bound allows: the constant may not grow past the tensor's peak
+        import tf_keras
+
+        peak = float(np.max(tf_keras.Model(model.input, model.get_layer("r1").output)(x)))
+        target = max(target, 100.0 * 0.5 / peak)
+    assert ranges[0] <= target * 1.001 and ranges[0] < 100.0 * 0.99
+    np.testing.assert_allclose(eq(x).numpy(), model(x).numpy(), atol=1e-5)
+
 # ---- bias correction ---------------------------------------------------------------------------
 
 def _with_int8_weights(model, per_channel):

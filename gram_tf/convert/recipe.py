@@ -122,7 +122,8 @@ def _prepare(model, recipe: Int8Recipe, x: np.ndarray, per_channel: bool, report
 
     if recipe.equalize:
         model, eq = equalize(model, x)
-        report["equalize"] = {k: eq[k] for k in ("pairs", "dead_inputs_zeroed", "folded_batchnorm", "iterations")}
+        keys = ("pairs", "dead_inputs_zeroed", "unread_outputs_zeroed", "folded_batchnorm", "iterations")
+        report["equalize"] = {k: eq[k] for k in keys}
         report["equalize"].update(spread_before=round(eq["spread_before"]["median"], 4),
                                   spread_after=round(eq["spread_after"]["median"], 4),
                                   worst_before=round(eq["spread_before"]["worst"], 4),
