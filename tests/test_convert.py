@@ -100,8 +100,10 @@ def test_pruned_model_keeps_sparsity_through_conversion(pruned_run, tmp_path):
     m = convert_run(pruned_dir, ["fp32", "int8", "pqat-int8"], out_dir=tmp_path, cfg=CFG, progress=False)
     arts = {a["variant"]: a for a in m["artifacts"]}
     assert arts["fp32"]["file"] == "mobilenet_v1_050__pruned60-fp32.tflite"
-    for v in ("fp32", "int8", "pqat-int8"):
+    for v in ("fp32", "pqat-int8"):
         assert arts[v]["sparsity"] == pytest.approx(res["sparsity"], abs=0.03), v
+    # a pruned model's int8 recipe also zeroes the channels it never reads: at least as sparse
+    assert arts["int8"]["sparsity"] >= res["sparsity"] - 0.03
     dense = tflite_weight_stats(tmp_path / "mobilenet_v1_050__pruned60-fp32.tflite")
     assert dense["sparsity"] > 0.3
 
