@@ -90,7 +90,6 @@ def test_data_aware_equalization_keeps_relu6_caps_and_activation_ranges():
     assert set(free["relu6_lifted"]) == {"r1", "r2"}
 
 
-
 def _folded_block():
     folded, _ = fold_batchnorm(_mobile_block(cap=None, dead=False))
     return folded
