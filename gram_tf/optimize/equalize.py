@@ -276,10 +276,13 @@ def equalize(model, images: np.ndarray | None = None, relu6: str = "relu", itera
             # a kernel channel of A pruned empty: the channel is the constant act(bias), with no
             # weights of A to balance. Left at s = 1 its B channel keeps its range and can set B's
             # per-tensor scale alone (MobileNetV2-0.5 at 75 %: a 10x depthwise channel behind an
-            # empty stem channel, 0.87 test accuracy); bring it to the pair's largest equalized range
+            # empty stem channel, 0.87 test accuracy); bring it down to the pair's largest
+            # equalized range. Never up: the constant's int8 rounding in A's output reaches B times
+            # s, and bias correction only sees weight rounding (MobileNet v1-0.25 per-tensor lost
+            # a test image when such channels were scaled up as well)
             const = (r1 == 0) & (r2 > 0)
             if const.any() and ok.any():
-                s[const] = np.sqrt(r1[ok] * r2[ok]).max() / r2[const]
+                s[const] = np.minimum(1.0, np.sqrt(r1[ok] * r2[ok]).max() / r2[const])
             if key in lower:
                 cum = total[key] if total[key] is not None else np.ones_like(s)
                 s = np.clip(cum * s, lower[key], upper[key]) / cum
