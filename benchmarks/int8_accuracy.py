@@ -9,8 +9,8 @@ every variant is run on the same held-out synthetic images and compared with the
 - `dynamic`: int8 weights, activations quantized per image at run time (no calibrated ranges).
 - `int16x8`: int8 weights, 16-bit activations with calibrated ranges: activation resolution x256.
 - `int8`: full integer, 32 calibration images (the sweep's setting); `int8-cal<N>`: N images.
-- `int8 + <recipe>`: full int8 with an int8 recipe (gram_tf.convert.recipe): percentile / mse / entropy
-  activation calibration, bias correction (`bc`), cross-layer equalization + bias correction (`cle+bc`).
+- `int8 + <recipe>`: full int8 with an int8 recipe (gram_tf.convert.recipe): percentile / mse / entropy /
+  meanmax activation calibration, bias correction (`bc`), cross-layer equalization + bias correction (`cle+bc`).
 - `int8, squeeze-excitation float`: full int8 with every SE node (name contains `_se_`) kept float;
   with `--op-groups`, also `int8, <OP> float`: every node of one op type kept float, one type at a time.
 
@@ -146,6 +146,11 @@ def main(argv=None):
                          "of DeiT takes minutes in LiteRT's reference kernels")
     ap.add_argument("--techniques", default="percentile,mse,entropy,bc,cle+bc,cle+bc+mse",
                     help="int8 recipe rows (issue 16): comma list of [cle+][bc+]METHOD[:PERCENTILE], '' for none")
+    ap.add_argument("--recipe-calibrations", default="",
+                    help="comma list of calibration image counts for the recipe rows (default: --calibration); "
+                         "rows at other counts are labelled '(calN)'")
+    ap.add_argument("--train-seed", type=int, default=1,
+                    help="draw of the synthetic training (and calibration) images; 1 is the registry sweep's")
     ap.add_argument("--name", default="int8_accuracy")
     args = ap.parse_args(argv)
 
@@ -161,7 +166,8 @@ def main(argv=None):
     global TECHNIQUES
     TECHNIQUES = [parse_technique(t) for t in args.techniques.split(",") if t.strip()]
     t_start = time.time()
-    x_train, y_train = synthetic(max(args.train, args.more_calibration), args.size, 1)
+    recipe_cals = [int(n) for n in args.recipe_calibrations.split(",") if n.strip()] or [args.calibration]
+    x_train, y_train = synthetic(max(args.train, args.more_calibration, *recipe_cals), args.size, args.train_seed)
     x_test, y_test = synthetic(args.test, args.size, 2)
     rows, ranges = [], []
 
@@ -200,11 +206,13 @@ def main(argv=None):
             t0 = time.time()
             blob = convert_model(model, variant.split("-cal")[0], args.size, pre, reps, io_type="float32")
             row(variant, blob_probs(blob, x_test, LABELS, args.size, pre), time.time() - t0)
-        for recipe in TECHNIQUES:  # issue 16's recipes, each on the int8 (per-channel) conversion above
-            t0 = time.time()
-            blob = convert_model(model, "int8", args.size, pre, cal, io_type="float32", recipe=recipe)
-            pct = f":{recipe.calibration.percentile:g}" if recipe.calibration.method == "percentile" else ""
-            row(f"int8 + {recipe.tag()}{pct}", blob_probs(blob, x_test, LABELS, args.size, pre), time.time() - t0)
+        for n_cal in recipe_cals:  # issue 16's recipes, each on the int8 (per-channel) conversion above
+            for recipe in TECHNIQUES:
+                t0 = time.time()
+                blob = convert_model(model, "int8", args.size, pre, x_train[:n_cal], io_type="float32", recipe=recipe)
+                pct = f":{recipe.calibration.percentile:g}" if recipe.calibration.method == "percentile" else ""
+                at = "" if n_cal == args.calibration else f" (cal{n_cal})"
+                row(f"int8 + {recipe.tag()}{pct}{at}", blob_probs(blob, x_test, LABELS, args.size, pre), time.time() - t0)
         t0 = time.time()
         calibrated = CalibratedInt8(model, args.size, representative_gen(cal, pre))
         groups = node_groups(calibrated)

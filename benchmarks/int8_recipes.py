@@ -33,8 +33,8 @@ COLUMNS = ["backbone", "sparsity_target", "variant", "recipe", "test_accuracy", 
 DENSE = {
     "int8-per-tensor": [((False, "off"), ["minmax", "mse"]), ((True, "off"), ["minmax"]),
                         ((False, "quantized"), ["minmax"]), ((True, "float"), ["minmax"]),
-                        ((True, "quantized"), ["minmax", "percentile", "mse", "entropy"])],
-    "int8": [((False, "off"), ["minmax", "percentile", "mse", "entropy"]), ((False, "quantized"), ["minmax", "mse"]),
+                        ((True, "quantized"), ["minmax", "percentile", "mse", "entropy", "meanmax"])],
+    "int8": [((False, "off"), ["minmax", "percentile", "mse", "entropy", "meanmax"]), ((False, "quantized"), ["minmax", "mse"]),
              ((True, "quantized"), ["minmax"])],
 }
 PRUNED = {"int8": [((False, "off"), ["minmax", "mse"]), ((False, "quantized"), ["minmax", "mse"]),

@@ -269,10 +269,10 @@ def prune_cmd(run_dir, final_sparsity, sweep, max_drop, sensitivity, allocation,
               help="cross-layer equalization before full-integer conversion (auto: per-tensor int8 and pruned runs)")
 @click.option("--bias-correction", type=click.Choice(["auto", "never", "quantized", "float"]), default=None,
               help="absorb int8 weight rounding's mean shift into the biases (auto: per-tensor int8 and pruned runs)")
-@click.option("--calibration", type=click.Choice(["auto", "minmax", "percentile", "mse", "entropy", "search"]), default=None,
+@click.option("--calibration", type=click.Choice(["auto", "minmax", "percentile", "mse", "entropy", "meanmax", "search"]), default=None,
               help="activation ranges of full-integer variants (auto: percentile for per-tensor int8, search for "
-                   "a pruned run's, else the converter's minmax; search: the most accurate of percentile, "
-                   "minmax and mse on val)")
+                   "a pruned run's, else the converter's minmax; meanmax: the mean of each image's own min/max; "
+                   "search: the most accurate of percentile, minmax and mse on val)")
 @click.option("--calibration-percentile", type=float, default=None, help="percentile calibration's quantile")
 @click.option("--config", type=click.Path(), default=None)
 @click.option("--set", "sets", multiple=True)

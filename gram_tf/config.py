@@ -106,7 +106,7 @@ class ConvertConfig:
     # model's int8 cle + bc, dense per-channel int8 the converter's own min/max
     equalize: str = "auto"  # auto | always | never: cross-layer equalization
     bias_correction: str = "auto"  # auto | never | quantized | float: int8 weight-error bias correction
-    calibration: str = "auto"  # auto | minmax | percentile | mse | entropy | search (best of them on val)
+    calibration: str = "auto"  # auto | minmax | percentile | mse | entropy | meanmax | search (best on val)
     calibration_percentile: float = 99.99  # percentile calibration: the quantile kept
     calibration_bins: int = 2048  # histogram bins (percentile, mse, entropy)
     qat_epochs: int = 2
@@ -163,7 +163,7 @@ _CHOICES = {
     "convert.io_type": ("int8", "uint8", "float32"),
     "convert.equalize": ("auto", "always", "never"),
     "convert.bias_correction": ("auto", "never", "quantized", "float"),
-    "convert.calibration": ("auto", "minmax", "percentile", "mse", "entropy", "search"),
+    "convert.calibration": ("auto", "minmax", "percentile", "mse", "entropy", "meanmax", "search"),
 }
 _RANGES = {
     "data.val": (0.0, 0.9),

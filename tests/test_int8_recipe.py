@@ -139,6 +139,24 @@ def test_equalize_brings_the_channel_behind_an_empty_kernel_in_line(data_aware):
     assert ranges[0] <= target * 1.001 and ranges[0] < 100.0 * 0.99
     np.testing.assert_allclose(eq(x).numpy(), model(x).numpy(), atol=1e-5)
 
+
+@pytest.mark.parametrize("data_aware", [False, True])
+def test_equalize_never_scales_up_the_channel_behind_an_empty_kernel(data_aware):
+    # scaling it up would shrink the constant in A's output and multiply its int8 rounding into B
+    model = _folded_block()
+
+    def empty_channel(w):
+        w[0][..., 0] = 0.0
+        w[1][0] = 0.5
+
+    _set(model, "c1", empty_channel)
+    _set(model, "dw", lambda w: w[0].__setitem__((slice(None), slice(None), 0), 0.01 * np.sign(w[0][:, :, 0])))
+    x = _images(16)
+    eq, _ = equalize(model, x if data_aware else None)
+    # the constant keeps its size (its B channel's range also moves with the dw -> pw pair)
+    assert eq.get_layer("c1").get_weights()[1][0] == pytest.approx(0.5, rel=1e-6)
+    np.testing.assert_allclose(eq(x).numpy(), model(x).numpy(), atol=1e-5)
+
 # ---- bias correction ---------------------------------------------------------------------------
 
 def _with_int8_weights(model, per_channel):
@@ -221,6 +239,22 @@ def test_entropy_range_keeps_a_flat_distribution_and_drops_rare_outliers():
     assert 3.0 < hi < 15.0 and -15.0 < lo < -3.0
 
 
+def test_meanmax_range_is_the_mean_of_each_samples_extremes():
+    """Samples of n values from U(-1, 1): E[max] = 1 - 2 / (n + 1), E[min] its negative; one
+    extreme sample moves the range by its share only. A non-negative tensor keeps its lower end."""
+    from gram_tf.convert.calibration import range_from_extremes
+
+    rng = np.random.default_rng(0)
+    samples = rng.uniform(-1, 1, (20_000, 9))
+    lo, hi = range_from_extremes(samples.min(1), samples.max(1), samples.min(), samples.max())
+    assert lo == pytest.approx(-0.8, abs=0.01) and hi == pytest.approx(0.8, abs=0.01)
+    samples[0, 0] = 20_000.0  # one image with an outlier: minmax would take 20000
+    assert range_from_extremes(samples.min(1), samples.max(1), samples.min(), samples.max())[1] == pytest.approx(1.8, abs=0.01)
+    relu = np.maximum(samples, 0.0)
+    assert range_from_extremes(relu.min(1), relu.max(1), 0.0, relu.max())[0] == 0.0
+    assert range_from_extremes(np.array([0.5]), np.array([1.0]), -1.0, 2.0) == (0.0, 1.0)  # zero stays inside
+
+
 def test_calibration_settings_are_validated():
     with pytest.raises(GramTFError, match="unknown method"):
         Calibration("kl")
@@ -258,6 +292,29 @@ def test_calibrate_only_route_gives_back_the_ranges_it_was_given():
     route = quantize_calibrated(calibrated, per_channel=True, io_type="int8")
     direct = convert_model(model, "int8", 16, IDENTITY_PRE, rep, "int8")
     assert tensor_ranges(route) == tensor_ranges(direct)
+
+
+def test_meanmax_through_the_route_averages_what_each_image_alone_calibrates_to():
+    from gram_tf.convert.calibration import _model_object, recalibrate
+
+    model = _mobile_block(cap=6.0)
+    rep = (np.random.default_rng(3).uniform(0, 255, (5, 16, 16, 3))).astype("uint8")
+    calibrated = calibrate_only(model, 16, representative_gen(rep, IDENTITY_PRE))
+    edited, report = recalibrate(calibrated, representative_gen(rep, IDENTITY_PRE), Calibration("meanmax"))
+    assert report["method"] == "meanmax" and report["tensors"] > 0
+
+    def named(blob):
+        tensors = _model_object(blob).subgraphs[0].tensors
+        return {tensors[i].name.decode(): r for i, r in calibrated_ranges(blob).items()}
+
+    # the converter's calibration of each image alone: that image's min and max per tensor
+    alone = [named(calibrate_only(model, 16, representative_gen(rep[k : k + 1], IDENTITY_PRE))) for k in range(len(rep))]
+    got, full = named(edited), named(calibrated)
+    for name, (lo, hi) in got.items():
+        want_lo = min(float(np.mean([a[name][0] for a in alone])), 0.0) if full[name][0] < 0 else full[name][0]
+        want_hi = max(float(np.mean([a[name][1] for a in alone])), 0.0) if full[name][1] > 0 else full[name][1]
+        assert lo == pytest.approx(want_lo, rel=1e-4, abs=1e-6) and hi == pytest.approx(want_hi, rel=1e-4, abs=1e-6)
+    assert any(got[n][1] < full[n][1] * 0.999 for n in got)  # narrower than the pooled min/max somewhere
 
 
 def test_recipe_resolution_and_config_keys(tmp_path):
@@ -305,6 +362,7 @@ def test_auto_bias_correction_measures_with_float_inputs_where_one_pass_per_laye
         == "cle+bc+percentile"
     tags = [r.tag() for r in recipe_alternatives(None, "float")]
     assert "bc(float)" in tags and not any(t.startswith("bc+") or t == "bc" or "+bc+" in t for t in tags)
+    assert tags[-1] == "meanmax"  # last: it helps EfficientNet and collapses DeiT (docs/quantization.md)
 
 
 def test_convert_run_applies_and_records_the_recipe(tiny_run, tmp_path):

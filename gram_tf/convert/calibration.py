@@ -21,6 +21,11 @@ Methods, each from its published definition:
   values inside) is closest in KL divergence to the reference P (outliers piled into the edge
   bins), over the same family of ranges holding at least 256 bins (with the default 2048 bins:
   clipping to 1/8 of the range at most).
+- meanmax (ONNX Runtime's MinMax with moving average, NNCF's mean min/max, the moving-average
+  ranges of quantization-aware training): the mean over representative samples of each sample's
+  own min and max. Every image counts once, however extreme: where per-image ranges drift several
+  times from image to image (EfficientNet's swish + squeeze-excitation), the pooled quantiles above
+  are set by the few widest images, and by which ones happened to be drawn.
 - search: each method of SEARCH_CANDIDATES quantizes the model and the one most accurate on the
   validation images is kept (gram_tf.convert.recipe; one calibration pass, one histogram pass).
 """
@@ -34,7 +39,7 @@ import numpy as np
 from ..errors import GramTFError
 from .tracing import concrete_function, quiet_absl
 
-METHODS = ("minmax", "percentile", "mse", "entropy")
+METHODS = ("minmax", "percentile", "mse", "entropy", "meanmax")
 SEARCH = "search"
 # what `search` tries, in order (ties keep the earlier): per-tensor int8's measured default first,
 # then the methods that won on pruned MobileNetV2s in docs/pruning.md (entropy left out: it
@@ -67,7 +72,7 @@ class Calibration:
             d["tries"] = [m if p is None else f"{m} {p:g}" for m, p in SEARCH_CANDIDATES]
         if self.method != "percentile":
             d.pop("percentile")
-        if self.method == "minmax":
+        if self.method in ("minmax", "meanmax"):
             d.pop("bins"), d.pop("candidates")
         return d
 
@@ -155,6 +160,17 @@ def histogram(values: np.ndarray, lo: float, hi: float, bins: int) -> np.ndarray
     return np.bincount(np.clip(idx, 0, bins - 1), minlength=bins)
 
 
+def range_from_extremes(mins: np.ndarray, maxs: np.ndarray, lo: float, hi: float) -> tuple[float, float]:
+    """meanmax: the mean of the samples' own minima and maxima; a side of the calibrated range
+    [lo, hi] that does not cross zero stays (a non-negative tensor keeps its lower end), and zero
+    stays inside, as the quantizer needs."""
+    if hi <= lo or len(mins) == 0:
+        return lo, hi
+    new_lo = min(float(np.mean(mins)), 0.0) if lo < 0 else lo
+    new_hi = max(float(np.mean(maxs)), 0.0) if hi > 0 else hi
+    return new_lo, new_hi
+
+
 # ---- the calibrate-only route ------------------------------------------------------------------
 
 def calibrate_only(model, size: int, rep_gen, batch_size: int = 1) -> bytes:
@@ -200,19 +216,37 @@ def calibrated_ranges(calibrated: bytes) -> dict:
     return out
 
 
-def collect_histograms(calibrated: bytes, rep_gen, ranges: dict, bins: int) -> dict:
-    """{tensor index: histogram over its calibrated [min, max]} over the representative images."""
+def _each_sample(calibrated: bytes, rep_gen):
+    """The calibrated float model's interpreter after each representative sample, every tensor kept."""
     from ..deploy import make_interpreter
 
     interp = make_interpreter(calibrated, threads=2, delegate=False, experimental_preserve_all_tensors=True)
     inp = interp.get_input_details()[0]
-    hists = {i: np.zeros(bins, np.int64) for i in ranges}
     for sample in rep_gen():
         interp.set_tensor(inp["index"], np.asarray(sample[0], inp["dtype"]))
         interp.invoke()
+        yield interp
+
+
+def collect_histograms(calibrated: bytes, rep_gen, ranges: dict, bins: int) -> dict:
+    """{tensor index: histogram over its calibrated [min, max]} over the representative images."""
+    hists = {i: np.zeros(bins, np.int64) for i in ranges}
+    for interp in _each_sample(calibrated, rep_gen):
         for i, (lo, hi) in ranges.items():
             hists[i] += histogram(interp.get_tensor(i), lo, hi, bins)
     return hists
+
+
+def collect_extremes(calibrated: bytes, rep_gen, ranges: dict) -> dict:
+    """{tensor index: (minima, maxima)}, one entry per representative sample."""
+    mins = {i: [] for i in ranges}
+    maxs = {i: [] for i in ranges}
+    for interp in _each_sample(calibrated, rep_gen):
+        for i in ranges:
+            t = interp.get_tensor(i)
+            mins[i].append(float(t.min()))
+            maxs[i].append(float(t.max()))
+    return {i: (np.asarray(mins[i]), np.asarray(maxs[i])) for i in ranges}
 
 
 def set_ranges(calibrated: bytes, ranges: dict) -> bytes:
@@ -239,16 +273,21 @@ def recalibrate(calibrated: bytes, rep_gen, calibration: Calibration, hists: Opt
     collect_histograms with the same bins) saves the pass over the representative images."""
     if calibration.method == SEARCH:
         raise GramTFError("convert.calibration search needs validation images to choose with; "
-                          "this variant takes minmax, percentile, mse or entropy")
+                          "this variant takes minmax, percentile, mse, entropy or meanmax")
     if calibration.method == "minmax":
         return calibrated, {"method": "minmax", "tensors": 0}
     ranges = calibrated_ranges(calibrated)
-    if hists is None:
-        hists = collect_histograms(calibrated, rep_gen, ranges, int(calibration.bins))
     new = {}
-    for i, (lo, hi) in ranges.items():
-        edges = np.linspace(lo, hi, int(calibration.bins) + 1)
-        new[i] = range_from_histogram(hists[i], edges, calibration)
+    if calibration.method == "meanmax":
+        extremes = collect_extremes(calibrated, rep_gen, ranges)
+        for i, (lo, hi) in ranges.items():
+            new[i] = range_from_extremes(*extremes[i], lo, hi)
+    else:
+        if hists is None:
+            hists = collect_histograms(calibrated, rep_gen, ranges, int(calibration.bins))
+        for i, (lo, hi) in ranges.items():
+            edges = np.linspace(lo, hi, int(calibration.bins) + 1)
+            new[i] = range_from_histogram(hists[i], edges, calibration)
     shrink = [(n[1] - n[0]) / (o[1] - o[0]) for n, o in ((new[i], ranges[i]) for i in new) if o[1] > o[0]]
     report = {**calibration.as_dict(), "tensors": len(new),
               "median_range_kept": float(np.median(shrink)) if shrink else 1.0,

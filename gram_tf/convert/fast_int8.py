@@ -46,7 +46,10 @@ def recipe_alternatives(current: Int8Recipe | None, bias_inputs: str = "quantize
     alternatives = [Int8Recipe(True, bias_inputs), Int8Recipe(False, bias_inputs),
                     Int8Recipe(False, "off", Calibration("mse")),
                     Int8Recipe(True, bias_inputs, Calibration("percentile")),
-                    Int8Recipe(False, "off", Calibration("percentile"))]
+                    Int8Recipe(False, "off", Calibration("percentile")),
+                    # last: EfficientNet's drifting swish ranges (docs/quantization.md); it
+                    # collapses DeiT, which the guard's validation check catches
+                    Int8Recipe(False, "off", Calibration("meanmax"))]
     tag = (current or Int8Recipe()).tag()
     return [r for r in alternatives if r.tag() != tag]
 

@@ -165,7 +165,7 @@ def _searched(model, size, preprocessing, representative, recipe: Int8Recipe, pe
 
     if validation is None or len(validation[0]) == 0:
         raise GramTFError("convert.calibration search chooses on the validation split and this run has none; "
-                          "set convert.calibration to minmax, percentile, mse or entropy")
+                          "set convert.calibration to minmax, percentile, mse, entropy or meanmax")
     prepared, applied = prepare_model(model, recipe, representative, preprocessing, per_channel)
     rep_gen = representative_gen(representative, preprocessing, batch_size)
     base = calibrate_only(prepared, size, rep_gen, batch_size)
