@@ -117,16 +117,22 @@ def test_equalize_zeroes_channels_nothing_reads_backwards_along_the_chain():
     np.testing.assert_allclose(eq(x).numpy(), model(x).numpy(), atol=1e-5)
 
 
-@pytest.mark.parametrize("data_aware", [False, True])
-def test_equalize_brings_the_channel_behind_an_empty_kernel_in_line(data_aware):
+def _block_behind_an_empty_kernel(dw_range):
+    """c1's channel 0 pruned empty (the constant relu(0.5)); dw's weights on it at +-dw_range."""
     model = _folded_block()
 
-    def empty_channel(w):  # pruned empty: channel 0 is the constant relu(0.5)
+    def empty_channel(w):
         w[0][..., 0] = 0.0
         w[1][0] = 0.5
 
     _set(model, "c1", empty_channel)
-    _set(model, "dw", lambda w: w[0].__setitem__((slice(None), slice(None), 0), 100.0 * np.sign(w[0][:, :, 0])))
+    _set(model, "dw", lambda w: w[0].__setitem__((slice(None), slice(None), 0), dw_range * np.sign(w[0][:, :, 0])))
+    return model
+
+
+@pytest.mark.parametrize("data_aware", [False, True])
+def test_equalize_brings_the_channel_behind_an_empty_kernel_in_line(data_aware):
+    model = _block_behind_an_empty_kernel(100.0)
     x = _images(16)
     eq, _ = equalize(model, x if data_aware else None)
     ranges = np.abs(eq.get_layer("dw").get_weights()[0]).max(axis=(0, 1, 3))
@@ -143,14 +149,7 @@ def test_equalize_brings_the_channel_behind_an_empty_kernel_in_line(data_aware):
 @pytest.mark.parametrize("data_aware", [False, True])
 def test_equalize_never_scales_up_the_channel_behind_an_empty_kernel(data_aware):
     # scaling it up would shrink the constant in A's output and multiply its int8 rounding into B
-    model = _folded_block()
-
-    def empty_channel(w):
-        w[0][..., 0] = 0.0
-        w[1][0] = 0.5
-
-    _set(model, "c1", empty_channel)
-    _set(model, "dw", lambda w: w[0].__setitem__((slice(None), slice(None), 0), 0.01 * np.sign(w[0][:, :, 0])))
+    model = _block_behind_an_empty_kernel(0.01)
     x = _images(16)
     eq, _ = equalize(model, x if data_aware else None)
     # the constant keeps its size (its B channel's range also moves with the dw -> pw pair)
