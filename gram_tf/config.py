@@ -86,6 +86,18 @@ class PruneConfig:
 
 
 @dataclass
+class ModelCardConfig:
+    """What the standard TFLite metadata says of every artifact (shown by Android Studio, read by the Task
+    Library); empty -> derived from the run (name and description from backbone, variant and labels,
+    version from the trained model's sha256); author and license are left out unless set."""
+    name: str = ""
+    description: str = ""
+    version: str = ""
+    author: str = ""
+    license: str = ""
+
+
+@dataclass
 class ConvertConfig:
     variants: list = field(
         default_factory=lambda: ["fp32", "fp16", "dynamic", "int8", "int8-per-tensor", "int8-fast"]
@@ -93,7 +105,11 @@ class ConvertConfig:
     # int8-per-tensor: no per-channel scales, the smallest artifact of a pruned model (docs/pruning.md)
     pruned_variants: list = field(default_factory=lambda: ["fp32", "int8", "int8-per-tensor"])
     representative_samples: int = 100
-    io_type: str = "int8"  # int8 | uint8 | float32 (integer variants only)
+    # normalization (and a BGR backbone's channel flip) inside the graph: every artifact takes RGB pixels
+    # 0-255, float or (integer variants) uint8 with scale 1, as MediaPipe and the Task Library feed them
+    # (docs/phones.md has the measured cost: none); false = the caller normalizes (the old artifacts)
+    pixel_input: bool = True
+    io_type: str = "uint8"  # uint8 | int8 | float32: input and output type of the full-integer variants
     check_samples: int = 32
     max_disagreement: float = 0.1  # flag a variant whose top-1 disagrees with Keras on more
     selective_max_drop: float = 0.01  # int8-selective: accuracy loss vs float allowed on val
@@ -112,6 +128,7 @@ class ConvertConfig:
     qat_epochs: int = 2
     qat_learning_rate: float = 1e-5
     batch_size: int = 1  # static batch 1 keeps graphs fully delegable to XNNPACK
+    metadata: ModelCardConfig = field(default_factory=ModelCardConfig)
 
 
 @dataclass
@@ -160,7 +177,7 @@ _CHOICES = {
     "prune.lr_schedule": ("cosine", "constant"),
     "prune.keep": ("best", "last"),
     "prune.allocation": ("uniform", "sensitivity"),
-    "convert.io_type": ("int8", "uint8", "float32"),
+    "convert.io_type": ("uint8", "int8", "float32"),
     "convert.equalize": ("auto", "always", "never"),
     "convert.bias_correction": ("auto", "never", "quantized", "float"),
     "convert.calibration": ("auto", "minmax", "percentile", "mse", "entropy", "meanmax", "search"),

@@ -31,12 +31,17 @@ def _interp(path):
 def test_each_variant_loads_with_expected_types(converted):
     out, arts = converted
     expect_io = {"fp32": "float32", "fp16": "float32", "dynamic": "float32", "int16x8": "float32",
-                 "int8": "int8", "int8-per-tensor": "int8", "qat-int8": "int8"}
+                 "int8": "uint8", "int8-per-tensor": "uint8", "qat-int8": "uint8"}
     for variant, art in arts.items():
         it = _interp(art["path"])
-        assert np.dtype(it.get_input_details()[0]["dtype"]).name == expect_io[variant], variant
-        assert it.get_input_details()[0]["shape"].tolist() == [1, 64, 64, 3]  # static batch 1
+        inp, out = it.get_input_details()[0], it.get_output_details()[0]
+        assert np.dtype(inp["dtype"]).name == expect_io[variant], variant
+        assert np.dtype(out["dtype"]).name == expect_io[variant], variant
+        assert inp["shape"].tolist() == [1, 64, 64, 3]  # static batch 1
         assert art["io_type"] == expect_io[variant]
+        if expect_io[variant] == "uint8":  # pixel input: exactly the pixel values, as MediaPipe feeds them
+            assert art["io"]["input"]["scale"] == [1.0] and art["io"]["input"]["zero_point"] == [0], variant
+        assert art["preprocessing"]["in_graph"] is True
     assert arts["fp32"]["weight_dtypes"] == ["float32"] and arts["fp32"]["weight_quantization"] == "none"
     assert "float16" in arts["fp16"]["weight_dtypes"] or arts["fp16"]["size_bytes"] < 0.6 * arts["fp32"]["size_bytes"]
     for v in ("int8", "int8-per-tensor", "qat-int8", "int16x8"):

@@ -173,11 +173,13 @@ def range_from_extremes(mins: np.ndarray, maxs: np.ndarray, lo: float, hi: float
 
 # ---- the calibrate-only route ------------------------------------------------------------------
 
-def calibrate_only(model, size: int, rep_gen, batch_size: int = 1) -> bytes:
-    """The float TFLite model with the converter's calibrated min/max on every activation."""
+def calibrate_only(model, size: int, rep_gen, batch_size: int = 1, preprocessing: Optional[dict] = None) -> bytes:
+    """The float TFLite model with the converter's calibrated min/max on every activation (the graph takes
+    pixels when `preprocessing` is a pixel-input one)."""
     import tensorflow as tf
 
-    conv = tf.lite.TFLiteConverter.from_concrete_functions([concrete_function(model, batch_size, size)])
+    conv = tf.lite.TFLiteConverter.from_concrete_functions([concrete_function(model, batch_size, size,
+                                                                               preprocessing)])
     conv.optimizations = [tf.lite.Optimize.DEFAULT]
     conv.representative_dataset = rep_gen
     conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8, tf.lite.OpsSet.TFLITE_BUILTINS]

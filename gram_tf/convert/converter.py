@@ -13,7 +13,7 @@ from typing import Optional
 
 import numpy as np
 
-from ..deploy import Classifier, make_interpreter, prepare_failure
+from ..deploy import IN_GRAPH, Classifier, make_interpreter, prepare_failure
 from ..errors import GramTFError
 from .calibration import SEARCH, quantize_calibrated
 from .tracing import concrete_function, quiet_absl, representative_gen
@@ -126,8 +126,10 @@ def ranked_errors(debugger) -> list[dict]:
     return [r for r in layer_errors(debugger) if r["rmse_over_scale"] > 0]
 
 
-def convert_with(model, setup, size: int, ctx: dict, batch_size: int = 1, what: str = "") -> bytes:
-    """Convert with a converter `setup(conv, ctx)`: the trackable-free path first, SavedModel second."""
+def convert_with(model, setup, size: int, ctx: dict, batch_size: int = 1, what: str = "",
+                 preprocessing: Optional[dict] = None) -> bytes:
+    """Convert with a converter `setup(conv, ctx)`: the trackable-free path first, SavedModel second
+    (a pixel-input `preprocessing` puts the normalization into the graph)."""
     import tensorflow as tf
 
     # Without a trackable object the converter freezes the traced graph directly: ~2 s for a
@@ -138,7 +140,7 @@ def convert_with(model, setup, size: int, ctx: dict, batch_size: int = 1, what: 
         try:
             with quiet_absl():
                 conv = tf.lite.TFLiteConverter.from_concrete_functions(
-                    [concrete_function(model, batch_size, size)], trackable)
+                    [concrete_function(model, batch_size, size, preprocessing)], trackable)
                 setup(conv, ctx)
                 return conv.convert()
         except Exception as exc:
@@ -162,7 +164,7 @@ def _converter_builder(setup, name: str):
             return blob, {"recipe": recipe}
         ctx = {"representative": representative_gen(req.representative, req.preprocessing, req.batch_size)
                if spec.integer else None, "io_type": io_type}
-        blob = convert_with(req.model, setup, req.size, ctx, req.batch_size, name)
+        blob = convert_with(req.model, setup, req.size, ctx, req.batch_size, name, req.preprocessing)
         if name in PREPARED_IN_CHILD:
             failure = prepare_failure(blob)
             if failure:
@@ -193,6 +195,28 @@ _plain("pqat-int8", "pruning-preserving QAT on a pruned model, then full integer
        training="pqat", io_types=_INT_IO)
 
 
+def pin_pixel_input(blob: bytes) -> bytes:
+    """An integer pixel-input model's input set to exactly the pixel values: scale 1, zero point 0 for uint8
+    (-128 for int8), what MediaPipe and the Task Library feed. Calibration gave the input tensor the range
+    the representative images happened to span; every kernel reads its input's scale at prepare time, so
+    the first op (the converter's QUANTIZE from uint8) now requantizes pixels exactly into the range
+    calibration chose for the graph after it."""
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    model = flatbuffer_utils.convert_bytearray_to_object(bytearray(blob))
+    zero_points = {3: 0, 9: -128}  # TFLite TensorType UINT8, INT8
+    subgraph = model.subgraphs[0]
+    changed = False
+    for index in subgraph.inputs:
+        tensor = subgraph.tensors[index]
+        q = tensor.quantization
+        if tensor.type in zero_points and q is not None and q.scale is not None and len(q.scale) == 1:
+            q.scale, q.zeroPoint = [1.0], [zero_points[tensor.type]]
+            q.min, q.max = None, None
+            changed = True
+    return bytes(flatbuffer_utils.convert_object_to_bytearray(model)) if changed else blob
+
+
 def convert_variant(model, variant: str, size: int, preprocessing: dict,
                     representative: Optional[np.ndarray] = None, io_type: str = "int8", batch_size: int = 1,
                     validation: Optional[tuple] = None, options: Optional[dict] = None,
@@ -207,7 +231,8 @@ def convert_variant(model, variant: str, size: int, preprocessing: dict,
                           "use gram_tf.convert.convert_run or pass validation=(images, labels)")
     req = BuildRequest(model, size, preprocessing, representative, io_type, batch_size, validation,
                        dict(options or {}), recipe if spec.per_channel is not None else None)
-    return spec.build(req)
+    blob, report = spec.build(req)
+    return (pin_pixel_input(blob) if preprocessing.get(IN_GRAPH) else blob), report
 
 
 def convert_model(model, variant: str, size: int, preprocessing: dict,

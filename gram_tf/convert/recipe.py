@@ -20,7 +20,7 @@ import numpy as np
 from ..errors import GramTFError, one_line
 from .calibration import (METHODS, SEARCH, Calibration, calibrate_only, calibrated_ranges, collect_histograms,
                           quantize_calibrated, recalibrate, search_candidates)
-from .tracing import normalized_images, representative_gen
+from .tracing import model_inputs, representative_gen
 
 BIAS_CORRECTION = ("off", "float", "quantized")
 
@@ -107,7 +107,7 @@ def prepare_model(model, recipe: Int8Recipe, images_uint8: Optional[np.ndarray],
         raise GramTFError("equalization and bias correction need representative images (training images)")
     rng = np.random.default_rng(0)
     pick = np.sort(rng.choice(len(images_uint8), min(recipe.calibration_images, len(images_uint8)), replace=False))
-    x = normalized_images(images_uint8[pick], preprocessing)
+    x = model_inputs(images_uint8[pick], preprocessing)
     try:
         return _prepare(model, recipe, x, per_channel, report)
     except GramTFError:
@@ -140,7 +140,7 @@ def calibrate(model, size: int, preprocessing: dict, representative: Optional[np
     by the converter, its activation ranges set by the recipe's method."""
     prepared, applied = prepare_model(model, recipe, representative, preprocessing, per_channel)
     rep_gen = rep_gen or representative_gen(representative, preprocessing, batch_size)
-    calibrated, cal = recalibrate(calibrate_only(prepared, size, rep_gen, batch_size), rep_gen, recipe.calibration)
+    calibrated, cal = recalibrate(calibrate_only(prepared, size, rep_gen, batch_size, preprocessing), rep_gen, recipe.calibration)
     return calibrated, {**recipe.as_dict(), "applied": {**applied, "calibration": cal}}
 
 
@@ -168,7 +168,7 @@ def _searched(model, size, preprocessing, representative, recipe: Int8Recipe, pe
                           "set convert.calibration to minmax, percentile, mse, entropy or meanmax")
     prepared, applied = prepare_model(model, recipe, representative, preprocessing, per_channel)
     rep_gen = representative_gen(representative, preprocessing, batch_size)
-    base = calibrate_only(prepared, size, rep_gen, batch_size)
+    base = calibrate_only(prepared, size, rep_gen, batch_size, preprocessing)
     hists = collect_histograms(base, rep_gen, calibrated_ranges(base), int(recipe.calibration.bins))
     labels = [str(i) for i in range(int(model.output_shape[-1]))]
     tried, best = [], None

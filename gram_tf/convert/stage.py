@@ -16,7 +16,8 @@ import numpy as np
 
 from .. import data as data_mod
 from ..config import ConvertConfig
-from ..deploy import embed_metadata
+from .. import __version__
+from ..deploy import embed_metadata, package_model, pixel_input
 from ..errors import GramTFError
 from ..io_utils import atomic_path, atomic_write_json, compressed_sizes, folder_lock, read_json, sha256_file
 from ..models import get_backbone, load_model
@@ -25,6 +26,7 @@ from ..run import library_versions, load_run
 from ..train import predict_probs
 from .converter import check_artifact, convert_variant, io_details, tflite_weight_stats
 from .calibration import SEARCH
+from .card import artifact_card, check_labels
 from .recipe import resolve_recipe
 from .variants import get_variant
 
@@ -99,20 +101,23 @@ def export_artifact(model, path, variant: str, *, size: int, preprocessing: dict
                     representative: Optional[np.ndarray] = None, io_type: str = "int8", batch_size: int = 1,
                     validation: Optional[tuple] = None, options: Optional[dict] = None,
                     recipe=None, sparsity_target: float = 0.0, check: Optional[tuple] = None, meta_extra: Optional[dict] = None,
-                    entry_extra: Optional[dict] = None) -> dict:
+                    entry_extra: Optional[dict] = None, card: Optional[dict] = None) -> dict:
     """Convert `model` to `variant`, write `path` atomically with embedded metadata and a sidecar
     JSON, and return its manifest entry (sizes, sha256, weight stats, IO types, the builder's
     report, and - with `check` = (uint8 images, reference probabilities, max disagreement) - its
-    agreement with the Keras model)."""
+    agreement with the Keras model). The file carries two metadata entries: gram_tf's JSON and the standard
+    TFLite metadata (`card`, default: convert.card.artifact_card of these facts) with labels.txt packed."""
     path = Path(path)
     spec = get_variant(variant)
     t0 = time.perf_counter()
     tfl, report = convert_variant(model, variant, size, preprocessing, representative, io_type, batch_size,
                                   validation, options, recipe)
     meta = {"format": METADATA_FORMAT_TAG, "labels": labels, "input_size": size, "preprocessing": preprocessing,
-            "backbone": backbone, "variant": variant, **(meta_extra or {})}
+            "backbone": backbone, "variant": variant, "gram_tf_version": __version__, **(meta_extra or {})}
+    card = card or artifact_card(labels=labels, size=size, preprocessing=preprocessing, backbone=backbone,
+                                 variant=variant, sparsity=sparsity_target)
     with atomic_path(path, suffix=".tflite") as tmp:
-        tmp.write_bytes(embed_metadata(tfl, meta))
+        tmp.write_bytes(package_model(embed_metadata(tfl, meta), card, labels))
         stats = tflite_weight_stats(tmp)
         checked = check_artifact(tmp, check[1], check[0], check[2]) if check is not None else None
         io = io_details(tmp)
@@ -171,7 +176,8 @@ def _convert_specs(run_dir: Path, run: dict, specs: list, out_dir: Path, cfg: Co
     import tf_keras
 
     rows = data_mod.read_manifest(run["manifest"])
-    size, pre, labels = run["input_size"], run["preprocessing"], run["labels"]
+    size, pre, labels = run["input_size"], run["preprocessing"], check_labels(run["labels"])
+    artifact_pre = pixel_input(pre) if cfg.pixel_input else pre  # what the artifacts take
     model = load_model(run_dir / "model.keras")
     rep = representative_images(rows, run, cfg.representative_samples, seed) if any(s.integer for s in specs) else None
     test_rows = data_mod.split_rows(rows, "test") or data_mod.split_rows(rows, "val")
@@ -189,6 +195,7 @@ def _convert_specs(run_dir: Path, run: dict, specs: list, out_dir: Path, cfg: Co
     validation = _validation_images(rows, run) if searched or any(s.needs_validation or s.uses_validation
                                                                    for s in specs) else None
     run_fields = {"run_dir": str(run_dir.resolve()), "keras_model": str((run_dir / "model.keras").resolve()),
+                  "keras_sha256": sha256_file(run_dir / "model.keras"),
                   "data_manifest": run["manifest"], "macs": run.get("macs"),
                   "keras_sizes": keras_model_sizes(run_dir), "versions": library_versions()}
     meta_extra = {"sparsity_target": sparsity,
@@ -204,8 +211,9 @@ def _convert_specs(run_dir: Path, run: dict, specs: list, out_dir: Path, cfg: Co
         recipe = recipes[spec.name]
         if skip_existing and path.is_file() and Path(str(path) + ".json").is_file():
             previous = read_json(Path(str(path) + ".json"))["artifact"]
-            # an artifact made with another int8 recipe is converted again
-            if recipe is None or (previous.get("int8_recipe") or {}).get("requested") == recipe.as_dict():
+            # an artifact made with another int8 recipe or another input (pixels or normalized) is converted again
+            same_recipe = recipe is None or (previous.get("int8_recipe") or {}).get("requested") == recipe.as_dict()
+            if same_recipe and previous.get("preprocessing") == artifact_pre:
                 entries.append(previous)
                 continue
         source_model, ref, qat_report = model, keras_probs, None
@@ -213,8 +221,12 @@ def _convert_specs(run_dir: Path, run: dict, specs: list, out_dir: Path, cfg: Co
             source_model, qat_report = _quantization_aware(run_dir, run, rows, spec.training, cfg, seed, progress)
             if keras_probs is not None:  # fidelity to the QAT model converted
                 ref = predict_probs(source_model, check_x, pre)
+        card = artifact_card(labels=labels, size=size, preprocessing=artifact_pre, backbone=run["backbone"],
+                             variant=spec.name, sparsity=sparsity, model_sha256=run_fields["keras_sha256"],
+                             overrides=cfg.metadata)
         entry = export_artifact(
-            source_model, path, spec.name, size=size, preprocessing=pre, labels=labels, backbone=run["backbone"],
+            source_model, path, spec.name, size=size, preprocessing=artifact_pre, labels=labels,
+            backbone=run["backbone"], card=card,
             representative=rep, io_type=cfg.io_type, batch_size=cfg.batch_size, validation=validation,
             options=spec.config_options(cfg) if spec.config_options else None,
             recipe=recipe, sparsity_target=sparsity,
@@ -225,7 +237,7 @@ def _convert_specs(run_dir: Path, run: dict, specs: list, out_dir: Path, cfg: Co
         if entry["flagged"]:
             print(f"warning: {path.name} disagrees with Keras on {1 - entry['top1_agreement']:.0%} of "
                   f"{entry['check']['n']} check images (flagged in the manifest)")
-    header = {"run": out_dir.name, "labels": labels, "input_size": size, "preprocessing": pre,
+    header = {"run": out_dir.name, "labels": labels, "input_size": size, "preprocessing": artifact_pre,
               "data_manifest": run["manifest"]}
     manifest = _merge_manifest(out_dir / MANIFEST_NAME, entries, header)
     tf_keras.backend.clear_session()

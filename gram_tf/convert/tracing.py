@@ -2,22 +2,37 @@
 reads, the normalized representative images it calibrates with, and quieting its warnings."""
 from __future__ import annotations
 
+from typing import Optional
+
 import numpy as np
 
-from ..deploy import normalize
+from ..data import normalize_tf
+from ..deploy import IN_GRAPH, normalize, outside_graph
 
 
-def concrete_function(model, batch_size: int, size: int):
+def concrete_function(model, batch_size: int, size: int, preprocessing: Optional[dict] = None):
+    """The traced function the converter reads. With a pixel-input preprocessing (deploy.pixel_input)
+    the channel order and mean/std go into the graph: the model takes RGB pixels 0-255."""
     import tensorflow as tf
 
     spec = tf.TensorSpec([batch_size, size, size, 3], tf.float32, name="image")
-    fn = tf.function(lambda x: model(x, training=False))
+    if preprocessing and preprocessing.get(IN_GRAPH):
+        inner = outside_graph(preprocessing)
+        fn = tf.function(lambda x: model(normalize_tf(x, inner), training=False))
+    else:
+        fn = tf.function(lambda x: model(x, training=False))
     return fn.get_concrete_function(spec)
 
 
 def normalized_images(images_uint8: np.ndarray, preprocessing: dict) -> np.ndarray:
-    """uint8 images -> the float32 model input (channel order, mean/std), as the deployed classifier does."""
+    """uint8 images -> the float32 input of the converted graph, as the deployed classifier makes it
+    (pixels as they are for a pixel-input graph)."""
     return normalize(images_uint8, preprocessing).astype(np.float32)
+
+
+def model_inputs(images_uint8: np.ndarray, preprocessing: dict) -> np.ndarray:
+    """uint8 images -> the float32 input of the Keras model itself (always normalized)."""
+    return normalize(images_uint8, outside_graph(preprocessing)).astype(np.float32)
 
 
 def representative_gen(images_uint8: np.ndarray, preprocessing: dict, batch_size: int = 1):

@@ -16,7 +16,7 @@ import numpy as np
 
 from ..errors import GramTFError, one_line
 from ..io_utils import sha256_file
-from .imaging import DEFAULT_PREPROCESSING, find_images, load_resized, normalize, validate_preprocessing
+from .imaging import DEFAULT_PREPROCESSING, IN_GRAPH, find_images, load_resized, normalize, validate_preprocessing
 from .interpreter import interpreter_class
 from .stream import batched, decode_stream
 from .metadata import METADATA_FORMAT, read_metadata, read_sidecar, sidecar_path
@@ -300,7 +300,7 @@ class Classifier:
         if self._pixel_table is None:
             levels = np.repeat(np.arange(256, dtype=np.uint8)[:, None], 3, axis=1).reshape(256, 1, 1, 3)
             self._pixel_table = self._quantize_input(normalize(levels, self.preprocessing)).reshape(256, 3)
-            bgr = self.preprocessing["channel_order"] == "BGR"
+            bgr = self.preprocessing["channel_order"] == "BGR" and not self.preprocessing.get(IN_GRAPH)
             self._pixel_source = (2, 1, 0) if bgr else (0, 1, 2)
         out = np.empty(batch.shape, dtype=self._pixel_table.dtype)
         for c, src in enumerate(self._pixel_source):

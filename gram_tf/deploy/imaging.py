@@ -54,6 +54,19 @@ RESIZE_MODES = ("squash", "center_crop")
 CHANNEL_ORDERS = ("RGB", "BGR")
 DEFAULT_PREPROCESSING = {"resize": "squash", "channel_order": "RGB",
                          "mean": [127.5, 127.5, 127.5], "std": [127.5, 127.5, 127.5]}
+# A preprocessing dict with IN_GRAPH true describes a pixel-input model: the channel order and mean/std
+# are what its graph applies to the RGB pixels 0-255 it takes; absent or false, the caller applies them.
+IN_GRAPH = "in_graph"
+
+
+def pixel_input(preprocessing: dict) -> dict:
+    """The preprocessing of a model that takes RGB pixels 0-255 and normalizes them in its graph."""
+    return {**preprocessing, IN_GRAPH: True}
+
+
+def outside_graph(preprocessing: dict) -> dict:
+    """The preprocessing a caller applies to feed the (Keras) model itself: normalization included."""
+    return {k: v for k, v in preprocessing.items() if k != IN_GRAPH}
 
 _DECODE_ERRORS = (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError,
                   IndexError, KeyError, TypeError, ZeroDivisionError, MemoryError,
@@ -266,16 +279,21 @@ def validate_preprocessing(pp, source: str = "preprocessing") -> dict:
         if key == "std" and np.any(arr == 0):
             raise GramTFError(f"{source}: preprocessing std must be non-zero, got {value!r}")
         clean[key] = [float(v) for v in arr]
+    if not isinstance(clean.get(IN_GRAPH, False), bool):
+        raise GramTFError(f"{source}: preprocessing {IN_GRAPH} must be true or false, got {clean[IN_GRAPH]!r}")
     return clean
 
 
 def normalize(batch_uint8: np.ndarray, preprocessing: dict) -> np.ndarray:
-    """uint8 (N)xHxWx3 RGB -> float32: reorder channels, then (x - mean) / std on 0..255."""
+    """uint8 (N)xHxWx3 RGB -> float32: reorder channels, then (x - mean) / std on 0..255 (a pixel-input
+    model's graph does both itself: it gets the pixels as they are)."""
     pp = validate_preprocessing(preprocessing)
     x = np.asarray(batch_uint8)
     if x.shape[-1] != 3:
         raise GramTFError(f"normalize expects ...x3 RGB arrays, got shape {x.shape}")
     x = x.astype(np.float32)
+    if pp.get(IN_GRAPH):
+        return np.ascontiguousarray(x)
     if pp["channel_order"] == "BGR":
         x = x[..., ::-1]
     mean = np.asarray(pp["mean"], dtype=np.float32)

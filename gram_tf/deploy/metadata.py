@@ -30,10 +30,12 @@ amount. The old root table stays in the file as a few unreferenced bytes.
 """
 from __future__ import annotations
 
+import io
 import json
 import mmap
 import os
 import struct
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -352,22 +354,60 @@ def embed_metadata(tflite_bytes: bytes, meta: dict, name: str = METADATA_NAME) -
     """
     if not isinstance(meta, dict):
         raise GramTFError(f"metadata {name!r} must be a dict, got {type(meta).__name__}")
-    if not name:
-        raise GramTFError("metadata name must be a non-empty string")
     try:
         payload = json.dumps(meta).encode("utf-8")
     except (TypeError, ValueError) as exc:
         raise GramTFError(
             f"metadata {name!r} is not JSON-serialisable ({exc}); "
             "use only str, int, float, bool, None, list and dict values") from None
-    buf = bytes(tflite_bytes)
+    return embed_payload(tflite_bytes, payload, name)
+
+
+def embed_payload(tflite_bytes: bytes, payload: bytes, name: str) -> bytes:
+    """Return a copy of the model with ``payload`` stored as Model.metadata entry ``name`` (an entry of
+    that name is replaced). Files packed after the flatbuffer (:func:`pack_files`) are packed again
+    after the new one, so their zip stays at the end where the readers look for it."""
+    if not name:
+        raise GramTFError("metadata name must be a non-empty string")
+    buf, packed = split_packed(bytes(tflite_bytes))
     _check_identifier(buf, "<tflite bytes>")
     fb = _FlatBuffer(buf)
     try:
-        return _embed(fb, buf, payload, name)
+        out = _embed(fb, buf, payload, name)
     except (_Corrupt, struct.error) as exc:
         raise GramTFError(
             f"<tflite bytes>: corrupt TFLite flatbuffer ({exc}); re-export the model") from None
+    return pack_files(out, packed) if packed else out
+
+
+def pack_files(model: bytes, files: dict) -> bytes:
+    """``model`` with ``files`` ({name: bytes}) appended as a zip, stored uncompressed (MediaPipe's reader
+    refuses compressed entries), as the TFLite metadata schema packs associated files. Files packed
+    earlier are dropped first, never stacked."""
+    core, _ = split_packed(model)
+    out = io.BytesIO()
+    out.write(core)
+    with zipfile.ZipFile(out, "a", compression=zipfile.ZIP_STORED) as zf:
+        for name, data in files.items():
+            zf.writestr(zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0)), data)  # reproducible bytes
+    return out.getvalue()
+
+
+def split_packed(model: bytes) -> tuple[bytes, dict]:
+    """(the flatbuffer alone, {name: bytes} of the files packed after it); none -> (model, {})."""
+    if b"PK\x05\x06" not in model[-(1 << 16) - 22:]:  # no zip end record: nothing packed
+        return model, {}
+    try:
+        with zipfile.ZipFile(io.BytesIO(model)) as zf:
+            infos = zf.infolist()
+            # header offsets are absolute: zipfile corrects them for the model bytes before the zip
+            start = min((i.header_offset for i in infos), default=0)
+            files = {i.filename: zf.read(i) for i in infos}
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError, NotImplementedError):
+        return model, {}
+    if start < 8:
+        return model, {}
+    return model[:start], files
 
 
 def _embed(fb: _FlatBuffer, buf: bytes, payload: bytes, name: str) -> bytes:
