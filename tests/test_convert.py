@@ -1,5 +1,8 @@
-"""Every conversion variant: loads in ai_edge_litert, has the expected tensor types, agrees with Keras."""
+"""Every conversion variant: loads in ai_edge_litert, has the expected tensor types, agrees with Keras, and
+loads in the phone-side clients."""
 import json
+import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -100,10 +103,16 @@ def test_manifest_records_sizes_hashes_and_metadata(converted, tiny_run):
     assert arts["qat-int8"]["qat_float_layers"] is not None
 
 
-def test_pruned_model_keeps_sparsity_through_conversion(pruned_run, tmp_path):
-    pruned_dir, res = pruned_run
-    m = convert_run(pruned_dir, ["fp32", "int8", "pqat-int8"], out_dir=tmp_path, cfg=CFG, progress=False)
-    arts = {a["variant"]: a for a in m["artifacts"]}
+@pytest.fixture(scope="module")
+def pruned_converted(pruned_run, tmp_path_factory):
+    out = tmp_path_factory.mktemp("pruned_tfl")
+    m = convert_run(pruned_run[0], ["fp32", "int8", "pqat-int8"], out_dir=out, cfg=CFG, progress=False)
+    return out, {a["variant"]: a for a in m["artifacts"]}
+
+
+def test_pruned_model_keeps_sparsity_through_conversion(pruned_run, pruned_converted):
+    _, res = pruned_run
+    tmp_path, arts = pruned_converted
     assert arts["fp32"]["file"] == "mobilenet_v1_050__pruned60-fp32.tflite"
     for v in ("fp32", "pqat-int8"):
         assert arts[v]["sparsity"] == pytest.approx(res["sparsity"], abs=0.03), v
@@ -223,3 +232,93 @@ def test_int16x8_that_litert_cannot_prepare_is_a_one_line_error():
     with pytest.raises(GramTFError, match="int16x8: LiteRT aborted while preparing it.*use int8"):
         convert_model(model, "int16x8", 8, pre, rep)
     assert prepare_failure(convert_model(model, "int8", 8, pre, rep)) is None
+
+
+# ---- phone-side clients, each in its own environment (tests/clients) ---------------------------------
+def _client(name, script, request):
+    from tests.clients.venvs import ClientUnavailable, run_client
+
+    try:
+        return run_client(name, script, request)
+    except ClientUnavailable as exc:
+        if os.environ.get("CI"):
+            pytest.fail(f"{name} client unavailable in CI: {exc}")
+        pytest.skip(f"{name} client unavailable here: {exc}")
+
+
+def _phone_artifacts(converted, pruned_converted):
+    arts = {v: converted[1][v] for v in ("fp32", "int8", "int8-per-tensor")}
+    arts["pruned int8"] = pruned_converted[1]["int8"]
+    return arts
+
+
+@pytest.fixture(scope="module")
+def input_size_pngs(tiny_run, tmp_path_factory):
+    """The run's test images already at the model's input size (PNG: lossless), as both sides get them."""
+    from PIL import Image
+    from gram_tf import data as data_mod
+    from gram_tf.run import load_run
+
+    run = load_run(tiny_run)
+    rows = data_mod.split_rows(data_mod.read_manifest(run["manifest"]), "test")
+    x, _, _, _ = data_mod.load_images(rows, run["input_size"], "squash", progress=False, labels=run["labels"])
+    out = tmp_path_factory.mktemp("pngs")
+    paths = []
+    for i, image in enumerate(x):
+        paths.append(str(out / f"test_{i:03d}.png"))
+        Image.fromarray(image).save(paths[-1])
+    return paths
+
+
+def test_mediapipe_image_classifier_gives_the_labels_and_scores_of_predict(converted, pruned_converted,
+                                                                          input_size_pngs):
+    from gram_tf.deploy import Classifier
+
+    arts = _phone_artifacts(converted, pruned_converted)
+    answer = _client("mediapipe", "mediapipe_classify.py",
+                     {"models": [a["path"] for a in arts.values()], "images": input_size_pngs})
+    for variant, art in arts.items():
+        got = answer[art["path"]]
+        assert "error" not in got, (variant, got)
+        ours, errors = Classifier(art["path"]).predict_paths(input_size_pngs)
+        assert not errors and len(ours) == len(input_size_pngs) >= 20
+        for row in ours:
+            theirs = got["scores"][row["path"]]
+            assert set(theirs) == set(row["probs"]), variant  # labels from the packed labels.txt
+            assert max(theirs, key=theirs.get) == row["label"], (variant, row, theirs)
+            assert max(abs(theirs[k] - row["probs"][k]) for k in theirs) <= 0.01, (variant, row, theirs)
+
+
+def test_task_library_metadata_reader_reads_every_artifact(converted, pruned_converted):
+    arts = _phone_artifacts(converted, pruned_converted)
+    answer = _client("tflite_support", "tflite_support_read.py", {"models": [a["path"] for a in arts.values()]})
+    for variant, art in arts.items():
+        got = answer[art["path"]]
+        assert "error" not in got, (variant, got)
+        assert got["packed"] == ["labels.txt"] and got["labels"].splitlines() == art["labels"], variant
+        sub = got["json"]["subgraph_metadata"][0]
+        [inp], [out] = sub["input_tensor_metadata"], sub["output_tensor_metadata"]
+        assert inp["content"]["content_properties_type"] == "ImageProperties"
+        assert inp["content"]["content_properties"]["color_space"] == "RGB"
+        # pixel input: identity normalization on 0-255, whatever the model's own mean/std
+        assert inp["process_units"][0]["options"] == {"mean": [0.0], "std": [1.0]}, variant
+        assert inp["stats"] == {"max": [255.0], "min": [0.0]}
+        assert out["content"]["content_properties_type"] == "FeatureProperties"
+        assert out["associated_files"] == [{"name": "labels.txt", "type": "TENSOR_AXIS_LABELS",
+                                            "description": "Labels of the classes, one per line."}]
+        assert got["json"]["min_parser_version"] == "1.0.0"
+        assert got["json"]["name"].startswith("Gram stain classifier (mobilenet_v1_050")
+
+
+def test_old_format_artifacts_predict_as_they_did(tmp_path):
+    """Artifacts from before pixel input (normalized int8 input, gram_tf JSON only) classify exactly as
+    the code of their day did (probabilities recorded by it with the same images)."""
+    from gram_tf.deploy import Classifier
+
+    fixtures = Path(__file__).parent / "fixtures" / "old_format"
+    images = np.load(fixtures / "old_format_images.npy")
+    recorded = json.loads((fixtures / "old_format_probs.json").read_text())
+    for variant, probs in recorded.items():
+        clf = Classifier(fixtures / f"old_format_{variant}.tflite")
+        assert clf.input_details[0]["dtype"] == (np.int8 if variant == "int8" else np.float32)
+        np.testing.assert_allclose(clf.predict_arrays(images), np.asarray(probs), atol=1e-6)

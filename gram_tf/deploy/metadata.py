@@ -387,9 +387,11 @@ def pack_files(model: bytes, files: dict) -> bytes:
     core, _ = split_packed(model)
     out = io.BytesIO()
     out.write(core)
-    with zipfile.ZipFile(out, "a", compression=zipfile.ZIP_STORED) as zf:
+    with zipfile.ZipFile(out, "a") as zf:
         for name, data in files.items():
-            zf.writestr(zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0)), data)  # reproducible bytes
+            info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))  # reproducible bytes
+            info.compress_type = zipfile.ZIP_STORED
+            zf.writestr(info, data)
     return out.getvalue()
 
 
