@@ -36,9 +36,11 @@ def environment() -> dict:
     """Machine, library versions, and the command line and date of this run (for the results file)."""
     import time
 
+    from gram_tf.bench import cpu_flags
     from gram_tf.run import library_versions
 
-    return {"cpu": cpu_name(), "cores": os.cpu_count(), "python": sys.version.split()[0], **library_versions(),
+    return {"cpu": cpu_name(), "isa": cpu_flags()["flags"], "cores": os.cpu_count(), "python": sys.version.split()[0],
+            **library_versions(),
             "command": " ".join(["python", *sys.argv]), "date": time.strftime("%Y-%m-%d %H:%M")}
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import click
 
 from . import __version__
+from .config import _CHOICES
 from .errors import GramTFError
 from .table import format_table
 
@@ -263,7 +264,8 @@ def prune_cmd(run_dir, final_sparsity, sweep, max_drop, sensitivity, allocation,
               help="comma list: fp32,fp16,dynamic,int16x8,int8,int8-per-tensor,qat-int8,pqat-int8")
 @click.option("--out", "out", type=click.Path(), default=None,
               help="artifact folder (default tflite_models/<run-name>)")
-@click.option("--io-type", type=click.Choice(["int8", "uint8", "float32"]), default=None)
+@click.option("--io-type", type=click.Choice(_CHOICES["convert.io_type"]), default=None,
+              help="input/output type of the full-integer variants (default uint8)")
 @click.option("--representative-samples", type=int, default=None)
 @click.option("--equalize", type=click.Choice(["auto", "always", "never"]), default=None,
               help="cross-layer equalization before full-integer conversion (auto: per-tensor int8 and pruned runs)")
@@ -274,12 +276,16 @@ def prune_cmd(run_dir, final_sparsity, sweep, max_drop, sensitivity, allocation,
                    "a pruned run's, else the converter's minmax; meanmax: the mean of each image's own min/max; "
                    "search: the most accurate of percentile, minmax and mse on val)")
 @click.option("--calibration-percentile", type=float, default=None, help="percentile calibration's quantile")
+@click.option("--pixel-input/--normalized-input", "pixel_input", default=None,
+              help="pixel input (the default): normalization inside the graph, the model takes RGB pixels 0-255 "
+                   "(uint8 for integer variants), as MediaPipe and the Task Library feed it; normalized: the caller "
+                   "normalizes (the artifacts of gram_tf before pixel input)")
 @click.option("--config", type=click.Path(), default=None)
 @click.option("--set", "sets", multiple=True)
 def convert_cmd(run_dir, variants, out, io_type, representative_samples, equalize, bias_correction, calibration,
-                calibration_percentile, config, sets):
+                calibration_percentile, pixel_input, config, sets):
     """Convert a run (or a pruned run) to .tflite variants, each checked against Keras."""
-    extra = {"convert": {k: v for k, v in {"variants": variants, "io_type": io_type,
+    extra = {"convert": {k: v for k, v in {"variants": variants, "io_type": io_type, "pixel_input": pixel_input,
                                            "representative_samples": representative_samples,
                                            "equalize": equalize, "bias_correction": bias_correction,
                                            "calibration": calibration,
@@ -446,9 +452,22 @@ def run_cmd(config, out, sets):
 
 
 # -------------------------------------------------------------------------------------- predict
+@main.command("inspect")
+@click.argument("model", type=click.Path())
+@click.option("--json", "as_json", is_flag=True, help="print everything as one JSON object")
+def inspect_cmd(model, as_json):
+    """What a .tflite holds: tensor types and quantization, preprocessing, labels, both metadata entries
+    (gram_tf's and the standard TFLITE_METADATA), packed files, sha256 (LiteRT only, no TensorFlow)."""
+    from .deploy.inspect import describe, format_description
+
+    info = describe(model)
+    click.echo(json.dumps(info, indent=2) if as_json else format_description(info))
+
+
 @main.command("predict")
 @click.argument("model", type=click.Path())
-@click.argument("paths", nargs=-1, required=True, type=click.Path())
+@click.argument("paths", nargs=-1, type=click.Path())
+@click.option("--info", is_flag=True, help="describe MODEL instead of classifying (same as 'gram-tf inspect')")
 @click.option("--top-k", type=int, default=1, show_default=True)
 @click.option("--json", "as_json", is_flag=True)
 @click.option("--csv", "as_csv", is_flag=True)
@@ -460,9 +479,18 @@ def run_cmd(config, out, sets):
 @click.option("--labels", default=None, help="labels file or comma list, for a model without metadata")
 @click.option("--size", type=int, default=None, help="input size, for a model without metadata")
 @click.option("--no-verify", is_flag=True, help="skip the check of the file's sha256 against its manifest/sidecar")
-def predict_cmd(model, paths, top_k, as_json, as_csv, out, resume, threads, workers, labels, size, no_verify):
+def predict_cmd(model, paths, info, top_k, as_json, as_csv, out, resume, threads, workers, labels, size, no_verify):
     """Classify images with a .tflite using LiteRT only (no TensorFlow needed)."""
     from . import deploy
+
+    if info:
+        from .deploy.inspect import describe, format_description
+
+        described = describe(model)
+        click.echo(json.dumps(described, indent=2) if as_json else format_description(described))
+        return
+    if not paths:
+        raise GramTFError("predict needs image files or folders after MODEL (or --info to describe MODEL)")
 
     if top_k < 1:
         raise GramTFError(f"--top-k must be 1 or more, got {top_k}")

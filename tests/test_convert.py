@@ -322,3 +322,12 @@ def test_old_format_artifacts_predict_as_they_did(tmp_path):
         clf = Classifier(fixtures / f"old_format_{variant}.tflite")
         assert clf.input_details[0]["dtype"] == (np.int8 if variant == "int8" else np.float32)
         np.testing.assert_allclose(clf.predict_arrays(images), np.asarray(probs), atol=1e-6)
+
+
+def test_labels_that_cannot_go_into_labels_txt_are_refused():
+    from gram_tf.convert.card import check_labels
+
+    assert check_labels(["gram_negative", "Gram positive ü"]) == ["gram_negative", "Gram positive ü"]
+    for bad in (["pos\nitive", "neg"], ["", "neg"], [" ", "neg"], [None, "neg"], ["tab\there", "x"]):
+        with pytest.raises(GramTFError, match="cannot be a label"):
+            check_labels(bad)

@@ -30,6 +30,16 @@ def test_run_end_to_end_then_resume_without_recomputing(tmp_path):
     assert names == ["mobilenet_v1_025__fp32.tflite", "mobilenet_v1_025__int8.tflite",
                      "mobilenet_v1_025__pruned50-fp32.tflite"]
     assert (root / "report" / "report.md").is_file() and (root / "results.csv").is_file()
+    # the study's artifacts are phone-ready: both metadata entries, labels packed, uint8 pixels in
+    from gram_tf.deploy import list_metadata_names, read_packed_files
+
+    for path in tfl.glob("*.tflite"):
+        assert {"gram_tf", "TFLITE_METADATA"} <= set(list_metadata_names(path)), path
+        assert read_packed_files(path) == {"labels.txt": b"gram_negative\ngram_positive\n"}
+    info = CliRunner().invoke(main, ["predict", "--info", str(tfl / "mobilenet_v1_025__int8.tflite")])
+    assert info.exit_code == 0, info.output
+    assert "gram_tf entry:" in info.output and "TFLITE_METADATA entry:" in info.output
+    assert "image uint8 [1, 32, 32, 3] scale 1 zero point 0" in info.output and "labels.txt" in info.output
     mtimes = {p: p.stat().st_mtime_ns for p in [*tfl.glob("*.tflite"), root / "runs" / "mobilenet_v1_025" / "model.keras",
                                                  root / "results.csv"]}
 

@@ -123,6 +123,34 @@ def test_read_metadata_round_trip(models, tmp_path):
     assert read_metadata(both)["labels"] == ["a", "b"] and read_metadata(both, "extra") == {"x": 1}
 
 
+def test_standard_metadata_round_trip_and_packed_labels(models, tmp_path):
+    from gram_tf.deploy import (classifier_card, package_model, read_packed_files, read_standard_metadata,
+                                split_packed)
+
+    raw = models["raw"]["fp32"]
+    assert read_standard_metadata(raw) is None and split_packed(raw) == (raw, {})
+    card = classifier_card(name="n", description="d", version="v1", author="lab", license="CC-BY-4.0",
+                           input_size=SIZE, mean=[0.0], std=[1.0], value_min=[0.0], value_max=[255.0],
+                           input_description="pixels", labels=LABELS)
+    packed = package_model(embed_metadata(raw, META), card, LABELS)
+    assert read_standard_metadata(packed) == card
+    assert read_packed_files(packed) == {"labels.txt": b"gram_negative\ngram_positive\n"}
+    assert read_metadata(packed) == META
+    # embedding again (either entry) keeps one labels file, still at the end where readers look
+    again = package_model(embed_metadata(packed, dict(META, variant="x")), card, ["a", "b"])
+    assert read_packed_files(again) == {"labels.txt": b"a\nb\n"} and read_metadata(again)["variant"] == "x"
+    assert list_metadata_names(again).count("TFLITE_METADATA") == 1
+    assert split_packed(again)[0][-4:] != b"PK\x05\x06"
+    # the model still loads and computes the same
+    path = tmp_path / "m.tflite"
+    path.write_bytes(again)
+    batch = random_images(4, seed=3)
+    np.testing.assert_allclose(Classifier(path, labels=LABELS, preprocessing=PREPROC).predict_arrays(batch),
+                               keras_probs(models, batch), atol=1e-5)
+    # bytes that only look like a zip's end are not files
+    assert split_packed(raw + b"PK\x05\x06" + bytes(18)) == (raw + b"PK\x05\x06" + bytes(18), {})
+
+
 def test_read_metadata_rejects_non_tflite(tmp_path):
     bad = tmp_path / "notes.tflite"
     bad.write_text("this is not a model at all")
@@ -332,7 +360,13 @@ def test_runtime_imports_no_tensorflow(models, tmp_path):
         import sys
         import gram_tf.runtime as rt
         import gram_tf.deploy.profile, gram_tf.deploy.timing  # the whole deploy wing
+        from gram_tf.deploy import build_metadata, classifier_card, package_model
+        from gram_tf.deploy.inspect import describe
         clf = rt.Classifier({str(models["paths"]["fp32"])!r})
+        card = classifier_card(name="n", description="d", version="1", input_size=4, mean=[0], std=[1],
+                               value_min=[0], value_max=[255], input_description="i", labels=["a", "b"])
+        assert describe({str(models["paths"]["fp32"])!r})["labels"] == ["gram_negative", "gram_positive"]
+        assert package_model(open({str(models["paths"]["fp32"])!r}, "rb").read(), card, ["a", "b"])
         results, errors = clf.predict_paths([{str(img)!r}])
         assert not errors, errors
         heavy = [m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'tf_keras', 'keras')]
@@ -500,6 +534,14 @@ def test_normalize_channel_order_and_stats():
     np.testing.assert_allclose(rgb[0, 0, 0], (np.array([10, 20, 30]) - 127.5) / 127.5)
     with pytest.raises(GramTFError, match="channel_order"):
         normalize(batch, dict(runtime.DEFAULT_PREPROCESSING, channel_order="RBG"))
+    # a pixel-input model's graph does both: the caller hands over the pixels as they are
+    from gram_tf.deploy import outside_graph, pixel_input
+
+    bgr = {"resize": "squash", "channel_order": "BGR", "mean": [1, 2, 3], "std": [2, 2, 3]}
+    np.testing.assert_array_equal(normalize(batch, pixel_input(bgr))[0, 0, 0], [10, 20, 30])
+    assert outside_graph(pixel_input(bgr)) == bgr
+    with pytest.raises(GramTFError, match="in_graph must be true or false"):
+        normalize(batch, dict(bgr, in_graph="yes"))
 
 
 def test_image_extensions():

@@ -302,6 +302,11 @@ class Classifier:
             self._pixel_table = self._quantize_input(normalize(levels, self.preprocessing)).reshape(256, 3)
             bgr = self.preprocessing["channel_order"] == "BGR" and not self.preprocessing.get(IN_GRAPH)
             self._pixel_source = (2, 1, 0) if bgr else (0, 1, 2)
+            # a pixel-input uint8 model (scale 1, zero point 0) takes the decoded bytes as they are
+            self._pixels_as_is = (self._pixel_table.dtype == np.uint8 and not bgr and
+                                  np.array_equal(self._pixel_table, levels.reshape(256, 3)))
+        if self._pixels_as_is:
+            return np.ascontiguousarray(batch)
         out = np.empty(batch.shape, dtype=self._pixel_table.dtype)
         for c, src in enumerate(self._pixel_source):
             out[..., c] = self._pixel_table[:, c][batch[..., src]]
