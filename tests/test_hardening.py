@@ -67,6 +67,96 @@ def test_a_lambda_layer_in_a_model_file_never_runs(tiny_run, tmp_path, fmt):
     assert not list((tmp_path / "tfl").glob("*.tflite")) if (tmp_path / "tfl").exists() else True
 
 
+def _crafted(tiny_run, edit=None, members=None):
+    """A save() for _run_with_model: the tiny run's .keras with its config edited, or these zip members."""
+    import json
+    import zipfile
+
+    def save(path):
+        with zipfile.ZipFile(tiny_run / "model.keras") as zf:
+            files = {n: zf.read(n) for n in zf.namelist()}
+        if edit is not None:
+            files["config.json"] = json.dumps(edit(json.loads(files["config.json"]))).encode()
+        with zipfile.ZipFile(path, "w") as zf:
+            for name, data in (members(files) if members else files).items():
+                zf.writestr(name, data)
+    return save
+
+
+def _first_layer_class(module, cls):
+    def edit(config):
+        layer = config["config"]["layers"][1]
+        layer.update(module=module, class_name=cls, registered_name=None)
+        return config
+    return edit
+
+
+def _activation(node):
+    def edit(config):
+        config["config"]["layers"][1]["config"]["activation"] = node
+        return config
+    return edit
+
+
+CANARY = "gram_tf_canary_module"
+
+
+def _nested(depth):
+    node: list = []
+    for _ in range(depth):
+        node = [node]
+    return node
+
+
+@pytest.mark.parametrize("case, edit, members, needle", [
+    ("B7 module import", _first_layer_class(CANARY, "Nope"), None, CANARY),
+    ("builtins function as the model", lambda c: {"class_name": "function", "module": "builtins", "config": "eval"},
+     None, "not a Keras model"),
+    ("os.system as an activation", _activation({"module": "os", "class_name": "function", "config": "system",
+                                                "registered_name": "function"}), None, "module os"),
+    ("builtins eval as an activation", _activation({"module": "builtins", "class_name": "function",
+                                                    "config": "eval"}), None, "builtins"),
+    ("TFOpLambda writing a file", _first_layer_class("keras.layers", "TFOpLambda"), None, "TFOpLambda"),
+    ("a gram_tf module with a class it lacks", _first_layer_class("gram_tf.models.vit_layers", "Popen"), None,
+     "does not define it"),
+    ("not a zip", None, "notzip", "not a .keras (zip) archive"),
+    ("no config.json", None, lambda f: {k: v for k, v in f.items() if k != "config.json"}, "without config.json"),
+    ("garbage weights", None, lambda f: {**f, "model.weights.h5": b"\x89HDF\r\n\x1a\n" + b"x" * 500}, "weights"),
+    ("config not JSON", None, lambda f: {**f, "config.json": b"{" * 5}, "not valid JSON"),
+    ("config nested past any model", lambda c: {**c, "deep": _nested(300)}, None, "nests deeper"),
+])
+def test_a_model_file_imports_nothing_and_fails_in_one_line(tiny_run, tmp_path, monkeypatch, case, edit, members,
+                                                             needle):
+    """Safe loading: a .keras config is checked against the allowlist before tf_keras reads it (B7: a
+    model file made gram_tf import any installed module), and a damaged archive is one line."""
+    import sys
+
+    marker = tmp_path / "imported"
+    (tmp_path / "mods").mkdir()
+    (tmp_path / "mods" / f"{CANARY}.py").write_text(f"open({str(marker)!r}, 'w').close()\n")
+    monkeypatch.syspath_prepend(str(tmp_path / "mods"))
+    if members == "notzip":
+        save = lambda path: path.write_bytes(b"PK\x03\x04 not really a zip")  # noqa: E731
+    else:
+        save = _crafted(tiny_run, edit, members)
+    run = _run_with_model(tiny_run, tmp_path, save)
+    if case == "TFOpLambda writing a file":  # a TFOpLambda that calls io.write_file
+        import json
+        import zipfile
+
+        with zipfile.ZipFile(run / "model.keras") as zf:
+            files = {n: zf.read(n) for n in zf.namelist()}
+        config = json.loads(files["config.json"])
+        config["config"]["layers"][1]["config"] = {"name": "w", "function": "io.write_file"}
+        files["config.json"] = json.dumps(config).encode()
+        with zipfile.ZipFile(run / "model.keras", "w") as zf:
+            for name, data in files.items():
+                zf.writestr(name, data)
+    res = CliRunner().invoke(main, ["convert", str(run), "--variants", "fp32", "--out", str(tmp_path / "tfl")])
+    _one_line_error(res, "model.keras", needle)
+    assert not marker.exists() and CANARY not in sys.modules, "the model file made gram_tf import a module"
+
+
 @pytest.mark.parametrize("sets, needle", [
     (["backbones=[123]"], "backbones"), (["backbones=[null]"], "backbones"), (["backbones={a: 1}"], "backbones"),
     (["train.augment_views=-1"], "augment_views"), (["train.learning_rate=-1"], "learning_rate"),

@@ -41,5 +41,9 @@ def test_recorded_sizes_and_support_match_a_build(bb):
         assert measure_sizes(bb, model) == {"params": bb.params, "macs": bb.macs}, \
             "recorded sizes are stale: run benchmarks/backbone_catalogue.py"
         assert support_summary(model) == backbone_support(bb.name)
+        # the safe loader's allowlist accepts every class the registry's models are saved with
+        from gram_tf.models.safe_config import check_config
+
+        check_config(tf_keras.saving.serialize_keras_object(model), bb.name)
     finally:
         tf_keras.backend.clear_session()

@@ -3,9 +3,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..errors import GramTFError
+from ..errors import GramTFError, one_line
 from ..io_utils import atomic_path
 from .registry import layer_modules
+from .safe_config import check_config
 
 
 def quiet_tensorflow() -> None:
@@ -33,10 +34,14 @@ def load_model(path):
     if head == HDF5_SIGNATURE:
         raise GramTFError(f"{path}: an HDF5 full model is never loaded (its Lambda layers would run code); "
                           "use a .keras (zip) model saved by gram_tf, or retrain with 'gram-tf train'")
+    config = read_config(path)  # checked before tf_keras sees it: nothing is imported on the file's say-so
     quiet_tensorflow()
     try:
         with tf_keras.utils.custom_object_scope(custom_objects()):
-            return _load_keras_zip(path)
+            model = _load_keras_zip(path, config)
+    except OSError as exc:  # h5py: the weights member is not HDF5 or is truncated
+        raise GramTFError(f"{path}: its weights ({WEIGHTS_MEMBER}) cannot be read ({one_line(exc, 120)}); "
+                          "the file is damaged: save or train the model again") from None
     except (ValueError, TypeError) as exc:
         text = " ".join(str(exc).split())
         code = _code_layers(path)
@@ -45,12 +50,43 @@ def load_model(path):
             raise GramTFError(f"{path}: the model holds {named} (code or a class gram_tf does not know), which "
                               "gram_tf never loads; rebuild it from gram_tf's layers") from None
         raise GramTFError(f"{path}: not a model gram_tf can load ({text[:200]})") from None
+    if not isinstance(model, tf_keras.Model):
+        raise GramTFError(f"{path}: holds a {type(model).__name__}, not a Keras model; use a model saved by gram_tf")
+    return model
 
 
 WEIGHTS_MEMBER = "model.weights.h5"
+CONFIG_MEMBER = "config.json"
+MAX_CONFIG_BYTES = 64 << 20  # the largest registry model's config is a few MB
 
 
-def _load_keras_zip(path: Path):
+def read_config(path: Path) -> dict:
+    """The `.keras` archive's config.json, parsed and checked against the allowlist (safe_config)."""
+    import json
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as zf:
+            members = set(zf.namelist())
+            if CONFIG_MEMBER not in members:
+                raise GramTFError(f"{path}: a .keras archive without {CONFIG_MEMBER}; use a model saved by gram_tf")
+            if WEIGHTS_MEMBER not in members:
+                raise GramTFError(f"{path}: a .keras archive without {WEIGHTS_MEMBER}; use a model saved by gram_tf")
+            if zf.getinfo(CONFIG_MEMBER).file_size > MAX_CONFIG_BYTES:
+                raise GramTFError(f"{path}: {CONFIG_MEMBER} is over {MAX_CONFIG_BYTES >> 20} MB; not a model gram_tf saved")
+            config = json.loads(zf.read(CONFIG_MEMBER))
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError):
+        raise GramTFError(f"{path}: not a .keras (zip) archive; use a model saved by gram_tf") from None
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise GramTFError(f"{path}: {CONFIG_MEMBER} is not valid JSON ({one_line(exc, 80)}); "
+                          "use a model saved by gram_tf") from None
+    except OSError as exc:
+        raise GramTFError(f"{path}: cannot read the model ({exc.strerror or one_line(exc, 80)})") from None
+    check_config(config, str(path))
+    return config
+
+
+def _load_keras_zip(path: Path, config: dict):
     """tf_keras.models.load_model(path, compile=False, safe_mode=True), with the weights read from
     a temporary copy of the archive's HDF5 member instead of through the zip.
 
@@ -61,7 +97,6 @@ def _load_keras_zip(path: Path):
     saving-v3 switch, then the weights through the public `.weights.h5` path, which restores the
     same per-layer state. Archives with other members (assets) take tf_keras' own loader.
     """
-    import json
     import tempfile
     import zipfile
 
@@ -70,10 +105,9 @@ def _load_keras_zip(path: Path):
 
     with zipfile.ZipFile(path) as zf:
         members = set(zf.namelist())
-        if members - {"config.json", "metadata.json", WEIGHTS_MEMBER} or WEIGHTS_MEMBER not in members:
+        if members - {CONFIG_MEMBER, "metadata.json", WEIGHTS_MEMBER}:
             return tf_keras.models.load_model(str(path), compile=False, safe_mode=True)
-        config = json.loads(zf.read("config.json"))
-        config["compile_config"] = None
+        config = dict(config, compile_config=None)
         with tempfile.TemporaryDirectory(prefix="gram_tf_load_") as tmp:
             weights = Path(zf.extract(WEIGHTS_MEMBER, tmp))
             switch = saving_lib._SAVING_V3_ENABLED
