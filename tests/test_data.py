@@ -71,6 +71,29 @@ def test_check_fails_on_empty_class_and_single_class(tmp_path):
         data.split_dataset(one, progress=False)
 
 
+@pytest.mark.parametrize("make, needle", [
+    (lambda root: shutil.copytree(root / "gram_positive", root / "pos\nitive"), r"'pos\\nitive'.*control character"),
+    (lambda root: shutil.copytree(root / "gram_positive", root / " "), "no visible name"),
+    (lambda root: (root / "loopclass").symlink_to(".", target_is_directory=True), "link to the data folder"),
+    (lambda root: (root / "parent").symlink_to("..", target_is_directory=True), "link to the data folder"),
+    (lambda root: (root / "twin").symlink_to("gram_positive", target_is_directory=True), "same folder"),
+])
+def test_class_folders_that_cannot_be_classes_are_refused(tmp_path, make, needle):
+    """A class name must fit one line of labels.txt; a link is never a class of duplicates."""
+    from click.testing import CliRunner
+
+    from gram_tf.cli import main
+
+    root = _folder(tmp_path)
+    make(root)
+    with pytest.raises(GramTFError, match=needle):
+        data.split_dataset(root, progress=False)
+    for args in (["data", "check", str(root)], ["data", "split", str(root), "--out", str(tmp_path / "m.csv")]):
+        res = CliRunner().invoke(main, args)
+        assert res.exit_code == 2 and res.output.count("\n") == 1 and res.output.startswith("error: "), res.output
+    assert not (tmp_path / "m.csv").exists()
+
+
 def test_split_reproducible_stratified_and_seed_dependent(tmp_path):
     root = _folder(tmp_path, per_class=20, groups=20)
     a = data.split_dataset(root, val=0.2, test=0.2, seed=3, progress=False)

@@ -132,3 +132,23 @@ def test_mirrored_strategy_and_uncached_training(synth_manifest, tmp_path):
 def test_balanced_class_weights():
     w = class_weights(np.array([0, 0, 0, 1]), 2, "balanced")
     assert w[1] == pytest.approx(3 * w[0]) and class_weights(np.array([0, 1]), 2, "none") is None
+
+
+def test_a_diverged_epoch_stops_training_before_anything_is_saved(tmp_path):
+    """A NaN loss ends the run with a one-line error naming the epoch, and no NaN weights are saved."""
+    import tf_keras
+
+    from gram_tf.config import TrainConfig
+    from gram_tf.errors import GramTFError
+
+    ckpt, state = tmp_path / "head.weights.h5", tmp_path / "state.json"
+    save_state = [cb for cb in train_mod._callbacks(tmp_path, TrainConfig(tensorboard=False), ckpt, state, "head", 3)
+                  if type(cb).__name__ == "SaveState"][0]
+    save_state.set_model(tf_keras.Sequential([tf_keras.Input((2,)), tf_keras.layers.Dense(1)]))
+    save_state.on_epoch_end(0, {"loss": 0.5})
+    assert ckpt.is_file()
+    ckpt.unlink()
+    for bad in (float("nan"), float("inf")):
+        with pytest.raises(GramTFError, match=r"diverged at epoch 2: loss is (nan|inf).*train.learning_rate"):
+            save_state.on_epoch_end(1, {"loss": bad})
+    assert not ckpt.exists()

@@ -146,6 +146,15 @@ def test_bad_checkpoints_list_the_names(tmp_path):
     save_file(shaped, str(tmp_path / "s.safetensors"))
     with pytest.raises(GramTFError, match="mis-shaped.*block1_proj"):
         build_classifier("deit_tiny", 2, 32, weights=str(tmp_path / "s.safetensors"))
+    # tensors that are not float, or not finite, are refused (never cast or loaded silently)
+    ints = {k: (v * 100).astype(np.int64) if k == "pos_embed" else v for k, v in t.items()}
+    save_file(ints, str(tmp_path / "i.safetensors"))
+    with pytest.raises(GramTFError, match="are int64, not floating point"):
+        build_classifier("deit_tiny", 2, 32, weights=str(tmp_path / "i.safetensors"))
+    nans = dict(t, pos_embed=np.full_like(t["pos_embed"], np.nan))
+    save_file(nans, str(tmp_path / "n.safetensors"))
+    with pytest.raises(GramTFError, match="NaN or infinite"):
+        build_classifier("deit_tiny", 2, 32, weights=str(tmp_path / "n.safetensors"))
     with pytest.raises(GramTFError, match="not a multiple of 16 px, which deit_tiny needs"):
         build_classifier("deit_tiny", 2, 40, weights="none")
     assert len(expected_names({"depth": 2, "distilled": True})) == 7 + 24

@@ -41,6 +41,7 @@ def scan_image_folder(root) -> tuple[list[tuple[Path, str]], list[str], dict]:
     if not root.is_dir():
         raise GramTFError(f"data folder {root} does not exist or is not a folder")
     classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    check_class_folders(root, classes)
     items = []
     counts = {}
     for cls in classes:
@@ -48,6 +49,28 @@ def scan_image_folder(root) -> tuple[list[tuple[Path, str]], list[str], dict]:
         counts[cls] = len(files)
         items.extend((p, cls) for p in files)
     return items, classes, counts
+
+
+def check_class_folders(root: Path, classes: list[str]) -> None:
+    """Class names become labels (labels.txt holds one per line) and every class folder is a class of its
+    own: a name with a control character or without a visible character, or a link back to the data folder
+    (or an ancestor) or to another class folder (which made a third class of duplicates), is refused."""
+    import unicodedata
+
+    seen: dict[Path, str] = {}
+    top = root.resolve()
+    for cls in classes:
+        if not cls.strip() or any(unicodedata.category(c)[0] == "C" for c in cls):
+            raise GramTFError(f"{root}: class folder {cls!r} has no visible name or a control character (e.g. a "
+                              "newline) in it; rename it: class names become labels, one per line")
+        target = (root / cls).resolve()
+        if target == top or target in top.parents:
+            raise GramTFError(f"{root}: class folder {cls!r} is a link to the data folder itself or one above it; "
+                              "remove the link")
+        if target in seen:
+            raise GramTFError(f"{root}: class folders {seen[target]!r} and {cls!r} are the same folder (a link); "
+                              "remove the link")
+        seen[target] = cls
 
 
 def require_classes(root, classes, counts) -> None:

@@ -80,6 +80,14 @@ def assign(path, layers: dict, assignments: list) -> None:
             bad.append(f"{name}: checkpoint {got} vs model {have}")
     if bad:
         raise GramTFError(f"checkpoint {path} has mis-shaped tensors: {'; '.join(bad[:6])}")
+    for name, arrays in assignments:  # weights are floats, and finite: a NaN would train to loss nan
+        for a in map(np.asarray, arrays):
+            if a.dtype.kind != "f":
+                raise GramTFError(f"checkpoint {path}: the weights for {name} are {a.dtype}, not floating point; "
+                                  "export the model's float weights (gram_tf does not guess a conversion)")
+            if not np.all(np.isfinite(a)):
+                raise GramTFError(f"checkpoint {path}: the weights for {name} hold NaN or infinite values; "
+                                  "the file is damaged or was saved from a diverged run")
     for name, arrays in assignments:
         layers[name].set_weights([np.asarray(a, np.float32) for a in arrays])
 

@@ -8,6 +8,8 @@ confusion_matrix.png.
 """
 from __future__ import annotations
 
+import math
+
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -92,6 +94,10 @@ def _callbacks(out_dir: Path, cfg: TrainConfig, ckpt: Path, state_file: Path, pr
 
         def on_epoch_end(self, epoch, logs=None):
             logs = {k: float(v) for k, v in (logs or {}).items()}
+            if not math.isfinite(logs.get("loss", 0.0)):  # stop before a diverged model is saved
+                raise GramTFError(f"training ({prefix}) diverged at epoch {epoch + 1}: loss is {logs['loss']}; "
+                                  "lower train.learning_rate (or the stage's learning rate) and check the weights "
+                                  "file and the images for NaN")
             for k, v in logs.items():
                 self.history.setdefault(k, []).append(v)
             with atomic_path(ckpt, suffix=".weights.h5") as tmp:
