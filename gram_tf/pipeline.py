@@ -24,13 +24,14 @@ from .optimize import prune_run
 from .report import build_report, load_results, write_results
 from .train import train
 SYNTH_GROUP_PATTERN = r"^(gram_\w+?_s\d+)_f"  # class + specimen id: fields of one smear stay together
+STAGES_DIR = "stages"  # its presence marks a folder as a study's
 
 
 class _Stages:
     """Stage bookkeeping: keys on disk, a counter of what ran, and one progress line per stage."""
 
     def __init__(self, root: Path, total: int, progress: bool):
-        self.dir = root / "stages"
+        self.dir = root / STAGES_DIR
         self.dir.mkdir(parents=True, exist_ok=True)
         self.total = total
         self.index = 0
@@ -97,12 +98,24 @@ def run_study(cfg: StudyConfig, progress: bool = True) -> dict:
         get_variant(variant)
     root = require_dir(Path(cfg.out) / cfg.name, "the study's output folder (out / --out)")
     tflite_dir = require_dir(Path(cfg.tflite_dir) / cfg.name, "tflite_dir")
+    _require_study_folder(root)
     _claim(tflite_dir, root)
     with folder_lock(root, "gram-tf run"):
         return _run_study(cfg, root, tflite_dir, progress)
 
 
 STUDY_FILE = ".gram_tf_study.json"
+
+
+def _require_study_folder(root: Path) -> None:
+    """A study writes config.yaml, manifest.csv, data/, runs/ into out/<name>: never into a folder that
+    holds files it did not write (with name '.' that was the user's own out folder)."""
+    if (root / STAGES_DIR).is_dir():
+        return  # a study folder: this study's, resumed
+    foreign = sorted(p.name for p in root.iterdir() if not p.name.startswith(".gram_tf"))
+    if foreign:
+        raise GramTFError(f"{root} already holds {', '.join(foreign[:3])}{' ...' if len(foreign) > 3 else ''}, which "
+                          "gram-tf run did not write; give the study another name or out folder")
 
 
 def _claim(tflite_dir: Path, root: Path) -> None:
@@ -115,9 +128,13 @@ def _claim(tflite_dir: Path, root: Path) -> None:
             owner = read_json(marker).get("study")
         except ValueError:
             owner = None
-        if owner and owner != mine:
+        if owner and owner != mine and Path(owner).is_dir():
             raise GramTFError(f"{tflite_dir} holds the artifacts of the study in {owner}; give this study its own "
                               f"tflite_dir (--set tflite_dir=...) or another name")
+        if owner and owner != mine:  # its study folder is gone (deleted, or the project moved): as a stale lock
+            print(f"notice: {tflite_dir} belonged to the study in {owner}, which no longer exists; this study "
+                  "takes it over")
+            atomic_write_json(marker, {"study": mine})
         return
     # a folder from before the marker existed: its manifest says which runs made the artifacts
     manifest = tflite_dir / "manifest.json"

@@ -73,3 +73,44 @@ def test_run_end_to_end_then_resume_without_recomputing(tmp_path):
     victim.write_bytes(victim.read_bytes()[:-16] + bytes(16))
     redo = run_study(load_config(cfg_file, ["convert.variants=[fp32]"]), progress=False)
     assert "convert-mobilenet_v1_025-dense" in redo["stages"]["ran"]
+
+
+def test_a_study_never_writes_into_a_folder_it_did_not_make(tmp_path):
+    """E9/E10: out/<name> holding the user's own files (name '.' pointed it at out itself) is refused."""
+    import pytest
+
+    from gram_tf.errors import GramTFError
+    from gram_tf.pipeline import _require_study_folder
+
+    folder = tmp_path / "study"
+    folder.mkdir()
+    _require_study_folder(folder)  # new and empty: fine
+    (folder / "config.yaml").write_text("mine: true\n")
+    with pytest.raises(GramTFError, match="already holds config.yaml, which gram-tf run did not write"):
+        _require_study_folder(folder)
+    res = CliRunner().invoke(main, ["run", "configs/quickstart.yaml", "--out", str(tmp_path), "--set",
+                                    f"name={folder.name}"])
+    assert res.exit_code == 2 and "did not write" in res.output and res.output.count("\n") == 1, res.output
+    assert (folder / "config.yaml").read_text() == "mine: true\n"
+    (folder / "stages").mkdir()  # a study's own folder, resumed
+    _require_study_folder(folder)
+
+
+def test_artifacts_of_a_study_whose_folder_is_gone_are_taken_over(tmp_path, capsys):
+    import json
+
+    import pytest
+
+    from gram_tf.errors import GramTFError
+    from gram_tf.pipeline import STUDY_FILE, _claim
+
+    tfl, mine, other = tmp_path / "tfl", tmp_path / "mine", tmp_path / "other"
+    for d in (tfl, mine, other):
+        d.mkdir()
+    (tfl / STUDY_FILE).write_text(json.dumps({"study": str(other.resolve())}))
+    with pytest.raises(GramTFError, match="holds the artifacts of the study in"):
+        _claim(tfl, mine)
+    other.rmdir()  # the user deleted the old --out folder (or moved the project)
+    _claim(tfl, mine)
+    assert "no longer exists; this study takes it over" in capsys.readouterr().out
+    assert json.loads((tfl / STUDY_FILE).read_text()) == {"study": str(mine.resolve())}
