@@ -497,6 +497,14 @@ def test_load_image_errors_name_the_file(tmp_path):
         load_image(text)
     with pytest.raises(GramTFError, match="ghost.png"):
         load_image(tmp_path / "ghost.png")
+    # special files: a FIFO named like an image must not block the open, a device must not be read
+    fifo = tmp_path / "pipe.png"
+    os.mkfifo(fifo)
+    with pytest.raises(GramTFError, match="pipe.png: not a regular file"):
+        load_image(fifo)
+    (tmp_path / "zero.png").symlink_to("/dev/zero")
+    with pytest.raises(GramTFError, match="zero.png: not a regular file"):
+        load_image(tmp_path / "zero.png")
 
 
 # --------------------------------------------------------------------- resize / normalize

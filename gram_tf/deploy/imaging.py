@@ -6,6 +6,7 @@ preprocessing the model was trained with.
 from __future__ import annotations
 
 import os
+import stat
 import warnings
 from pathlib import Path
 
@@ -50,6 +51,7 @@ def check_pixels(path, size: tuple[int, int]) -> None:
         raise GramTFError(f"{path}: {w}x{h} = {w * h / 1e6:.0f} Mpx is above the {limit / 1e6:.0f} Mpx limit; "
                           f"downscale or tile it, or raise {MAX_PIXELS_ENV} on a machine with the memory")
 
+MAX_IMAGE_BYTES = 2 << 30  # one image file; the pixel limit above bounds what is decoded
 RESIZE_MODES = ("squash", "center_crop")
 CHANNEL_ORDERS = ("RGB", "BGR")
 DEFAULT_PREPROCESSING = {"resize": "squash", "channel_order": "RGB",
@@ -152,13 +154,19 @@ def _open_rgb(path, min_side: int | None = None) -> Image.Image:
     """The decoded RGB image as Pillow holds it (no copy into numpy yet); see `load_image`."""
     path = Path(path)
     try:
-        size = path.stat().st_size
+        info = path.stat()
     except FileNotFoundError:
         raise GramTFError(f"{path}: image file not found; check the path") from None
     except OSError as exc:
         raise GramTFError(f"{path}: cannot access image ({one_line(exc, 200)})") from None
-    if path.is_dir():
+    size = info.st_size
+    if stat.S_ISDIR(info.st_mode):
         raise GramTFError(f"{path}: is a folder, not an image file")
+    if not stat.S_ISREG(info.st_mode):  # a FIFO would block the open, a device never end
+        raise GramTFError(f"{path}: not a regular file (a pipe, socket or device); pass image files")
+    if size > MAX_IMAGE_BYTES:
+        raise GramTFError(f"{path}: {size / 2**20:.0f} MB is above the {MAX_IMAGE_BYTES >> 20} MB limit for one image "
+                          "file; downscale or tile it")
     if size == 0:
         raise GramTFError(f"{path}: image file is empty (0 bytes); re-copy or remove it")
     try:
