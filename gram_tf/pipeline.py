@@ -110,8 +110,8 @@ STUDY_FILE = ".gram_tf_study.json"
 def _require_study_folder(root: Path) -> None:
     """A study writes config.yaml, manifest.csv, data/, runs/ into out/<name>: never into a folder that
     holds files it did not write (with name '.' that was the user's own out folder)."""
-    if (root / STAGES_DIR).is_dir():
-        return  # a study folder: this study's, resumed
+    if not root.is_dir() or (root / STAGES_DIR).is_dir():
+        return  # new, or a study folder: this study's, resumed
     foreign = sorted(p.name for p in root.iterdir() if not p.name.startswith(".gram_tf"))
     if foreign:
         raise GramTFError(f"{root} already holds {', '.join(foreign[:3])}{' ...' if len(foreign) > 3 else ''}, which "

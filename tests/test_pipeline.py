@@ -83,6 +83,7 @@ def test_a_study_never_writes_into_a_folder_it_did_not_make(tmp_path):
     from gram_tf.pipeline import _require_study_folder
 
     folder = tmp_path / "study"
+    _require_study_folder(folder)  # not there yet: fine
     folder.mkdir()
     _require_study_folder(folder)  # new and empty: fine
     (folder / "config.yaml").write_text("mine: true\n")
