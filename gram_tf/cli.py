@@ -5,6 +5,7 @@ TensorFlow is imported only inside the commands that need it, so `gram-tf --help
 """
 from __future__ import annotations
 
+import errno
 import json
 import sys
 from pathlib import Path
@@ -25,6 +26,13 @@ class _Group(click.Group):
             return super().invoke(ctx)
         except GramTFError as exc:
             click.echo(f"error: {exc}", err=True)
+            ctx.exit(2)
+        except OSError as exc:
+            if exc.errno != errno.ENAMETOOLONG:  # anything else is a bug to see, not to hide
+                raise
+            name = str(exc.filename or "a path")
+            click.echo(f"error: {name[:80]}{'...' if len(name) > 80 else ''}: a file or folder name is longer than the "
+                       "file system allows (255 bytes per name); use a shorter name", err=True)
             ctx.exit(2)
         except KeyboardInterrupt:
             click.echo("interrupted: finished stages are kept; run the same command again to resume", err=True)

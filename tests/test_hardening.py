@@ -279,3 +279,18 @@ def test_huge_images_are_refused_from_their_header(tmp_path, monkeypatch, capfd)
     with pytest.raises(GramTFError, match="not a number of pixels"):
         load_image(big)
     assert "DecompressionBombWarning" not in capfd.readouterr().err
+
+
+@pytest.mark.parametrize("args", [
+    lambda long, art: ["predict", str(art), long + ".png"],
+    lambda long, art: ["predict", long + ".tflite", "x.png"],
+    lambda long, art: ["data", "check", long],
+    lambda long, art: ["run", long + ".yaml"],
+    lambda long, art: ["train", "--data", ".", "--backbone", "mobilenet_v2_035", "--weights", long + ".h5",
+                       "--out", "/tmp/never"],
+])
+def test_a_name_longer_than_the_file_system_allows_is_one_line(artifact, tmp_path, args):
+    long = str(tmp_path / ("n" * 300))
+    res = CliRunner().invoke(main, args(long, artifact))
+    _one_line_error(res)
+    assert len(res.output) < 400
