@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import GramTFError
+from ..io_utils import require_regular_file
 
 METADATA_NAME = "gram_tf"
 METADATA_FORMAT = "gram_tf/1"
@@ -201,6 +202,7 @@ def _with_model_buffer(src, fn):
     if isinstance(src, (bytes, bytearray, memoryview)):
         return fn(memoryview(src).cast("B"), "<tflite bytes>")
     path = Path(src)
+    require_regular_file(path, "model file")  # before open: a named pipe would block it
     try:
         with open(path, "rb") as fh:
             if os.fstat(fh.fileno()).st_size < 8:
