@@ -341,13 +341,14 @@ def bench_group():
 @click.option("--device", default=None, help="label of this machine in the rows (default: its CPU model)")
 @click.option("--check-official", is_flag=True,
               help="also time each file with LiteRT's official Python benchmark tool and report official/ours")
-def bench_cmd(paths, threads, runs, warmup, max_seconds, out, no_eval, no_keras, device, check_official):
+@click.option("--no-verify", is_flag=True, help="skip the check of each file's sha256 against its manifest/sidecar")
+def bench_cmd(paths, threads, runs, warmup, max_seconds, out, no_eval, no_keras, device, check_official, no_verify):
     """Time .tflite files with LiteRT (batch 1) and evaluate them on the manifest's test split."""
     from .bench import bench_paths, discover
     from .report import SUMMARY_COLUMNS, write_results
 
     rows = bench_paths(paths, threads=threads, runs=runs, warmup=warmup, max_seconds=max_seconds,
-                       evaluate=not no_eval, keras_reference=not no_keras, device=device)
+                       evaluate=not no_eval, keras_reference=not no_keras, device=device, verify=not no_verify)
     csv_path, json_path = write_results(rows, out)
     click.echo(format_table(rows, SUMMARY_COLUMNS))
     click.echo(f"results -> {csv_path} and {json_path}")

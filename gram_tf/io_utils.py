@@ -158,3 +158,34 @@ def compressed_sizes(path) -> dict:
     deflated += len(comp.flush())
     name = len(path.name.encode())
     return {"size_bytes": size, "gzip_bytes": deflated + 18, "zip_bytes": deflated + 30 + 46 + 2 * name + 22}
+
+
+def require_regular_file(path, what: str = "model file") -> int:
+    """`path`'s size, after checking it is a regular file (a symlink to one is fine). Checked with
+    stat before anything opens it: opening a named pipe blocks until a writer comes, and a device
+    (/dev/zero) never ends, so neither may reach a reader."""
+    import stat
+
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise GramTFError(f"{path}: {what} not found; check the path") from None
+    except OSError as exc:
+        raise GramTFError(f"{path}: cannot read {what} ({exc.strerror}); check the path") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise GramTFError(f"{path}: is a folder, not a {what}; pass the file itself")
+    if not stat.S_ISREG(st.st_mode):
+        raise GramTFError(f"{path}: not a regular file (a pipe, socket or device); pass a {what} on disk")
+    return st.st_size
+
+
+def read_capped(path, limit: int, what: str = "file") -> bytes:
+    """The bytes of a regular file of at most `limit` bytes (one-line error otherwise)."""
+    size = require_regular_file(path, what)
+    if size > limit:
+        raise GramTFError(f"{path}: {size:,} bytes is more than a {what} can be ({limit:,} bytes); check the path")
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(limit + 1)[:limit]
+    except OSError as exc:
+        raise GramTFError(f"{path}: cannot read {what} ({exc.strerror})") from None

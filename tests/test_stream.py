@@ -141,7 +141,7 @@ def test_result_file_resumes_after_a_cut_line(model, tmp_path, suffix):
     paths = _folder(tmp_path / "imgs", 30, bad={4})
     clf = Classifier(model, threads=1)
     out = tmp_path / f"rows{suffix}"
-    with ResultFile(out, clf.labels) as rf:  # interrupted after 12 rows, the last one half-written
+    with ResultFile(out, clf.labels, model_sha256=clf.sha256) as rf:  # interrupted after 12 rows, the last one half-written
         for i, row in enumerate(clf.predict_stream(paths)):
             if i == 12:
                 break
@@ -149,7 +149,7 @@ def test_result_file_resumes_after_a_cut_line(model, tmp_path, suffix):
     with open(out, "a") as fh:
         fh.write(str(paths[12])[:10])
     with pytest.raises(GramTFError, match="exists: pass --resume"):
-        ResultFile(out, clf.labels)
+        ResultFile(out, clf.labels, model_sha256=clf.sha256)
     summary = predict_to_file(clf, paths, out, resume=True, progress=False)
     assert summary["already_done"] == 12 and summary["classified"] + summary["errors"] == 18
     rows = _read_rows(out)

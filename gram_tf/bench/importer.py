@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Optional
 
 from ..errors import GramTFError
+from ..deploy.classifier import recorded_sha256
 from ..io_utils import compressed_sizes, read_json, sha256_file
 from ..report.schema import ROW_COLUMNS, add_relative_columns
 from .litert import TestSet, add_metrics, artifact_info, base_row, evaluate_tflite
@@ -23,9 +24,12 @@ def _artifacts(models_dir: Path) -> dict:
     if not manifest.is_file():
         raise GramTFError(f"{models_dir} has no manifest.json; pass the folder 'gram-tf convert' wrote (--models DIR)")
     try:
-        entries = read_json(manifest).get("artifacts", [])
-    except ValueError:
-        raise GramTFError(f"{manifest} is not valid JSON; re-run 'gram-tf convert'") from None
+        entries = read_json(manifest).get("artifacts")
+    except (ValueError, AttributeError, RecursionError):
+        entries = None
+    if not isinstance(entries, list) or not all(isinstance(e, dict) and isinstance(e.get("file"), str) for e in entries):
+        raise GramTFError(f"{manifest} is not a manifest of artifacts (JSON with a list \"artifacts\" of objects "
+                          "naming their \"file\"); re-run 'gram-tf convert'")
     return {Path(e["file"]).stem: e for e in entries}
 
 
@@ -40,6 +44,18 @@ def _match(log: Path, logged_model: Optional[str], artifacts: dict) -> str:
         raise GramTFError(f"{log}: the log does not name its model; name the log after the artifact "
                           f"(<artifact stem>.log, e.g. {next(iter(artifacts), 'model')}.t4.log)")
     return max(hits, key=len)
+
+
+def _check_size(log: Path, logged, local: Path) -> None:
+    """The model the device ran is the artifact: the logged size within 1 % of the file's (or within
+    the rounding of the printed figure, for a small model logged to two decimals)."""
+    if logged is None:
+        return
+    actual = local.stat().st_size
+    if abs(logged["bytes"] - actual) > max(0.01 * actual, logged["slack"]):
+        raise GramTFError(f"{log}, line {logged['line']}: the device's model was {logged['shown']} "
+                          f"({logged['bytes']:,.0f} bytes), {local} is {actual:,} bytes: not the same file; "
+                          "benchmark the artifact itself")
 
 
 def import_logs(logs, models_dir, device: str, threads: Optional[int] = None, evaluate: bool = True,
@@ -57,12 +73,10 @@ def import_logs(logs, models_dir, device: str, threads: Optional[int] = None, ev
         local = models_dir / entry["file"]
         if not local.is_file():
             raise GramTFError(f"{log}: its model {entry['file']} is not in {models_dir}")
-        if entry.get("sha256") and sha256_file(local) != entry["sha256"]:
+        recorded = recorded_sha256(local)
+        if recorded and sha256_file(local) != recorded:
             raise GramTFError(f"{local}: sha256 differs from the manifest: not the artifact that was benchmarked")
-        size_mb = parsed.get("model_size_mb")
-        if size_mb is not None and abs(size_mb - local.stat().st_size / 2**20) > 0.006:
-            raise GramTFError(f"{log}: the device's model was {size_mb} MB, {local} is "
-                              f"{local.stat().st_size / 2**20:.2f} MB: not the same file")
+        _check_size(log, parsed["model_size"], local)
         t = parsed["threads"] or threads
         if not t:
             raise GramTFError(f"{log}: the log does not say how many threads ran; pass --threads N")
@@ -81,7 +95,7 @@ def import_logs(logs, models_dir, device: str, threads: Optional[int] = None, ev
             if local not in evals:
                 x, y = testset.get(info["data_manifest"], info["input_size"], info["preprocessing"]["resize"],
                                    info["labels"])
-                evals[local] = evaluate_tflite(local, x, y, info["labels"])
+                evals[local] = evaluate_tflite(local, x, y, info["labels"], verify=False)  # verified above
             add_metrics(row, evals[local])
         rows.append(row)
     add_relative_columns(rows)

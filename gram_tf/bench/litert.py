@@ -16,8 +16,9 @@ from typing import Optional
 
 from .. import data as data_mod
 from ..deploy import Classifier
+from ..deploy.classifier import artifact_entries, verify_sha256
 from ..errors import GramTFError
-from ..io_utils import compressed_sizes, read_json
+from ..io_utils import compressed_sizes, require_regular_file
 from ..metrics import classification_metrics
 from ..models import load_model
 from ..report.schema import ROW_COLUMNS, add_relative_columns
@@ -61,25 +62,24 @@ class TestSet:
         return x, y
 
 
-def evaluate_tflite(path, images, y, labels, threads: int = 2) -> dict:
-    clf = Classifier(str(path), threads=threads)
+def evaluate_tflite(path, images, y, labels, threads: int = 2, verify: bool = True) -> dict:
+    clf = Classifier(str(path), threads=threads, verify=verify)
     probs = clf.predict_arrays(images)
     return classification_metrics(y, probs, labels)
 
 
-def artifact_info(path: Path) -> dict:
-    """Manifest entry for a .tflite (from its folder's manifest.json or its sidecar JSON)."""
-    manifest = path.parent / "manifest.json"
-    if manifest.is_file():
-        try:
-            for entry in read_json(manifest).get("artifacts", []):
-                if entry.get("file") == path.name:
-                    return entry
-        except ValueError:
-            raise GramTFError(f"{manifest} is not valid JSON; re-run 'gram-tf convert'") from None
-    sidecar = Path(str(path) + ".json")
-    if sidecar.is_file():
-        return read_json(sidecar).get("artifact", {})
+def artifact_info(path: Path, verify: bool = True) -> dict:
+    """Manifest entry for a .tflite (from its folder's manifest.json or its sidecar JSON). A manifest
+    or sidecar that cannot be read is an error (it holds the sha256 to verify); with `verify` off the
+    entry is guessed from the file name instead."""
+    try:
+        entries = artifact_entries(path)
+    except GramTFError:
+        if verify:
+            raise
+        entries = []
+    if entries:
+        return entries[0][1]
     stem = path.stem
     backbone, _, variant = stem.partition("__")
     return {"file": path.name, "backbone": backbone, "variant": variant or "unknown"}
@@ -104,24 +104,30 @@ def discover(paths) -> list[Path]:
 
 
 def _check_tflite(path: Path) -> None:
-    head = path.read_bytes()[:8]
+    require_regular_file(path, "model file")  # a pipe or /dev/zero named x.tflite is never opened
+    with open(path, "rb") as fh:
+        head = fh.read(8)
     if len(head) < 8 or head[4:8] != b"TFL3":
         raise GramTFError(f"{path} is not a TFLite model (no TFL3 identifier); re-export it with 'gram-tf convert'")
 
 
 def bench_paths(paths, threads=(1,), runs: int = 50, warmup: int = 5, max_seconds=None,
                 evaluate: bool = True, keras_reference: bool = True, progress: bool = True,
-                run_name: Optional[str] = None, device: Optional[str] = None) -> list[dict]:
+                run_name: Optional[str] = None, device: Optional[str] = None, verify: bool = True) -> list[dict]:
     """Benchmark and evaluate every .tflite under `paths`; returns flat result rows, each naming
-    this machine (`device`: a label, default the CPU model; see gram_tf.bench.device)."""
+    this machine (`device`: a label, default the CPU model; see gram_tf.bench.device). Every file is
+    checked against the sha256 recorded at export before anything is timed (`verify=False` skips)."""
     here = {**device_info(device), "timing_source": "gram_tf (LiteRT Python, worker process)",
             "accuracy_source": "this machine"}
     files = discover(paths)
     for f in files:
         _check_tflite(f)
+    infos = {f: artifact_info(f, verify) for f in files}
+    if verify:  # all of them before the first timing: a changed file must not cost a run, nor write a row
+        for f in files:
+            verify_sha256(f)
     testset = TestSet()
     jobs = [(f, t) for f in files for t in threads]
-    infos = {f: artifact_info(f) for f in files}
     keras_models = {}
     for f, info in infos.items():
         if keras_reference and info.get("keras_model") and Path(info["keras_model"]).is_file():
@@ -145,7 +151,7 @@ def bench_paths(paths, threads=(1,), runs: int = 50, warmup: int = 5, max_second
         if evaluate and info.get("data_manifest"):
             if f not in evals:
                 x, y = testset.get(info["data_manifest"], info["input_size"], info["preprocessing"]["resize"], info["labels"])
-                evals[f] = evaluate_tflite(f, x, y, info["labels"])
+                evals[f] = evaluate_tflite(f, x, y, info["labels"], verify=False)  # verified above
             add_metrics(row, evals[f])
         rows.append(row)
         if bar:

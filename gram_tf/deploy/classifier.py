@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import unicodedata
 from pathlib import Path
 from typing import Iterable, Iterator, Optional
 
 import numpy as np
 
 from ..errors import GramTFError, one_line
-from ..io_utils import sha256_file
+from ..io_utils import read_capped, require_regular_file, sha256_file
 from .imaging import DEFAULT_PREPROCESSING, IN_GRAPH, find_images, load_resized, normalize, validate_preprocessing
 from .interpreter import interpreter_class
 from .stream import batched, decode_stream
@@ -24,21 +26,72 @@ from .metadata import METADATA_FORMAT, read_metadata, read_sidecar, sidecar_path
 _BATCH = 32  # images decoded and resized per interpreter call group
 
 
-def recorded_sha256(model_path) -> str | None:
-    """sha256 written at export for this file: its sidecar's artifact entry, else its folder's manifest."""
+_MANIFEST_LIMIT = 64 << 20  # a manifest lists artifacts; megabytes of it are not ours
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+def artifact_entries(model_path) -> list[tuple[Path, dict]]:
+    """[(where, entry)] recorded at export for this file: its folder's manifest.json entry, then its
+    sidecar's "artifact". A manifest or sidecar that exists but cannot be read (not JSON, not the
+    shape convert writes) is an error: skipping it would silently turn verification off."""
     model_path = Path(model_path)
-    candidates = []
-    sidecar = read_sidecar(model_path)
-    if sidecar and isinstance(sidecar.get("artifact"), dict):
-        candidates.append(sidecar["artifact"].get("sha256"))
+    found = []
     manifest = model_path.parent / "manifest.json"
     if manifest.is_file():
+        fix = "re-run 'gram-tf convert', or pass --no-verify"
         try:
-            entries = json.loads(manifest.read_text(encoding="utf-8")).get("artifacts", [])
-        except (ValueError, AttributeError):
-            entries = []
-        candidates += [e.get("sha256") for e in entries if isinstance(e, dict) and e.get("file") == model_path.name]
-    return next((c for c in candidates if isinstance(c, str) and len(c) == 64), None)
+            data = json.loads(read_capped(manifest, _MANIFEST_LIMIT, "manifest").decode("utf-8"))
+        except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+            raise GramTFError(f"{manifest}: not valid JSON ({one_line(exc, 100)}); {fix}") from None
+        entries = data.get("artifacts") if isinstance(data, dict) else None
+        if not isinstance(entries, list) or not all(isinstance(e, dict) and isinstance(e.get("file"), str)
+                                                    for e in entries):
+            raise GramTFError(f"{manifest}: \"artifacts\" is not a list of objects with a \"file\" name; {fix}")
+        found += [(manifest, e) for e in entries if e["file"] == model_path.name]
+    sidecar = read_sidecar(model_path)  # one-line error when it is not a JSON object
+    if sidecar is not None and "artifact" in sidecar:
+        if not isinstance(sidecar["artifact"], dict):
+            raise GramTFError(f"{sidecar_path(model_path)}: \"artifact\" is not an object; "
+                              "re-run 'gram-tf convert', or pass --no-verify")
+        found.append((sidecar_path(model_path), sidecar["artifact"]))
+    return found
+
+
+def recorded_sha256(model_path) -> str | None:
+    """sha256 written at export for this file (manifest.json, else sidecar), or None when none was
+    recorded. A recorded value that is not a sha256 is an error, never "nothing to check"."""
+    for where, entry in artifact_entries(model_path):
+        if "sha256" in entry:
+            sha = entry["sha256"]
+            if not isinstance(sha, str) or not _SHA256.fullmatch(sha):
+                raise GramTFError(f"{where}: the sha256 recorded for {Path(model_path).name} ({str(sha)[:70]!r}) is "
+                                  "not a sha256; re-run 'gram-tf convert', or pass --no-verify")
+            return sha
+    return None
+
+
+def verify_sha256(model_path) -> str:
+    """The file's sha256, after checking it against the one recorded at export: a model whose bytes
+    changed since (a bad copy, a disk error, an edit) must not classify or be timed."""
+    recorded = recorded_sha256(model_path)
+    actual = sha256_file(model_path)
+    if recorded and actual != recorded:
+        raise GramTFError(f"{model_path}: sha256 differs from the one recorded at export ({recorded[:12]}...): the "
+                          "file was changed or corrupted; copy it again, or pass --no-verify")
+    return actual
+
+
+def check_labels(labels, where: str) -> list[str]:
+    """Labels as they land in result rows: non-empty strings without control characters (a None,
+    a number, '' or a newline would print as a wrong or an empty, error-looking row)."""
+    if not isinstance(labels, (list, tuple)) or not labels:
+        raise GramTFError(f"{where}: labels must be a non-empty list of names; pass --labels")
+    for label in labels:
+        if (not isinstance(label, str) or not label.strip()
+                or any(unicodedata.category(c) in ("Cc", "Zl", "Zp") for c in label)):
+            raise GramTFError(f"{where}: label {str(label)[:60]!r} is not a name (non-empty text without control "
+                              "characters); fix the labels or pass --labels")
+    return list(labels)
 
 
 def _parse_labels(labels) -> list[str]:
@@ -84,11 +137,11 @@ class Classifier:
         self.model_path = Path(model_path)
         self.warnings: list[str] = []
         where = str(self.model_path)
-        if not self.model_path.is_file():
-            raise GramTFError(f"{where}: model file not found; pass the path to a .tflite file")
+        require_regular_file(self.model_path, "model file")  # no pipe or device reaches LiteRT
+        self._sha256: str | None = None
         self._load_metadata(where)
         if verify:
-            self._verify(where)
+            self._sha256 = verify_sha256(self.model_path)
         self._open_interpreter(where, threads)
         self._set_labels(where, labels)
         self._set_input_size(where, input_size)
@@ -111,13 +164,12 @@ class Classifier:
             self.warnings.append(f"{where}: metadata format {fmt!r} is not {METADATA_FORMAT!r}; "
                                  "reading it anyway")
 
-    def _verify(self, where: str) -> None:
-        """The file's sha256 against the one recorded when it was exported (sidecar or manifest.json):
-        a model whose bytes changed since (a bad copy, a disk error) must not classify anything."""
-        recorded = recorded_sha256(self.model_path)
-        if recorded and sha256_file(self.model_path) != recorded:
-            raise GramTFError(f"{where}: sha256 differs from the one recorded at export ({recorded[:12]}...): the "
-                              "file was changed or corrupted; copy it again, or pass --no-verify")
+    @property
+    def sha256(self) -> str:
+        """The model file's sha256 (result files record it in every row)."""
+        if self._sha256 is None:
+            self._sha256 = sha256_file(self.model_path)
+        return self._sha256
 
     def _open_interpreter(self, where: str, threads) -> None:
         if threads is not None and (not isinstance(threads, int) or threads < 1):
@@ -139,6 +191,7 @@ class Classifier:
             if labels is None:
                 raise GramTFError(f"{where}: model has no gram_tf metadata (embedded or "
                                   f"{sidecar_path(self.model_path).name}): pass --labels")
+            labels = check_labels(labels, f"{where} (its {self.meta_source} metadata)")
         self.labels = _parse_labels(labels)
         n_out = int(self.output_details[0]["shape"][-1])
         self._binary_sigmoid = n_out == 1 and len(self.labels) == 2

@@ -316,7 +316,7 @@ def find_images(paths) -> list[Path]:
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
     found: list[Path] = []
-    seen: set[Path] = set()
+    seen: set[Path] = set()  # resolved paths: imgs and imgs/../imgs are the same images
     for raw in paths:
         p = Path(raw)
         if p.is_dir():
@@ -333,8 +333,9 @@ def find_images(paths) -> list[Path]:
         else:
             raise GramTFError(f"{p}: no such file or folder; check the path")
         for item in batch:
-            if item not in seen:
-                seen.add(item)
+            key = Path(os.path.realpath(item))  # never raises, even on a symlink loop
+            if key not in seen:
+                seen.add(key)
                 found.append(item)
     if not found:
         raise GramTFError("no input paths given; pass image files or folders")

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import GramTFError, one_line
-from ..io_utils import sha256_file
+from ..io_utils import require_regular_file, sha256_file
 from .interpreter import make_interpreter
 from .metadata import list_metadata_names, read_metadata
 from .standard_metadata import read_packed_files, read_standard_metadata
@@ -27,8 +27,7 @@ def _tensor(detail: dict) -> dict:
 def describe(model_path) -> dict:
     """Everything `inspect` prints, as a dict (``--json`` prints it as it is)."""
     path = Path(model_path)
-    if not path.is_file():
-        raise GramTFError(f"{path}: model file not found; pass the path to a .tflite file")
+    require_regular_file(path, "model file")  # a named pipe or a device is never opened
     names = list_metadata_names(path)  # also rejects a file that is not a TFLite flatbuffer
     gram = read_metadata(path)
     standard = read_standard_metadata(path)

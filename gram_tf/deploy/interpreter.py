@@ -33,6 +33,9 @@ def make_interpreter(model, threads=None, delegate: bool = True, **options):
         options["model_content"] = bytes(model)
         where = "model bytes"
     else:
+        from ..io_utils import require_regular_file
+
+        require_regular_file(model, "model file")  # LiteRT would block on a named pipe, read a device
         options["model_path"] = str(model)
         where = str(model)
     try:

@@ -36,10 +36,12 @@ import mmap
 import os
 import struct
 import zipfile
+import zlib
 from pathlib import Path
 from typing import Any
 
 from ..errors import GramTFError
+from ..io_utils import require_regular_file
 
 METADATA_NAME = "gram_tf"
 METADATA_FORMAT = "gram_tf/1"
@@ -201,6 +203,7 @@ def _with_model_buffer(src, fn):
     if isinstance(src, (bytes, bytearray, memoryview)):
         return fn(memoryview(src).cast("B"), "<tflite bytes>")
     path = Path(src)
+    require_regular_file(path, "model file")  # before open: a named pipe would block it
     try:
         with open(path, "rb") as fh:
             if os.fstat(fh.fileno()).st_size < 8:
@@ -402,10 +405,13 @@ def split_packed(model: bytes) -> tuple[bytes, dict]:
     try:
         with zipfile.ZipFile(io.BytesIO(model)) as zf:
             infos = zf.infolist()
+            if sum(i.file_size for i in infos) > len(model):  # packed files are stored: never a zip bomb
+                return model, {}
             # header offsets are absolute: zipfile corrects them for the model bytes before the zip
             start = min((i.header_offset for i in infos), default=0)
             files = {i.filename: zf.read(i) for i in infos}
-    except (zipfile.BadZipFile, ValueError, OSError, EOFError, NotImplementedError):
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError, NotImplementedError,
+            RuntimeError, zlib.error):  # RuntimeError: an "encrypted" member
         return model, {}
     if start < 8:
         return model, {}

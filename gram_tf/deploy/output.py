@@ -71,27 +71,30 @@ class ResultFile:
     """Prediction rows written as they come (CSV or JSON Lines, by suffix), flushed every second or
     every 256 rows,
     resumable: each row records the file's size and mtime, and `--resume` skips the files whose row
-    is already there with the same size and mtime. A line cut by a kill is dropped on resume."""
+    is already there with the same size and mtime. A line cut by a kill is dropped on resume.
+    Every row names the model that made it (`model_sha256`): `--resume` with another model is refused,
+    so one file never mixes two models' rows."""
 
     FLUSH_SECONDS = 1.0
     FLUSH_ROWS = 256  # a kill loses at most this many rows (they are redone on --resume)
 
-    def __init__(self, path, labels: Sequence[str], top_k: int = 1, resume: bool = False):
+    def __init__(self, path, labels: Sequence[str], top_k: int = 1, resume: bool = False, *, model_sha256: str):
         self.path = Path(path)
         self.labels = list(labels)
         self.top_k = top_k
+        self.model_sha256 = model_sha256
         suffix = self.path.suffix.lower()
         if suffix not in (".csv", ".jsonl"):
             raise GramTFError(f"{self.path}: --out must end in .csv or .jsonl")
         self.jsonl = suffix == ".jsonl"
         self.columns = (["path", "label", "prob"] + _top_columns(top_k) + [f"prob_{lab}" for lab in self.labels]
-                        + ["error", "file_size", "file_mtime_ns"])
+                        + ["error", "file_size", "file_mtime_ns", "model_sha256"])
         self.done: dict[str, tuple[int, int]] = {}
         exists = self.path.is_file() and self.path.stat().st_size > 0
         if exists and not resume:
             raise GramTFError(f"{self.path} exists: pass --resume to continue it, or remove it")
         if exists:
-            self._read_done()
+            exists = self._read_done()  # False when only a cut first line was there
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._fh = open(self.path, "a", encoding="utf-8", newline="")
         self._csv = csv.writer(self._fh, lineterminator="\n") if not self.jsonl else None
@@ -101,27 +104,42 @@ class ResultFile:
         self._unflushed = 0
         self.written = 0
 
-    def _read_done(self) -> None:
+    def _read_done(self) -> bool:
         raw = self.path.read_bytes()
         complete = raw[: raw.rfind(b"\n") + 1]  # a line cut by a kill has no newline: drop it
-        if len(complete) != len(raw):
-            with open(self.path, "r+b") as fh:
-                fh.truncate(len(complete))
-        text = complete.decode("utf-8")
-        if self.jsonl:
-            rows = [json.loads(line) for line in text.splitlines() if line.strip()]
-        else:
-            reader = csv.DictReader(io.StringIO(text))
-            if reader.fieldnames and list(reader.fieldnames) != self.columns:
-                raise GramTFError(f"{self.path}: its columns ({', '.join(reader.fieldnames[:6])}...) are not "
-                                  "this model's; write to a new --out file")
-            rows = list(reader)
-        for r in rows:
+        not_ours = "it was not written by gram-tf predict --out, or was damaged; write to a new --out file"
+        try:
+            text = complete.decode("utf-8")
+            if self.jsonl:
+                rows = []
+                for n, line in enumerate(text.splitlines(), 1):
+                    if line.strip():
+                        try:
+                            rows.append(json.loads(line))
+                        except (ValueError, RecursionError):
+                            raise GramTFError(f"{self.path}: line {n} is not a JSON row; {not_ours}") from None
+            else:
+                reader = csv.DictReader(io.StringIO(text))
+                if reader.fieldnames and list(reader.fieldnames) != self.columns:
+                    raise GramTFError(f"{self.path}: its columns ({', '.join(reader.fieldnames[:6])}...) are not "
+                                      "this model's; write to a new --out file")
+                rows = list(reader)
+        except (UnicodeDecodeError, csv.Error) as exc:
+            raise GramTFError(f"{self.path}: unreadable ({type(exc).__name__}); {not_ours}") from None
+        for n, r in enumerate(rows, 1):
             try:
                 self.done[str(r["path"])] = (int(r["file_size"]), int(r["file_mtime_ns"]))
+                model = r["model_sha256"]
             except (KeyError, TypeError, ValueError):
-                raise GramTFError(f"{self.path}: a row lacks path/file_size/file_mtime_ns; "
-                                  "it was not written by gram-tf predict --out") from None
+                raise GramTFError(f"{self.path}: row {n} lacks path/file_size/file_mtime_ns/model_sha256; "
+                                  f"{not_ours}") from None
+            if model != self.model_sha256:
+                raise GramTFError(f"{self.path}: row {n} was made by another model (sha256 {str(model)[:12]}..., "
+                                  f"this one is {self.model_sha256[:12]}...); write to a new --out file")
+        if len(complete) != len(raw):  # only once the file is known to be ours
+            with open(self.path, "r+b") as fh:
+                fh.truncate(len(complete))
+        return bool(complete)
 
     @staticmethod
     def stamp(path) -> tuple[int, int]:
@@ -144,9 +162,10 @@ class ResultFile:
             size, mtime = -1, -1
         if self.jsonl:
             rec = {k: v for k, v in row.items() if k != "top_k" or self.top_k > 1}
-            self._fh.write(json.dumps({**rec, "file_size": size, "file_mtime_ns": mtime}) + "\n")
+            self._fh.write(json.dumps({**rec, "file_size": size, "file_mtime_ns": mtime,
+                                       "model_sha256": self.model_sha256}) + "\n")
         else:
-            self._csv.writerow(self._csv_row(row) + [row.get("error", ""), size, mtime])
+            self._csv.writerow(self._csv_row(row) + [row.get("error", ""), size, mtime, self.model_sha256])
         self.written += 1
         self._unflushed += 1
         if self._unflushed >= self.FLUSH_ROWS or time.monotonic() - self._last_flush >= self.FLUSH_SECONDS:

@@ -23,8 +23,11 @@ from typing import Optional
 import numpy as np
 
 from ..errors import GramTFError
+from ..io_utils import read_capped
 from .interpreter import make_interpreter
 from .timing import time_blob
+
+MAX_MODEL_BYTES = 2 << 30  # a flatbuffer's own limit: read whole, a larger "model" is not one
 
 # Ops whose multiply-accumulates we count (the ones a roofline is about).
 MAC_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "BATCH_MATMUL", "TRANSPOSE_CONV")
@@ -34,10 +37,7 @@ def _read(src) -> bytes:
     """Model bytes from a path or bytes."""
     if isinstance(src, (bytes, bytearray)):
         return bytes(src)
-    try:
-        return Path(src).read_bytes()
-    except OSError as exc:
-        raise GramTFError(f"{src}: cannot read model ({exc.strerror}); check the path") from None
+    return read_capped(src, MAX_MODEL_BYTES, "model file")
 
 
 def output_names(src) -> list[str]:

@@ -85,7 +85,7 @@ def predict_to_file(clf, files: list, out, top_k: int = 1, resume: bool = False,
                     queue_size: Optional[int] = None, progress: bool = True) -> dict:
     """Classify `files` into a result file row by row (see output.ResultFile); returns a summary."""
     t0 = time.perf_counter()
-    with ResultFile(out, clf.labels, top_k, resume) as rf:
+    with ResultFile(out, clf.labels, top_k, resume, model_sha256=clf.sha256) as rf:
         todo = [f for f in files if not rf.is_done(f)]
         bar = None
         if progress:
