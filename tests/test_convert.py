@@ -325,9 +325,10 @@ def test_old_format_artifacts_predict_as_they_did(tmp_path):
 
 
 def test_labels_that_cannot_go_into_labels_txt_are_refused():
-    from gram_tf.convert.card import check_labels
+    from gram_tf.deploy.classifier import check_labels
 
-    assert check_labels(["gram_negative", "Gram positive ü"]) == ["gram_negative", "Gram positive ü"]
-    for bad in (["pos\nitive", "neg"], ["", "neg"], [" ", "neg"], [None, "neg"], ["tab\there", "x"]):
-        with pytest.raises(GramTFError, match="cannot be a label"):
-            check_labels(bad)
+    assert check_labels(["gram_negative", "Gram positive ü"], "r") == ["gram_negative", "Gram positive ü"]
+    for bad in (["pos\nitive", "neg"], ["", "neg"], [" ", "neg"], [None, "neg"], ["tab\there", "x"],
+                ["zero\u200bwidth", "x"]):
+        with pytest.raises(GramTFError, match="is not a name"):
+            check_labels(bad, "r")

@@ -6,26 +6,14 @@ pixel-input, a BGR channel order (the schema has RGB and GRAYSCALE only).
 """
 from __future__ import annotations
 
-import unicodedata
 from typing import Optional
 
 from .. import __version__
-from ..deploy import IN_GRAPH, classifier_card
+from ..deploy import IN_GRAPH, check_labels, classifier_card
 from ..errors import GramTFError
 
 _RESIZE_TEXT = {"squash": "the whole image stretched to {n}x{n} (no crop)",
                 "center_crop": "the short side resized to {n}, then the centre {n}x{n} cropped"}
-
-
-def check_labels(labels) -> list[str]:
-    """Labels as the standard's labels.txt can hold them: non-empty strings without control characters."""
-    out = []
-    for label in labels:
-        if not isinstance(label, str) or not label.strip() or any(unicodedata.category(c)[0] == "C" for c in label):
-            raise GramTFError(f"class name {label!r} cannot be a label (empty, not a string, or with a control "
-                              "character such as a newline); rename its folder")
-        out.append(label)
-    return out
 
 
 def _collapse(values: list) -> list:
@@ -36,7 +24,7 @@ def _collapse(values: list) -> list:
 def artifact_card(*, labels, size: int, preprocessing: dict, backbone: str, variant: str,
                   sparsity: float = 0.0, model_sha256: Optional[str] = None, overrides=None) -> dict:
     """The standard metadata of one artifact; `overrides` is the config's convert.metadata section."""
-    labels = check_labels(labels)
+    labels = check_labels(labels, f"{backbone} run")
     o = overrides
     pruned = f", {sparsity:.0%} of weights pruned" if sparsity else ""
     names = ", ".join(labels)

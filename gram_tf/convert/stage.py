@@ -17,7 +17,7 @@ import numpy as np
 from .. import data as data_mod
 from ..config import ConvertConfig
 from .. import __version__
-from ..deploy import embed_metadata, package_model, pixel_input
+from ..deploy import check_labels, embed_metadata, package_model, pixel_input
 from ..errors import GramTFError
 from ..io_utils import atomic_path, atomic_write_json, compressed_sizes, folder_lock, read_json, sha256_file
 from ..models import get_backbone, load_model
@@ -26,7 +26,7 @@ from ..run import library_versions, load_run
 from ..train import predict_probs
 from .converter import check_artifact, convert_variant, io_details, tflite_weight_stats
 from .calibration import SEARCH
-from .card import artifact_card, check_labels
+from .card import artifact_card
 from .recipe import resolve_recipe
 from .variants import get_variant
 
@@ -176,7 +176,7 @@ def _convert_specs(run_dir: Path, run: dict, specs: list, out_dir: Path, cfg: Co
     import tf_keras
 
     rows = data_mod.read_manifest(run["manifest"])
-    size, pre, labels = run["input_size"], run["preprocessing"], check_labels(run["labels"])
+    size, pre, labels = run["input_size"], run["preprocessing"], check_labels(run["labels"], str(run_dir / "run.json"))
     artifact_pre = pixel_input(pre) if cfg.pixel_input else pre  # what the artifacts take
     model = load_model(run_dir / "model.keras")
     rep = representative_images(rows, run, cfg.representative_samples, seed) if any(s.integer for s in specs) else None

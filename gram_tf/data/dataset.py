@@ -19,6 +19,7 @@ from typing import Iterable, Optional
 import numpy as np
 
 from ..deploy.imaging import IMAGE_EXTENSIONS, check_pixels, is_image_file, load_image
+from ..deploy import is_label
 from ..errors import GramTFError
 from ..io_utils import atomic_write_text, require_dir, sha256_file
 
@@ -55,12 +56,10 @@ def check_class_folders(root: Path, classes: list[str]) -> None:
     """Class names become labels (labels.txt holds one per line) and every class folder is a class of its
     own: a name with a control character or without a visible character, or a link back to the data folder
     (or an ancestor) or to another class folder (which made a third class of duplicates), is refused."""
-    import unicodedata
-
     seen: dict[Path, str] = {}
     top = root.resolve()
     for cls in classes:
-        if not cls.strip() or any(unicodedata.category(c)[0] == "C" for c in cls):
+        if not is_label(cls):
             raise GramTFError(f"{root}: class folder {cls!r} has no visible name or a control character (e.g. a "
                               "newline) in it; rename it: class names become labels, one per line")
         target = (root / cls).resolve()

@@ -4,7 +4,7 @@ Standard library, numpy, Pillow and the LiteRT interpreter only; no other gram_t
 (tests/test_layout.py checks it). Training decodes images through `imaging` too, so training and
 deployment preprocess identically.
 """
-from .classifier import Classifier
+from .classifier import Classifier, check_labels, is_label
 from .imaging import (CHANNEL_ORDERS, DEFAULT_PREPROCESSING, IMAGE_EXTENSIONS, IN_GRAPH, MAX_IMAGE_PIXELS,
                       RESIZE_MODES, find_images, is_image_file, load_image, load_resized, normalize, outside_graph,
                       pixel_input, resize_image, validate_preprocessing)
@@ -26,5 +26,5 @@ __all__ = [
     "peak_rss_mb", "sample_ms", "time_blob", "time_interleaved", "ResultFile", "Decoded", "decode_stream",
     "predict_to_file", "load_resized", "IN_GRAPH", "outside_graph", "pixel_input", "embed_payload", "pack_files",
     "split_packed", "LABELS_FILE", "STANDARD_NAME", "build_metadata", "classifier_card", "package_model",
-    "read_packed_files", "read_standard_metadata",
+    "read_packed_files", "read_standard_metadata", "check_labels", "is_label",
 ]

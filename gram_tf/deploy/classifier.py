@@ -81,14 +81,19 @@ def verify_sha256(model_path) -> str:
     return actual
 
 
+def is_label(name) -> bool:
+    """Non-empty text without control or format characters: one line of labels.txt, one result-row value."""
+    return isinstance(name, str) and bool(name.strip()) and not any(
+        unicodedata.category(c)[0] == "C" or unicodedata.category(c) in ("Zl", "Zp") for c in name)
+
+
 def check_labels(labels, where: str) -> list[str]:
     """Labels as they land in result rows: non-empty strings without control characters (a None,
     a number, '' or a newline would print as a wrong or an empty, error-looking row)."""
     if not isinstance(labels, (list, tuple)) or not labels:
         raise GramTFError(f"{where}: labels must be a non-empty list of names; pass --labels")
     for label in labels:
-        if (not isinstance(label, str) or not label.strip()
-                or any(unicodedata.category(c) in ("Cc", "Zl", "Zp") for c in label)):
+        if not is_label(label):
             raise GramTFError(f"{where}: label {str(label)[:60]!r} is not a name (non-empty text without control "
                               "characters); fix the labels or pass --labels")
     return list(labels)
