@@ -73,3 +73,17 @@ def test_run_end_to_end_then_resume_without_recomputing(tmp_path):
     victim.write_bytes(victim.read_bytes()[:-16] + bytes(16))
     redo = run_study(load_config(cfg_file, ["convert.variants=[fp32]"]), progress=False)
     assert "convert-mobilenet_v1_025-dense" in redo["stages"]["ran"]
+
+
+def test_unwritable_or_special_out_is_one_line(tmp_path):
+    """`--set out=/proc/...` was a FileNotFoundError, `/sys/...` a PermissionError: now checked up front."""
+    import pytest
+
+    from gram_tf.errors import GramTFError
+
+    (tmp_path / "file").write_text("x")
+    for out, needle in (("/proc/gram_tf_test", "cannot be written"), ("/sys/gram_tf_test", "cannot be written"),
+                        (str(tmp_path / "file"), "is a file")):
+        with pytest.raises(GramTFError) as e:
+            run_study(load_config(None, {"out": out, "tflite_dir": str(tmp_path / "t")}), progress=False)
+        assert needle in str(e.value) and "\n" not in str(e.value)
