@@ -146,7 +146,7 @@ def test_hostile_yaml_is_one_short_line_fast(tmp_path, case):
     ("train.epochs=" + "y" * 10 ** 6, "'train.epochs' must be int"),
     ("k" * 10 ** 6 + "=1", "unknown key"),
     ("backbone_weights={a: [1, 2]}", "backbone_weights.a"),
-])
+], ids=lambda v: v if len(v) < 40 else f"{v[:20]}...({len(v)} chars)")
 def test_hostile_set_values_are_one_short_line(override, needle):
     with pytest.raises(GramTFError) as e:
         load_config(None, [override])
