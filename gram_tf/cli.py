@@ -13,8 +13,8 @@ from pathlib import Path
 import click
 
 from . import __version__
-from .config import _CHOICES
-from .errors import GramTFError
+from .config import _CHOICES, Range, field_range
+from .errors import GramTFError, one_line
 from .table import format_table
 
 
@@ -25,7 +25,7 @@ class _Group(click.Group):
         try:
             return super().invoke(ctx)
         except GramTFError as exc:
-            click.echo(f"error: {exc}", err=True)
+            click.echo(f"error: {one_line(exc, 1000)}", err=True)  # one line, even if a value held a newline
             ctx.exit(2)
         except OSError as exc:
             if exc.errno != errno.ENAMETOOLONG:  # anything else is a bug to see, not to hide
@@ -39,16 +39,33 @@ class _Group(click.Group):
             ctx.exit(130)
 
 
-def _csv_list(kind):
+def _in_range(spec):
+    """Click callback: the option's value (each entry of a list) must lie in `spec`, a Range or the dotted
+    name of the config key the option sets, so the range is the one declared beside that key's field."""
+    def check(ctx, param, value):
+        rng = field_range(spec) if isinstance(spec, str) else spec
+        rng.check(value, f"{param.opts[0]}" + (f" ({spec})" if isinstance(spec, str) else ""))
+        return value
+
+    return check
+
+
+def _csv_list(kind, spec=None):
     def parse(ctx, param, value):
         if value is None:
             return None
         try:
-            return [kind(v.strip()) for v in str(value).split(",") if v.strip()]
+            values = [kind(v.strip()) for v in str(value).split(",") if v.strip()]
         except ValueError:
             raise click.BadParameter(f"expected a comma-separated list of {kind.__name__}, got {value!r}")
+        return _in_range(spec)(ctx, param, values) if spec else values
 
     return parse
+
+
+_WORKERS = Range(1, 1024)  # decode threads of predict
+_TOP_K = Range(1, 1000)  # classes shown per image
+_DEVICE_THREADS = Range(1, 1024)  # bench import: the phone's threads, not this machine's cores
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -68,9 +85,10 @@ def data():
 
 @data.command("synth")
 @click.argument("out", type=click.Path(file_okay=False))
-@click.option("--per-class", type=int, required=True, help="images per class")
-@click.option("--size", type=int, default=256, show_default=True, help="image side in pixels")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--per-class", type=int, required=True, help="images per class", callback=_in_range("data.synth_per_class"))
+@click.option("--size", type=int, default=256, show_default=True, help="image side in pixels",
+              callback=_in_range("data.synth_size"))
+@click.option("--seed", type=int, default=0, show_default=True, callback=_in_range("seed"))
 @click.option("--fields-per-specimen", type=int, default=4, show_default=True,
               help="images that share one specimen (its id is in the file name: _sNNNN_)")
 def data_synth(out, per_class, size, seed, fields_per_specimen):
@@ -115,11 +133,11 @@ def data_check(directory, as_json):
 @data.command("split")
 @click.argument("directory", type=click.Path())
 @click.option("--out", "out", required=True, type=click.Path(), help="manifest CSV to write")
-@click.option("--val", type=float, default=0.15, show_default=True)
-@click.option("--test", type=float, default=0.2, show_default=True)
+@click.option("--val", type=float, default=0.15, show_default=True, callback=_in_range("data.val"))
+@click.option("--test", type=float, default=0.2, show_default=True, callback=_in_range("data.test"))
 @click.option("--group-pattern", default=None,
               help="regex whose group(1) is the specimen/patient id; no group spans two splits")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True, callback=_in_range("seed"))
 def data_split(directory, out, val, test, group_pattern, seed):
     """Write a stratified train/val/test manifest (path,label,split,group,sha256,status)."""
     from .data import manifest_path, split_dataset, summarize_split, write_manifest
@@ -330,10 +348,11 @@ def bench_group():
 
 @bench_group.command("run")
 @click.argument("paths", nargs=-1, required=True, type=click.Path())
-@click.option("--threads", callback=_csv_list(int), default="1", show_default=True)
-@click.option("--runs", type=int, default=50, show_default=True)
-@click.option("--warmup", type=int, default=5, show_default=True)
-@click.option("--max-seconds", type=float, default=None, help="time budget per model and thread count")
+@click.option("--threads", callback=_csv_list(int, "bench.threads"), default="1", show_default=True)
+@click.option("--runs", type=int, default=50, show_default=True, callback=_in_range("bench.runs"))
+@click.option("--warmup", type=int, default=5, show_default=True, callback=_in_range("bench.warmup"))
+@click.option("--max-seconds", type=float, default=None, help="time budget per model and thread count",
+              callback=_in_range("bench.max_seconds"))
 @click.option("--out", "out", type=click.Path(), default="results.csv", show_default=True,
               help="results CSV (a .json twin is written beside it)")
 @click.option("--no-eval", is_flag=True, help="time only; skip the test-split evaluation")
@@ -367,7 +386,8 @@ def bench_cmd(paths, threads, runs, warmup, max_seconds, out, no_eval, no_keras,
 @click.option("--device", required=True, help="the device the logs come from, e.g. 'Galaxy S10'")
 @click.option("--models", "models_dir", required=True, type=click.Path(file_okay=False),
               help="the artifact folder (with manifest.json) the device ran")
-@click.option("--threads", type=int, default=None, help="threads, for logs that do not say")
+@click.option("--threads", type=int, default=None, help="threads, for logs that do not say",
+              callback=_in_range(_DEVICE_THREADS))
 @click.option("--out", "out", type=click.Path(), default="device_results.csv", show_default=True)
 @click.option("--no-eval", is_flag=True, help="skip the local evaluation (no accuracy columns)")
 def bench_import_cmd(logs, device, models_dir, threads, out, no_eval):
@@ -383,8 +403,9 @@ def bench_import_cmd(logs, device, models_dir, threads, out, no_eval):
 
 @main.command("profile")
 @click.argument("model", type=click.Path(exists=True, dir_okay=False))
-@click.option("--threads", type=int, default=1, show_default=True)
-@click.option("--runs", type=int, default=20, show_default=True, help="timed runs per op")
+@click.option("--threads", type=int, default=1, show_default=True, callback=_in_range("bench.threads"))
+@click.option("--runs", type=int, default=20, show_default=True, help="timed runs per op",
+              callback=_in_range("bench.runs"))
 @click.option("--csv", "csv_out", type=click.Path(dir_okay=False), default=None,
               help="also write the per-op rows (index, op, dtype, delegated, isolated_ms, macs)")
 def profile_cmd(model, threads, runs, csv_out):
@@ -405,7 +426,7 @@ def profile_cmd(model, threads, runs, csv_out):
 
 
 @main.command("peak")
-@click.option("--threads", callback=_csv_list(int), default="1,2", show_default=True)
+@click.option("--threads", callback=_csv_list(int, "bench.threads"), default="1,2", show_default=True)
 @click.option("--json", "as_json", is_flag=True)
 def peak_cmd(threads, as_json):
     """Measure this CPU's fp32 and int8 GMAC/s peak with the LiteRT/XNNPACK GEMM micro-benchmark."""
@@ -426,7 +447,7 @@ def peak_cmd(threads, as_json):
 @main.command("report")
 @click.argument("results", nargs=-1, required=True, type=click.Path())
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False))
-@click.option("--max-drop", type=float, default=0.01, show_default=True,
+@click.option("--max-drop", type=float, default=0.01, show_default=True, callback=_in_range("report.max_drop"),
               help="accuracy loss vs fp32 allowed for the 'auto' choice (0.01 = 1 pp)")
 def report_cmd(results, out, max_drop):
     """Markdown report + plots from one or more results files."""
@@ -477,16 +498,18 @@ def inspect_cmd(model, as_json):
 @click.argument("model", type=click.Path())
 @click.argument("paths", nargs=-1, type=click.Path())
 @click.option("--info", is_flag=True, help="describe MODEL instead of classifying (same as 'gram-tf inspect')")
-@click.option("--top-k", type=int, default=1, show_default=True)
+@click.option("--top-k", type=int, default=1, show_default=True, callback=_in_range(_TOP_K))
 @click.option("--json", "as_json", is_flag=True)
 @click.option("--csv", "as_csv", is_flag=True)
 @click.option("--out", "out", type=click.Path(dir_okay=False), default=None,
               help="write rows as they come to FILE.csv or FILE.jsonl (a whole slide folder: bounded memory)")
 @click.option("--resume", is_flag=True, help="continue an interrupted --out file: skip the images already in it")
-@click.option("--threads", type=int, default=None, help="LiteRT threads")
-@click.option("--workers", type=int, default=None, help="decode threads (default: one per core)")
+@click.option("--threads", type=int, default=None, help="LiteRT threads", callback=_in_range("bench.threads"))
+@click.option("--workers", type=int, default=None, help="decode threads (default: one per core)",
+              callback=_in_range(_WORKERS))
 @click.option("--labels", default=None, help="labels file or comma list, for a model without metadata")
-@click.option("--size", type=int, default=None, help="input size, for a model without metadata")
+@click.option("--size", type=int, default=None, help="input size, for a model without metadata",
+              callback=_in_range("train.input_size"))
 @click.option("--no-verify", is_flag=True, help="skip the check of the file's sha256 against its manifest/sidecar")
 def predict_cmd(model, paths, info, top_k, as_json, as_csv, out, resume, threads, workers, labels, size, no_verify):
     """Classify images with a .tflite using LiteRT only (no TensorFlow needed)."""

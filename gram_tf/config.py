@@ -3,6 +3,9 @@
 A config is a tree of dataclasses. Loading checks every key against the schema: unknown keys (with a
 "did you mean" hint), wrong types and missing required values are errors naming the key and the
 file. Any value can be overridden with `--set section.key=value` (the value is parsed as YAML).
+
+Each numeric key declares its range next to its field (`_num(default, lo, hi)`); the validator and the
+CLI's options read it from there, so a range is written once. Every value is finite.
 """
 from __future__ import annotations
 
@@ -11,6 +14,7 @@ import difflib
 import hashlib
 import json
 import math
+import os
 import re
 import typing
 from dataclasses import dataclass, field
@@ -21,68 +25,141 @@ import yaml
 
 from .errors import GramTFError
 
+MAX_THREADS = (os.cpu_count() or 1) * 4  # more threads than 4x the cores only measures contention
+MAX_DEPTH = 32  # YAML nesting: a config is 3 levels deep; the composer recurses (20 000 '[' overflow)
+MAX_CONFIG_BYTES = 1 << 20  # a config is a few kB; never read a device or a huge file into memory
+MAX_VALUE_CHARS = 80  # values echoed in an error message are cut to this
+MAX_NAME_CHARS = 100
+MAX_COMPONENT_CHARS = 255  # the common file-system limit on one path component (NAME_MAX)
+
+
+def _fmt(x) -> str:
+    return str(int(x)) if isinstance(x, (int, float)) and math.isfinite(x) and float(x).is_integer() else f"{x:g}"
+
+
+def short(value, limit: int = MAX_VALUE_CHARS) -> str:
+    """repr(value) cut to `limit` characters: error messages never echo megabytes."""
+    if isinstance(value, (list, dict, tuple)) and len(value) > limit:
+        return f"a {type(value).__name__} of {len(value)} items"  # its repr alone could be megabytes
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+@dataclass(frozen=True)
+class Range:
+    """The values a numeric key (or each entry of a list key) may take: finite, lo..hi, either end open."""
+    lo: float = -math.inf
+    hi: float = math.inf
+    lo_open: bool = False
+    hi_open: bool = False
+
+    def __contains__(self, v) -> bool:
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            return False
+        return (v > self.lo if self.lo_open else v >= self.lo) and (v < self.hi if self.hi_open else v <= self.hi)
+
+    def __str__(self) -> str:
+        if self.hi == math.inf:
+            return f"{'>' if self.lo_open else '>='} {_fmt(self.lo)}"
+        return f"in {'(' if self.lo_open else '['}{_fmt(self.lo)}, {_fmt(self.hi)}{')' if self.hi_open else ']'}"
+
+    def check(self, value, what: str) -> None:
+        """GramTFError naming `what` unless `value` (or each entry of a list) is in range."""
+        for v in value if isinstance(value, list) else [value]:
+            if v is not None and v not in self:
+                finite = "a finite number " if isinstance(v, float) and not math.isfinite(v) else ""
+                raise GramTFError(f"{what} = {short(v)}: must be {finite}{self}")
+
+
+def _num(default, lo=-math.inf, hi=math.inf, *, lo_open=False, hi_open=False):
+    """A numeric field (or list of numbers: each entry) with its declared range; `default` may be a factory."""
+    meta = {"range": Range(lo, hi, lo_open, hi_open)}
+    if callable(default):
+        return field(default_factory=default, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+def _pick(default: str, choices: tuple):
+    return field(default=default, metadata={"choices": choices})
+
+
+def _path(default: Optional[str] = None):
+    return field(default=default, metadata={"path": True})
+
+
+_COUNT = 10 ** 6  # upper bound of counts (images, runs): beyond it a typo, not a study
+_STEPS = 10 ** 9
+_POS = dict(lo=0, lo_open=True)  # > 0: learning rates, temperature, time budgets
+_FRACTION = dict(lo=0, lo_open=True, hi=1, hi_open=True)  # sparsity levels: strictly between 0 and 1
+PERCENTILE = Range(50, 100, lo_open=True)  # convert.calibration_percentile; calibration.py checks the same
+LEVELS = 256  # int8 steps: histogram calibration needs at least this many bins (calibration.py)
+
 
 @dataclass
 class DataConfig:
-    dir: Optional[str] = None  # ImageFolder root; None -> synthesise the built-in dataset
-    manifest: Optional[str] = None  # an existing split manifest (CSV) to reuse instead of splitting
-    synth_per_class: int = 80
-    synth_size: int = 160
-    val: float = 0.15
-    test: float = 0.2
+    dir: Optional[str] = _path()  # ImageFolder root; None -> synthesise the built-in dataset
+    manifest: Optional[str] = _path()  # an existing split manifest (CSV) to reuse instead of splitting
+    synth_per_class: int = _num(80, 1, _COUNT)
+    synth_size: int = _num(160, 16, 4096)  # data/synth.py draws 16..4096 px
+    val: float = _num(0.15, 0, 0.9)
+    test: float = _num(0.2, 0, 0.9)
     group_pattern: Optional[str] = None  # regex; group(1) (or the match) is the specimen id
     stratify: bool = True
 
 
 @dataclass
 class TrainConfig:
-    input_size: Optional[int] = None  # None -> the backbone's default size
-    weights: str = "imagenet"  # imagenet | none | path to a weights file
-    epochs: int = 30
-    batch_size: int = 32
-    learning_rate: float = 1e-3
-    dropout: float = 0.2
-    label_smoothing: float = 0.0
-    class_weights: str = "balanced"  # balanced | none
-    early_stopping_patience: int = 6
-    cache: str = "memory"  # memory | disk | none  (none: run the backbone every epoch)
+    input_size: Optional[int] = _num(None, 1, 4096)  # None -> the backbone's default size
+    weights: str = _path("imagenet")  # imagenet | none | path to a weights file
+    epochs: int = _num(30, 1, 10 ** 4)
+    batch_size: int = _num(32, 1, 1 << 16)
+    learning_rate: float = _num(1e-3, hi=10, **_POS)
+    dropout: float = _num(0.2, 0, 0.95)
+    label_smoothing: float = _num(0.0, 0, 1)
+    class_weights: str = _pick("balanced", ("balanced", "none"))
+    early_stopping_patience: int = _num(6, 0, 10 ** 4)
+    cache: str = _pick("memory", ("memory", "disk", "none"))  # none: run the backbone every epoch
     augment: bool = True
-    augment_views: int = 2  # augmented copies per training image when features are cached
-    unfreeze: float = 0.0  # fraction of backbone layers (from the top) to fine-tune after the head
-    fine_tune_epochs: int = 5
-    fine_tune_learning_rate: float = 1e-5
+    augment_views: int = _num(2, 1, 64)  # augmented copies per training image when features are cached
+    unfreeze: float = _num(0.0, 0, 1)  # fraction of backbone layers (from the top) to fine-tune after the head
+    fine_tune_epochs: int = _num(5, 0, 10 ** 4)
+    fine_tune_learning_rate: float = _num(1e-5, hi=10, **_POS)
     train_batchnorm: bool = False  # True only when training from scratch (weights none, unfreeze 1)
-    gelu: str = "erf"  # transformers: erf (exact) | tanh (approximation); recorded in run.json
-    recalibrate_bn: str = "auto"  # auto (random weights only) | always | never: see train.recalibrate_batchnorm
-    strategy: str = "default"  # default | mirrored | multi_worker
+    gelu: str = _pick("erf", ("erf", "tanh"))  # transformers: erf (exact) | tanh (approximation); recorded in run.json
+    # auto (random weights only) | always | never: see train.recalibrate_batchnorm
+    recalibrate_bn: str = _pick("auto", ("auto", "always", "never"))
+    strategy: str = _pick("default", ("default", "mirrored", "multi_worker"))
     tensorboard: bool = True
 
 
 @dataclass
 class PruneConfig:
-    levels: list = field(default_factory=lambda: [0.5])  # final sparsities; [] = no pruning
-    schedule: str = "polynomial"  # polynomial | constant
-    initial_sparsity: float = 0.0
-    begin_step: int = 0
-    end_step: Optional[int] = None  # None -> 70% of the fine-tuning steps
-    frequency: Optional[int] = None  # None -> chosen so that at least 10 pruning updates happen
-    epochs: int = 4
-    scope: str = "all"  # all (backbone + head) | head
+    levels: list[float] = _num(lambda: [0.5], **_FRACTION)  # final sparsities; [] = no pruning
+    schedule: str = _pick("polynomial", ("polynomial", "constant"))
+    initial_sparsity: float = _num(0.0, 0, 0.99)
+    begin_step: int = _num(0, 0, _STEPS)
+    end_step: Optional[int] = _num(None, 1, _STEPS)  # None -> 70% of the fine-tuning steps
+    frequency: Optional[int] = _num(None, 1, _STEPS)  # None -> chosen so that at least 10 pruning updates happen
+    epochs: int = _num(4, 1, 10 ** 4)
+    scope: str = _pick("all", ("all", "head"))  # all (backbone + head) | head
     structured_2_4: bool = False
-    learning_rate: float = 1e-4
-    batch_size: int = 16
+    learning_rate: float = _num(1e-4, hi=10, **_POS)
+    batch_size: int = _num(16, 1, 1 << 16)
     # the recipe for pretrained backbones (docs/pruning.md has the measurements behind each default)
-    method: str = "refit"  # refit (one-shot masks + least-squares refit, then fine-tune) | gradual (TF-MOT ramp)
-    batchnorm: str = "fold"  # fold (prune the folded kernels) | frozen (the old recipe) | train
-    distill: float = 0.5  # weight of distillation from the dense model (0 = labels only)
-    temperature: float = 2.0
-    lr_schedule: str = "cosine"  # cosine (linear warm-up, then cosine decay) | constant
-    warmup_fraction: float = 0.1
-    keep: str = "best"  # best (lowest val loss after the last mask update) | last
-    allocation: str = "sensitivity"  # sensitivity (per-layer sparsity from the measured sensitivity) | uniform
-    sensitivity_levels: list = field(default_factory=lambda: [0.3, 0.5, 0.7, 0.8, 0.9, 0.95])
-    max_layer_sparsity: float = 0.98  # sensitivity allocation never prunes a layer further
-    max_drop_pp: Optional[float] = None  # val accuracy points (1 = 1 pp): pick the sparsest level within it
+    # refit (one-shot masks + least-squares refit, then fine-tune) | gradual (TF-MOT ramp)
+    method: str = _pick("refit", ("refit", "gradual"))
+    batchnorm: str = _pick("fold", ("fold", "frozen", "train"))  # fold (prune the folded kernels) | frozen (the old recipe) | train
+    distill: float = _num(0.5, 0, 1)  # weight of distillation from the dense model (0 = labels only)
+    temperature: float = _num(2.0, hi=100, **_POS)
+    lr_schedule: str = _pick("cosine", ("cosine", "constant"))  # cosine (linear warm-up, then cosine decay) | constant
+    warmup_fraction: float = _num(0.1, 0, 0.9)
+    keep: str = _pick("best", ("best", "last"))  # best (lowest val loss after the last mask update) | last
+    # sensitivity (per-layer sparsity from the measured sensitivity) | uniform
+    allocation: str = _pick("sensitivity", ("uniform", "sensitivity"))
+    sensitivity_levels: list[float] = _num(lambda: [0.3, 0.5, 0.7, 0.8, 0.9, 0.95], **_FRACTION)
+    max_layer_sparsity: float = _num(0.98, 0, 0.999)  # sensitivity allocation never prunes a layer further
+    # val accuracy points (1 = 1 pp): pick the sparsest level within it
+    max_drop_pp: Optional[float] = _num(None, 0, 100)
 
 
 @dataclass
@@ -104,58 +181,62 @@ class ConvertConfig:
     )
     # int8-per-tensor: no per-channel scales, the smallest artifact of a pruned model (docs/pruning.md)
     pruned_variants: list = field(default_factory=lambda: ["fp32", "int8", "int8-per-tensor"])
-    representative_samples: int = 100
+    representative_samples: int = _num(100, 1, _COUNT)
     # normalization (and a BGR backbone's channel flip) inside the graph: every artifact takes RGB pixels
     # 0-255, float or (integer variants) uint8 with scale 1, as MediaPipe and the Task Library feed them
     # (docs/phones.md has the measured cost: none); false = the caller normalizes (the old artifacts)
     pixel_input: bool = True
-    io_type: str = "uint8"  # uint8 | int8 | float32: input and output type of the full-integer variants
-    check_samples: int = 32
-    max_disagreement: float = 0.1  # flag a variant whose top-1 disagrees with Keras on more
-    selective_max_drop: float = 0.01  # int8-selective: accuracy loss vs float allowed on val
-    fast_threads: int = 2  # int8-fast: threads the per-op profile is measured with (match deployment)
-    fast_margin: float = 0.05  # int8-fast: keep an op float when int8 is slower by more than this
-    fast_max_drop: float = 0.01  # int8-fast: candidates must stay within this accuracy loss on val
+    # uint8 | int8 | float32: input and output type of the full-integer variants
+    io_type: str = _pick("uint8", ("uint8", "int8", "float32"))
+    check_samples: int = _num(32, 0, _COUNT)
+    max_disagreement: float = _num(0.1, 0, 1)  # flag a variant whose top-1 disagrees with Keras on more
+    selective_max_drop: float = _num(0.01, 0, 1)  # int8-selective: accuracy loss vs float allowed on val
+    fast_threads: int = _num(2, 1, MAX_THREADS)  # int8-fast: threads the per-op profile is measured with (match deployment)
+    fast_margin: float = _num(0.05, 0, 10)  # int8-fast: keep an op float when int8 is slower by more than this
+    fast_max_drop: float = _num(0.01, 0, 1)  # int8-fast: candidates must stay within this accuracy loss on val
     # int8 recipe of the full-integer variants (int8, int8-per-tensor, int8-selective, int8-fast):
     # "auto" = what docs/quantization.md and docs/pruning.md measured: per-tensor int8 gets cle + bc
     # + percentile (+ search instead of percentile in a pruned run with a validation split), a pruned
     # model's int8 cle + bc, dense per-channel int8 the converter's own min/max
-    equalize: str = "auto"  # auto | always | never: cross-layer equalization
-    bias_correction: str = "auto"  # auto | never | quantized | float: int8 weight-error bias correction
-    calibration: str = "auto"  # auto | minmax | percentile | mse | entropy | meanmax | search (best on val)
-    calibration_percentile: float = 99.99  # percentile calibration: the quantile kept
-    calibration_bins: int = 2048  # histogram bins (percentile, mse, entropy)
-    qat_epochs: int = 2
-    qat_learning_rate: float = 1e-5
-    batch_size: int = 1  # static batch 1 keeps graphs fully delegable to XNNPACK
+    equalize: str = _pick("auto", ("auto", "always", "never"))  # cross-layer equalization
+    # int8 weight-error bias correction
+    bias_correction: str = _pick("auto", ("auto", "never", "quantized", "float"))
+    # search = the best on val
+    calibration: str = _pick("auto", ("auto", "minmax", "percentile", "mse", "entropy", "meanmax", "search"))
+    calibration_percentile: float = field(default=99.99, metadata={"range": PERCENTILE})  # the quantile kept
+    calibration_bins: int = _num(2048, LEVELS, 1 << 20)  # histogram bins (percentile, mse, entropy)
+    qat_epochs: int = _num(2, 1, 10 ** 4)
+    qat_learning_rate: float = _num(1e-5, hi=10, **_POS)
+    batch_size: int = _num(1, 1, 1024)  # static batch 1 keeps graphs fully delegable to XNNPACK
     metadata: ModelCardConfig = field(default_factory=ModelCardConfig)
 
 
 @dataclass
 class BenchConfig:
-    threads: list = field(default_factory=lambda: [1, 2])
-    runs: int = 50
-    warmup: int = 5
-    max_seconds: Optional[float] = None  # time budget per (model, threads); None -> exactly `runs`
+    threads: list[int] = _num(lambda: [1, 2], 1, MAX_THREADS)
+    runs: int = _num(50, 1, _COUNT * 10)
+    warmup: int = _num(5, 0, _COUNT)
+    # time budget per (model, threads); None -> exactly `runs` (NaN would never end a timing loop)
+    max_seconds: Optional[float] = _num(None, hi=10 ** 6, **_POS)
     keras_reference: bool = True
     device: Optional[str] = None  # label of this machine in result rows; None -> its CPU model
 
 
 @dataclass
 class ReportConfig:
-    max_drop: float = 0.01  # accuracy loss vs fp32 allowed for the "auto" choice (0.01 = 1 pp)
+    max_drop: float = _num(0.01, 0, 1)  # accuracy loss vs fp32 allowed for the "auto" choice (0.01 = 1 pp)
 
 
 @dataclass
 class StudyConfig:
-    name: str = "study"
-    seed: int = 0
-    out: str = "runs"  # where data, runs and the report go (artifacts go to tflite_dir/<name>)
-    tflite_dir: str = "tflite_models"
-    weights_dir: Optional[str] = None  # folder searched for Keras ImageNet weight files
+    name: str = "study"  # one folder name: out/<name>, tflite_dir/<name>
+    seed: int = _num(0, 0, 2 ** 32 - 1)  # numpy's seeds
+    out: str = _path("runs")  # where data, runs and the report go (artifacts go to tflite_dir/<name>)
+    tflite_dir: str = _path("tflite_models")
+    weights_dir: Optional[str] = _path()  # folder searched for Keras ImageNet weight files
     backbones: list = field(default_factory=lambda: ["mobilenet_v2_035"])
     # per-backbone weights overriding train.weights, e.g. {deit_tiny: /models/deit_tiny.safetensors}
-    backbone_weights: dict = field(default_factory=dict)
+    backbone_weights: dict = field(default_factory=dict, metadata={"path": True})
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     prune: PruneConfig = field(default_factory=PruneConfig)
@@ -164,48 +245,86 @@ class StudyConfig:
     report: ReportConfig = field(default_factory=ReportConfig)
 
 
-_CHOICES = {
-    "train.cache": ("memory", "disk", "none"),
-    "train.class_weights": ("balanced", "none"),
-    "train.strategy": ("default", "mirrored", "multi_worker"),
-    "train.recalibrate_bn": ("auto", "always", "never"),
-    "train.gelu": ("erf", "tanh"),
-    "prune.schedule": ("polynomial", "constant"),
-    "prune.scope": ("all", "head"),
-    "prune.batchnorm": ("fold", "frozen", "train"),
-    "prune.method": ("refit", "gradual"),
-    "prune.lr_schedule": ("cosine", "constant"),
-    "prune.keep": ("best", "last"),
-    "prune.allocation": ("uniform", "sensitivity"),
-    "convert.io_type": ("uint8", "int8", "float32"),
-    "convert.equalize": ("auto", "always", "never"),
-    "convert.bias_correction": ("auto", "never", "quantized", "float"),
-    "convert.calibration": ("auto", "minmax", "percentile", "mse", "entropy", "meanmax", "search"),
-}
-_RANGES = {
-    "data.val": (0.0, 0.9),
-    "data.test": (0.0, 0.9),
-    "train.dropout": (0.0, 0.95),
-    "train.unfreeze": (0.0, 1.0),
-    "prune.initial_sparsity": (0.0, 0.99),
-    "prune.distill": (0.0, 1.0),
-    "prune.warmup_fraction": (0.0, 0.9),
-    "prune.max_layer_sparsity": (0.0, 0.999),
-    "report.max_drop": (0.0, 1.0),
-    "convert.calibration_percentile": (50.0, 100.0),
-}
+def _fields(cls=StudyConfig, prefix: str = ""):
+    """(dotted key, dataclass field, annotation) of every leaf key of the schema."""
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        if dataclasses.is_dataclass(hints[f.name]):
+            yield from _fields(hints[f.name], f"{prefix}{f.name}.")
+        else:
+            yield f"{prefix}{f.name}", f, hints[f.name]
+
+
+def field_range(dotted: str) -> Range:
+    """The declared range of a numeric key, e.g. field_range('bench.runs'); the CLI checks its options with it."""
+    return next(f.metadata["range"] for key, f, _ in _fields() if key == dotted)
+
+
+_CHOICES = {key: f.metadata["choices"] for key, f, _ in _fields() if "choices" in f.metadata}
+
+
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader minus what a config never needs and a hostile file abuses: aliases (a 1 kB
+    alias bomb expands to gigabytes), duplicate keys (the second `train:` silently replaced the first)
+    and deep nesting (the composer recurses: 20 000 '[' were a RecursionError). Each is one line."""
+
+    source = "config"
+    depth = 0
+
+    def _where(self, mark) -> str:
+        return f"{self.source}: line {mark.line + 1}" if mark is not None else self.source
+
+    def compose_node(self, parent, index):
+        event = self.peek_event()
+        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
+            raise GramTFError(f"{self._where(event.start_mark)}: YAML aliases (&/*) are not allowed in configs; "
+                              "write the value out")
+        self.depth += 1
+        try:
+            if self.depth > MAX_DEPTH:
+                raise GramTFError(f"{self._where(event.start_mark)}: nested deeper than {MAX_DEPTH} levels; "
+                                  "a config is a few levels deep")
+            return super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
+
+    def construct_object(self, node, deep=False):
+        # PyYAML's own scalar parsers crash on `2001-02-30`, `!!int 0b`, `!!int ` (IndexError), `!!float abc`
+        try:
+            return super().construct_object(node, deep)
+        except (ValueError, OverflowError, IndexError, TypeError) as exc:
+            raise GramTFError(f"{self._where(node.start_mark)}: {short(node.value if isinstance(node.value, str) else node.tag)} "
+                              f"cannot be read ({short(str(exc), 60)})") from None
+
+    def construct_mapping(self, node, deep=False):
+        seen = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                raise GramTFError(f"{self._where(key_node.start_mark)}: YAML merge keys (<<) are not allowed in "
+                                  "configs; write the keys out")
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            try:
+                first = seen.get(key)
+            except TypeError:
+                continue  # an unhashable key: PyYAML's own error below
+            if first is not None:
+                raise GramTFError(f"{self._where(key_node.start_mark)}: duplicate key {short(key)} (first on "
+                                  f"line {first}); keep one")
+            seen[key] = line
+        return super().construct_mapping(node, deep)
+
+
+def _load_yaml(text: str, source: str):
+    loader = _Loader(text)
+    loader.source = source
+    try:
+        return loader.get_single_data()
+    finally:
+        loader.dispose()
 
 
 _FLOAT_TEXT = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")
-# keys whose value must be a finite number > 0 (a learning rate of -1 or .nan trains garbage)
-_POSITIVE = ("train.learning_rate", "train.fine_tune_learning_rate", "prune.learning_rate", "convert.qat_learning_rate",
-             "prune.temperature")
-# keys that are counts and must be >= their minimum
-_AT_LEAST = {"train.epochs": 1, "train.batch_size": 1, "bench.runs": 1, "convert.representative_samples": 1,
-             "train.augment_views": 1, "train.fine_tune_epochs": 0, "train.early_stopping_patience": 0,
-             "prune.epochs": 1, "prune.batch_size": 1, "convert.check_samples": 0, "convert.qat_epochs": 1,
-             "convert.fast_threads": 1, "bench.warmup": 0, "convert.batch_size": 1,
-             "convert.calibration_bins": 256}
 
 
 def _type_name(tp) -> str:
@@ -223,11 +342,12 @@ def _coerce(value: Any, tp, key: str, source: str):
     if tp is list or origin is list:
         if not isinstance(value, list):
             value = [value]  # a scalar from --set is a one-element list
-        return value
+        item = (typing.get_args(tp) or [None])[0]
+        return [_coerce(v, item, key, source) for v in value] if item else value
     if tp is dict or origin is dict:
         if not isinstance(value, dict):
-            raise GramTFError(f"{source}: key '{key}' must be a mapping, got {type(value).__name__} {value!r}")
-        return {str(k): str(v) for k, v in value.items()}
+            raise GramTFError(f"{source}: key '{key}' must be a mapping, got {type(value).__name__} {short(value)}")
+        return {_coerce(k, str, key, source): _coerce(v, str, f"{key}.{k}", source) for k, v in value.items()}
     if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
     if tp is float and isinstance(value, str) and _FLOAT_TEXT.match(value.strip()):
@@ -238,24 +358,22 @@ def _coerce(value: Any, tp, key: str, source: str):
         return value
     if tp is str and isinstance(value, (str, int, float)) and not isinstance(value, bool):
         return str(value)
-    raise GramTFError(
-        f"{source}: key '{key}' must be {_type_name(tp)}, got {type(value).__name__} {value!r}"
-    )
+    raise GramTFError(f"{source}: key '{key}' must be {_type_name(tp)}, got {type(value).__name__} {short(value)}")
 
 
 def _build(cls, data: dict, source: str, prefix: str = ""):
     if not isinstance(data, dict):
-        raise GramTFError(f"{source}: '{prefix.rstrip('.') or 'top level'}' must be a mapping")
+        raise GramTFError(f"{source}: '{prefix.rstrip('.') or 'top level'}' must be a mapping, got "
+                          f"{type(data).__name__} {short(data)}")
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
     kwargs = {}
     for key, value in data.items():
         if key not in names:
-            hint = difflib.get_close_matches(str(key), names, n=1)
+            shown = short(f"{prefix}{key}")
+            hint = difflib.get_close_matches(str(key), names, n=1) if len(str(key)) <= MAX_NAME_CHARS else []
             did = f" (did you mean '{prefix}{hint[0]}'?)" if hint else ""
-            raise GramTFError(
-                f"{source}: unknown key '{prefix}{key}'{did}; valid keys: {', '.join(names)}"
-            )
+            raise GramTFError(f"{source}: unknown key {shown}{did}; valid keys: {', '.join(names)}")
         tp = hints[key]
         if dataclasses.is_dataclass(tp):
             kwargs[key] = _build(tp, value if value is not None else {}, source, f"{prefix}{key}.")
@@ -264,49 +382,53 @@ def _build(cls, data: dict, source: str, prefix: str = ""):
     return cls(**kwargs)
 
 
+def check_path(value: str, what: str) -> None:
+    """A path the OS can take: no NUL (a ValueError deep in os), no component over NAME_MAX (OSError)."""
+    if "\0" in value:
+        raise GramTFError(f"{what} = {short(value)} contains a NUL character")
+    longest = max(value.replace("\\", "/").split("/"), key=len)
+    if len(longest) > MAX_COMPONENT_CHARS:
+        raise GramTFError(f"{what} has a path component of {len(longest)} characters "
+                          f"({short(longest, 40)}); the limit is {MAX_COMPONENT_CHARS}")
+
+
+def check_name(name: str, what: str) -> None:
+    """`name` becomes out/<name> and tflite_dir/<name>: one folder name, never '..' (E9) or '.' (E10)."""
+    if (not name or len(name) > MAX_NAME_CHARS or name in (".", "..") or any(c in name for c in "/\\ ")
+            or not name.isprintable()):
+        raise GramTFError(f"{what} = {short(name)} must be one folder name: 1-{MAX_NAME_CHARS} characters, no '/', "
+                          "'\\', spaces or control characters, not '.' or '..'; e.g. name=my_study")
+
+
 def _validate(cfg: StudyConfig, source: str) -> None:
-    for dotted, choices in _CHOICES.items():
-        value = get_value(cfg, dotted)
-        if value not in choices:
-            raise GramTFError(f"{source}: key '{dotted}' is {value!r}; choose one of {choices}")
-    for dotted, (lo, hi) in _RANGES.items():
-        value = get_value(cfg, dotted)
-        if not lo <= value <= hi:
-            raise GramTFError(f"{source}: key '{dotted}' = {value} is outside [{lo}, {hi}]")
+    for key, f, _ in _fields():
+        value = get_value(cfg, key)
+        choices = f.metadata.get("choices")
+        if choices and value not in choices:
+            raise GramTFError(f"{source}: key '{key}' is {short(value)}; choose one of {choices}")
+        if "range" in f.metadata:
+            f.metadata["range"].check(value, f"{source}: key '{key}'")
+        if f.metadata.get("path") and value is not None:
+            for v in value.values() if isinstance(value, dict) else [value]:
+                check_path(v, f"{source}: key '{key}'")
+    if cfg.data.group_pattern is not None:
+        try:
+            re.compile(cfg.data.group_pattern)
+        except (re.error, RecursionError, OverflowError) as exc:
+            raise GramTFError(f"{source}: key 'data.group_pattern' is not a regular expression ({short(str(exc), 60)})") from None
     if cfg.data.val + cfg.data.test >= 0.9:
         raise GramTFError(f"{source}: data.val + data.test must leave at least 10% for training")
     if not cfg.backbones:
         raise GramTFError(f"{source}: key 'backbones' needs at least one backbone name")
     for key in ("backbones", "convert.variants", "convert.pruned_variants"):
         for item in get_value(cfg, key):
-            if not isinstance(item, str) or not item.strip():
-                raise GramTFError(f"{source}: key '{key}' must list names, got {item!r}; e.g. --set '{key}=[name]'")
-    if cfg.prune.max_drop_pp is not None and not 0 <= cfg.prune.max_drop_pp <= 100:
-        raise GramTFError(f"{source}: key 'prune.max_drop_pp' = {cfg.prune.max_drop_pp} is outside [0, 100] (percentage points)")
-    for level in cfg.prune.sensitivity_levels:
-        if not isinstance(level, (int, float)) or not 0.0 < float(level) < 1.0:
-            raise GramTFError(f"{source}: prune.sensitivity_levels entries must be in (0, 1), got {level!r}")
-    for level in cfg.prune.levels:
-        if not isinstance(level, (int, float)) or not 0.0 < float(level) < 1.0:
-            raise GramTFError(f"{source}: prune.levels entries must be in (0, 1), got {level!r}")
+            if not isinstance(item, str) or not item.strip() or len(item) > MAX_NAME_CHARS:
+                raise GramTFError(f"{source}: key '{key}' must list names, got {short(item)}; "
+                                  f"e.g. --set '{key}=[name]'")
     unknown = sorted(set(cfg.backbone_weights) - set(cfg.backbones))
     if unknown:
-        raise GramTFError(f"{source}: backbone_weights names {', '.join(unknown)}, which is not in 'backbones'")
-    for t in cfg.bench.threads:
-        if not isinstance(t, int) or t < 1:
-            raise GramTFError(f"{source}: bench.threads entries must be positive ints, got {t!r}")
-    for key, least in _AT_LEAST.items():
-        if get_value(cfg, key) < least:
-            raise GramTFError(f"{source}: key '{key}' = {get_value(cfg, key)} must be >= {least}")
-    for key in _POSITIVE:
-        value = get_value(cfg, key)
-        if not math.isfinite(value) or value <= 0:
-            raise GramTFError(f"{source}: key '{key}' = {value} must be a finite number > 0, e.g. 1e-4")
-    if cfg.train.input_size is not None and cfg.train.input_size < 1:
-        raise GramTFError(f"{source}: key 'train.input_size' = {cfg.train.input_size} must be a positive pixel "
-                          "size (or leave it unset for the backbone's default)")
-    if not cfg.name or any(c in cfg.name for c in "/\\ "):
-        raise GramTFError(f"{source}: key 'name' must be a non-empty name without slashes or spaces")
+        raise GramTFError(f"{source}: backbone_weights names {', '.join(unknown)[:MAX_VALUE_CHARS]}, which is not in 'backbones'")
+    check_name(cfg.name, f"{source}: key 'name'")
 
 
 def get_value(cfg, dotted: str):
@@ -317,23 +439,24 @@ def get_value(cfg, dotted: str):
 
 
 def parse_overrides(pairs) -> dict:
-    """['train.epochs=3', 'backbones=[a,b]'] -> nested dict (values parsed as YAML)."""
+    """['train.epochs=3', 'backbones=[a,b]'] -> nested dict (values parsed as YAML, by the config loader)."""
     tree: dict = {}
     for pair in pairs or ():
         if "=" not in pair:
-            raise GramTFError(f"--set {pair!r}: expected key=value, e.g. --set train.epochs=3")
+            raise GramTFError(f"--set {short(pair)}: expected key=value, e.g. --set train.epochs=3")
         key, raw = pair.split("=", 1)
         key = key.strip()
         try:
-            value = yaml.safe_load(raw) if raw.strip() else None
+            value = _load_yaml(raw, f"--set {short(key, 40)}") if raw.strip() else None
         except yaml.YAMLError as exc:
-            raise GramTFError(f"--set {pair!r}: value is not valid YAML ({exc.problem})") from None
+            why = getattr(exc, "problem", None) or " ".join(str(exc).split())
+            raise GramTFError(f"--set {short(pair)}: value is not valid YAML ({short(why, 60)})") from None
         node = tree
         parts = key.split(".")
         for part in parts[:-1]:
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
-                raise GramTFError(f"--set {pair!r}: '{part}' is set twice with different shapes")
+                raise GramTFError(f"--set {short(pair)}: '{short(part, 40)}' is set twice with different shapes")
         node[parts[-1]] = value
     return tree
 
@@ -353,18 +476,25 @@ def load_config(path=None, overrides=None, base: Optional[dict] = None) -> Study
     data: dict = dict(base or {})
     source = "defaults"
     if path is not None:
+        check_path(str(path), "config path")
         path = Path(path)
         source = str(path)
-        if not path.is_file():
-            raise GramTFError(f"config file {path} not found; see configs/ for examples")
+        if not path.is_file():  # also a FIFO or a device: reading one would block or never end
+            raise GramTFError(f"config file {path} not found (or not a regular file); see configs/ for examples")
+        with open(path, "rb") as fh:
+            raw = fh.read(MAX_CONFIG_BYTES + 1)
+        if len(raw) > MAX_CONFIG_BYTES:
+            raise GramTFError(f"{path}: larger than {MAX_CONFIG_BYTES >> 20} MiB; a config is a few kB of YAML")
         try:
-            loaded = yaml.safe_load(path.read_bytes().decode("utf-8")) or {}
+            loaded = _load_yaml(raw.decode("utf-8"), source) or {}
         except UnicodeDecodeError:
             raise GramTFError(f"{path}: not a text file (YAML config expected); see configs/ for examples") from None
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             where = f" line {mark.line + 1}" if mark else ""
-            raise GramTFError(f"{path}:{where} is not valid YAML; fix the syntax") from None
+            why = getattr(exc, "problem", None) or " ".join(str(exc).split())
+            raise GramTFError(f"{path}:{where} is not valid YAML ({short(why, 60)}); "
+                              "fix the syntax") from None
         if not isinstance(loaded, dict):
             raise GramTFError(f"{path}: the top level must be a mapping of keys")
         data = _merge(data, loaded)

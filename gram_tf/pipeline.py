@@ -96,12 +96,28 @@ def run_study(cfg: StudyConfig, progress: bool = True) -> dict:
         get_backbone(backbone)
     for variant in [*cfg.convert.variants, *cfg.convert.pruned_variants]:
         get_variant(variant)
-    root = require_dir(Path(cfg.out) / cfg.name, "the study's output folder (out / --out)")
-    tflite_dir = require_dir(Path(cfg.tflite_dir) / cfg.name, "tflite_dir")
+    root = _writable(Path(cfg.out) / cfg.name, "the study's output folder (out / --out)")
+    tflite_dir = _writable(Path(cfg.tflite_dir) / cfg.name, "tflite_dir")
     _require_study_folder(root)
     _claim(tflite_dir, root)
     with folder_lock(root, "gram-tf run"):
         return _run_study(cfg, root, tflite_dir, progress)
+
+
+def _writable(path: Path, what: str) -> Path:
+    """`path` made and written to once, up front: /proc, /sys, a read-only mount or a full disk is one
+    line before any work, not a FileNotFoundError or PermissionError from a stage."""
+    import tempfile
+
+    path = require_dir(path, what)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as exc:
+        raise GramTFError(f"{what} {path} cannot be written ({exc.strerror or type(exc).__name__}); "
+                          "choose another folder") from None
+    return path
 
 
 STUDY_FILE = ".gram_tf_study.json"

@@ -81,3 +81,30 @@ def test_data_commands_end_to_end(tmp_path):
     r = runner.invoke(main, ["data", "check", str(out)])
     assert r.exit_code == 1
     assert "zero.png" in r.output and "gram_empty" in r.output
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["predict", "m.tflite", "x.png", "--workers", "0"], "--workers"),
+    (["predict", "m.tflite", "x.png", "--workers", "-1"], "--workers"),
+    (["predict", "m.tflite", "x.png", "--top-k", "0"], "--top-k"),
+    (["predict", "m.tflite", "x.png", "--threads", "0"], "bench.threads"),
+    (["profile", "README.md", "--runs", "0"], "bench.runs"),
+    (["profile", "README.md", "--threads", "100000"], "bench.threads"),
+    (["report", "r.csv", "--out", "o", "--max-drop", "nan"], "report.max_drop"),
+    (["report", "r.csv", "--out", "o", "--max-drop", "5"], "report.max_drop"),
+    (["bench", "run", "x.tflite", "--max-seconds", "nan"], "bench.max_seconds"),
+    (["bench", "run", "x.tflite", "--max-seconds", "-1"], "bench.max_seconds"),
+    (["bench", "run", "x.tflite", "--threads", "100000"], "bench.threads"),
+    (["bench", "run", "x.tflite", "--runs", "0"], "bench.runs"),
+    (["bench", "run", "x.tflite", "--warmup", "-1"], "bench.warmup"),
+    (["peak", "--threads", "0"], "bench.threads"),
+    (["data", "synth", "o", "--per-class", "0"], "data.synth_per_class"),
+    (["data", "split", "d", "--out", "m.csv", "--val", "nan"], "data.val"),
+    (["run", "configs/quickstart.yaml", "--set", "bench.threads=[100000]"], "bench.threads"),
+])
+def test_numeric_options_use_the_config_ranges(argv, needle):
+    """Issue 36: each option is checked against the range declared beside its config key, as one line."""
+    res = CliRunner().invoke(main, argv)
+    assert res.exit_code == 2 and "Traceback" not in res.output, res.output
+    lines = [line for line in res.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and needle in lines[0], res.output

@@ -115,3 +115,17 @@ def test_artifacts_of_a_study_whose_folder_is_gone_are_taken_over(tmp_path, caps
     _claim(tfl, mine)
     assert "no longer exists; this study takes it over" in capsys.readouterr().out
     assert json.loads((tfl / STUDY_FILE).read_text()) == {"study": str(mine.resolve())}
+
+
+def test_unwritable_or_special_out_is_one_line(tmp_path):
+    """`--set out=/proc/...` was a FileNotFoundError, `/sys/...` a PermissionError: now checked up front."""
+    import pytest
+
+    from gram_tf.errors import GramTFError
+
+    (tmp_path / "file").write_text("x")
+    for out, needle in (("/proc/gram_tf_test", "cannot be written"), ("/sys/gram_tf_test", "cannot be written"),
+                        (str(tmp_path / "file"), "is a file")):
+        with pytest.raises(GramTFError) as e:
+            run_study(load_config(None, {"out": out, "tflite_dir": str(tmp_path / "t")}), progress=False)
+        assert needle in str(e.value) and "\n" not in str(e.value)

@@ -60,3 +60,19 @@ def test_registry_report_and_bad_levels(tiny_run):
         prune_run(tiny_run, PruneConfig(levels=[1.5]), progress=False)
     with pytest.raises(GramTFError, match="not a finished training run"):
         prune_run(tiny_run / "nope", PruneConfig(), progress=False)
+
+
+@pytest.mark.parametrize("total_steps", [1, 2, 3, 12])
+def test_derived_end_step_fits_any_data_size(total_steps):
+    """E19: 8 images, prune.epochs 1, no end_step -> 1 step; the derived end_step must fit, never be blamed."""
+    for cfg in (PruneConfig(epochs=1, schedule="constant"), PruneConfig(epochs=1, method="gradual", begin_step=0)):
+        if cfg.schedule == "polynomial" and total_steps < 2:
+            with pytest.raises(GramTFError) as e:  # a ramp needs 2 steps: say which settings make the 1
+                make_schedule(cfg, 0.5, total_steps)
+            assert "prune.end_step" not in str(e.value) and "prune.epochs 1" in str(e.value)
+            assert "prune.batch_size 16" in str(e.value) and "prune.schedule constant" in str(e.value)
+            continue
+        _, info = make_schedule(cfg, 0.5, total_steps)
+        assert info["begin_step"] <= info["end_step"] < total_steps
+    with pytest.raises(GramTFError, match="prune.end_step 5 is past"):  # a value the user set is named
+        make_schedule(PruneConfig(end_step=5), 0.5, total_steps=3)

@@ -36,6 +36,7 @@ from typing import Optional
 
 import numpy as np
 
+from ..config import LEVELS, field_range  # LEVELS: int8 activations, 256 steps over the range
 from ..errors import GramTFError
 from .tracing import concrete_function, quiet_absl
 
@@ -46,7 +47,6 @@ SEARCH = "search"
 # collapsed a pruned MobileNetV2-0.35 to a constant output there)
 SEARCH_CANDIDATES = (("percentile", 99.99), ("percentile", 99.9), ("percentile", 99.999), ("minmax", None), ("mse", None))
 FIXED_RANGE_OPS = ("SOFTMAX", "LOGISTIC", "TANH", "LOG_SOFTMAX")
-LEVELS = 256  # int8 activations: 256 steps over the range
 
 
 @dataclass(frozen=True)
@@ -61,10 +61,9 @@ class Calibration:
         if self.method not in METHODS + (SEARCH,):
             raise GramTFError(f"convert.calibration: unknown method '{self.method}'; "
                               f"choose from {', '.join(METHODS + (SEARCH,))}")
-        if not 50.0 < float(self.percentile) <= 100.0:
-            raise GramTFError(f"convert.calibration_percentile must be in (50, 100], got {self.percentile}")
-        if int(self.bins) < LEVELS:
-            raise GramTFError(f"convert.calibration_bins must be at least {LEVELS}, got {self.bins}")
+        # the config's declared ranges: one definition for both
+        field_range("convert.calibration_percentile").check(self.percentile, "convert.calibration_percentile")
+        field_range("convert.calibration_bins").check(self.bins, "convert.calibration_bins")
 
     def as_dict(self) -> dict:
         d = asdict(self)

@@ -90,14 +90,30 @@ def make_schedule(cfg: PruneConfig, level: float, total_steps: int):
     """The TF-MOT schedule plus the (begin, end, frequency) actually used."""
     sparsity = _tfmot().sparsity.keras
     begin = max(0, int(cfg.begin_step))
-    end = cfg.end_step if cfg.end_step is not None else max(begin + 1, int(0.7 * total_steps))
-    if end >= total_steps:
-        raise GramTFError(
-            f"prune.end_step {end} is past the {total_steps} fine-tuning steps; raise prune.epochs or lower end_step")
+    steps = (f"{total_steps} fine-tuning steps (prune.epochs {cfg.epochs} x {total_steps // max(1, cfg.epochs)} "
+             f"batches of prune.batch_size {cfg.batch_size})")
+    if begin >= total_steps:
+        raise GramTFError(f"prune.begin_step {begin} is not before the end of the {steps}; lower prune.begin_step "
+                          "or raise prune.epochs")
+    if cfg.end_step is not None:  # the user's own value: name it
+        end = cfg.end_step
+        if end >= total_steps:
+            raise GramTFError(f"prune.end_step {end} is past the {steps}; raise prune.epochs or lower end_step")
+        if cfg.schedule == "polynomial" and end <= begin:
+            raise GramTFError(f"prune.end_step {end} must be after prune.begin_step {begin}")
+    else:
+        # derived (70% of the steps), so it must fit whatever the data size: never blamed on a key the
+        # user did not set (E19: 8 images, epochs 1 -> 1 step, and "prune.end_step 1 is past the 1 steps")
+        end = min(max(begin + 1, int(0.7 * total_steps)), total_steps - 1)
+        if cfg.schedule == "polynomial" and end <= begin:
+            raise GramTFError(f"the polynomial pruning ramp needs at least {begin + 2} fine-tuning steps, but there "
+                              f"are {steps}; raise prune.epochs, lower prune.batch_size or prune.begin_step, or "
+                              "use prune.schedule constant")
     # TF-MOT updates masks only every `frequency` steps (default 100): with short fine-tunes the
     # default fires never. Aim for >= 10 updates, and land the last one exactly on end_step.
     freq = cfg.frequency or max(1, (end - begin) // 10)
-    end = begin + freq * max(1, (end - begin) // freq)
+    if end > begin:
+        end = begin + freq * max(1, (end - begin) // freq)
     if cfg.schedule == "polynomial":
         sched = sparsity.PolynomialDecay(initial_sparsity=cfg.initial_sparsity, final_sparsity=level,
                                          begin_step=begin, end_step=end, frequency=freq)
