@@ -38,4 +38,4 @@ def test_deit_study_end_to_end_prunes_attention_and_runs_int8(tmp_path):
     for f in (tmp_path / "tfl" / cfg.name).glob("*int8*.tflite"):
         it = Interpreter(model_path=str(f))
         it.allocate_tensors()
-        assert np.dtype(it.get_input_details()[0]["dtype"]) == np.int8
+        assert np.dtype(it.get_input_details()[0]["dtype"]) == np.uint8  # pixel input

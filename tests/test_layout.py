@@ -26,7 +26,7 @@ FLOORS = [
     {"gram_tf.cli", "gram_tf.runtime"},  # faces: the CLI and the deploy wing's old name
 ]
 # Inside the convert wing: the toolkit never imports the strategies, the strategies never the stage.
-CONVERT_FLOORS = [{"variants", "tracing", "scoring"}, {"calibration"}, {"recipe"}, {"converter"}, {"guard"}, {"selective", "fast_int8"}, {"stage"}]
+CONVERT_FLOORS = [{"variants", "tracing", "scoring", "card"}, {"calibration"}, {"recipe"}, {"converter"}, {"guard"}, {"selective", "fast_int8"}, {"stage"}]
 TENSORFLOW = ("tensorflow", "tf_keras", "tensorflow_model_optimization", "keras", "keras_cv", "tf2onnx")
 
 
