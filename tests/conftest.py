@@ -1,7 +1,9 @@
 """Shared fixtures. Heavy TensorFlow objects are built once per session at tiny sizes."""
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +15,22 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
 WEIGHTS_DIR = SHARED / "weights"
 REAL_DATA = SHARED / "data" / "real"
+
+
+@contextlib.contextmanager
+def deadline(seconds: int):
+    """Fail instead of hanging: SIGALRM interrupts a blocked call (a FIFO's open, a parser's loop), where a
+    test framework's own deadline only reports after the fact."""
+    def expired(*_):
+        raise TimeoutError(f"no answer within {seconds} s")
+
+    old = signal.signal(signal.SIGALRM, expired)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
 
 
 def shared_or_skip(path: Path) -> Path:

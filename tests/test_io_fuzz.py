@@ -3,10 +3,8 @@ mutated input, either succeed or raise GramTFError with one line of bounded leng
 exception, never a hang. Small budget by default; GRAM_TF_FUZZ_EXAMPLES=2000 for a longer search."""
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import signal
 from pathlib import Path
 
 import pytest
@@ -20,6 +18,8 @@ from gram_tf.deploy.standard_metadata import (classifier_card, package_model, re
                                               read_standard_metadata)
 from gram_tf.errors import GramTFError
 
+from .conftest import deadline
+
 FIXTURES = Path(__file__).parent / "fixtures"
 EXAMPLES = int(os.environ.get("GRAM_TF_FUZZ_EXAMPLES", "40"))
 MAX_MESSAGE = 400
@@ -28,24 +28,11 @@ FUZZ = settings(max_examples=EXAMPLES, deadline=2000, database=None,
                                        HealthCheck.function_scoped_fixture])
 
 
-@contextlib.contextmanager
-def _no_hang(seconds: int = 20):
-    """A deadline that interrupts a loop (hypothesis' own deadline only reports after the fact)."""
-    def expired(*_):
-        raise TimeoutError(f"no answer within {seconds} s")
-
-    old = signal.signal(signal.SIGALRM, expired)
-    signal.alarm(seconds)
-    try:
-        yield
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, old)
 
 
 def _clean(fn, *args):
     """Run fn: success, or a GramTFError of one line of at most MAX_MESSAGE characters."""
-    with _no_hang():
+    with deadline(20):
         try:
             return fn(*args)
         except GramTFError as exc:

@@ -3,13 +3,11 @@
 silent pass. Built on the small old-format .tflite fixture: no training, no TensorFlow conversion."""
 from __future__ import annotations
 
-import contextlib
 import csv
 import hashlib
 import json
 import os
 import shutil
-import signal
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +18,8 @@ from PIL import Image
 from gram_tf.cli import main
 from gram_tf.deploy.metadata import embed_metadata, read_metadata
 from gram_tf.errors import GramTFError
+
+from .conftest import deadline
 
 FIXTURES = Path(__file__).parent / "fixtures"
 MODEL = FIXTURES / "old_format" / "old_format_int8.tflite"
@@ -34,19 +34,6 @@ def _one_line_error(res, *needles):
         assert n in lines[0], res.output
 
 
-@contextlib.contextmanager
-def _deadline(seconds: int):
-    """Fail instead of hanging: a blocked open() of a named pipe is interrupted by the alarm."""
-    def expired(*_):
-        raise TimeoutError(f"still blocked after {seconds} s")
-
-    old = signal.signal(signal.SIGALRM, expired)
-    signal.alarm(seconds)
-    try:
-        yield
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, old)
 
 
 def _sha(path: Path) -> str:
@@ -151,7 +138,7 @@ def test_model_inputs_must_be_regular_files(tmp_path, images, no_timing, kind, c
             "bench-folder": ["bench", "run", str(folder), "--out", str(tmp_path / "r.csv")],
             "profile": ["profile", str(path)], "predict": ["predict", str(path), str(images)],
             "inspect": ["inspect", str(path)]}[command]
-    with _deadline(10):
+    with deadline(10):
         res = CliRunner().invoke(main, args)
     _one_line_error(res, path.name, "not a regular file")
     assert not no_timing
