@@ -11,8 +11,9 @@ import numpy as np
 from ..errors import GramTFError, one_line
 from ..io_utils import require_regular_file, sha256_file
 from .interpreter import make_interpreter
-from .metadata import list_metadata_names, read_metadata
-from .standard_metadata import read_packed_files, read_standard_metadata
+from .imaging import IN_GRAPH
+from .metadata import METADATA_NAME, list_metadata_names, read_metadata
+from .standard_metadata import STANDARD_NAME, read_packed_files, read_standard_metadata
 
 
 def _tensor(detail: dict) -> dict:
@@ -42,12 +43,12 @@ def describe(model_path) -> dict:
         "gram_tf_version": (gram or {}).get("gram_tf_version"),
         "inputs": [_tensor(d) for d in interp.get_input_details()],
         "outputs": [_tensor(d) for d in interp.get_output_details()],
-        "takes": None if pre is None else ("RGB pixels 0-255 (normalized in the graph)" if pre.get("in_graph")
+        "takes": None if pre is None else ("RGB pixels 0-255 (normalized in the graph)" if pre.get(IN_GRAPH)
                                            else "normalized values: (pixel - mean) / std, done by the caller"),
         "labels": (gram or {}).get("labels"),
         "metadata_entries": names,
-        "gram_tf": gram,
-        "TFLITE_METADATA": standard,
+        METADATA_NAME: gram,
+        STANDARD_NAME: standard,
         "packed_files": {name: data.decode("utf-8", errors="replace") for name, data in packed.items()},
     }
 
@@ -68,7 +69,7 @@ def format_description(info: dict) -> str:
              f"labels:    {', '.join(map(str, info['labels'])) if info['labels'] else 'none recorded'}",
              f"metadata:  {', '.join(info['metadata_entries'])}",
              f"packed:    {', '.join(info['packed_files']) or 'none'}"]
-    for key in ("gram_tf", "TFLITE_METADATA"):
+    for key in (METADATA_NAME, STANDARD_NAME):
         lines.append(f"\n{key} entry:" if info[key] is not None else f"\n{key} entry: absent")
         if info[key] is not None:
             lines.append(json.dumps(info[key], indent=2))

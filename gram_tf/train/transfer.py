@@ -18,6 +18,7 @@ from typing import Optional
 import numpy as np
 
 from .. import data as data_mod
+from ..deploy import LABELS_FILE
 from ..config import TrainConfig, config_hash
 from ..errors import GramTFError
 from ..io_utils import (atomic_path, atomic_write_json, atomic_write_text, folder_lock, read_json,
@@ -303,7 +304,7 @@ def _finish(s: _Session, manifest, backbone: str, n_trainable_ft: int, t_start: 
             metrics[split] = classification_metrics(s.ys[split], predict_probs(model, s.xs[split], s.pre), labels)
     s.timing["total_s"] = time.perf_counter() - t_start
     save_model(model, out_dir / MODEL_FILE)
-    atomic_write_text(out_dir / "labels.txt", "\n".join(labels) + "\n")
+    atomic_write_text(out_dir / LABELS_FILE, "\n".join(labels) + "\n")
     atomic_write_json(out_dir / "preprocessing.json", {"input_size": s.info["input_size"], **s.pre})
     atomic_write_json(out_dir / "history.json", s.history)
     atomic_write_json(out_dir / "metrics.json", metrics)
