@@ -168,10 +168,12 @@ def main(argv=None):
         args.backbones = ",".join(b.name for b in list_backbones() if b.name not in skip)
     peers = not args.no_peers
     if peers:
+        from gram_tf.bench import peers as peers_mod
+        from gram_tf.errors import GramTFError
+
         try:
-            from gram_tf import peers as peers_mod
-            peers_mod._require()
-        except Exception as exc:  # noqa: BLE001 - report and go on without peers
+            peers_mod.require_peers()
+        except GramTFError as exc:  # the extra is not installed: say so and go on without it
             print(f"ONNX Runtime peers skipped: {exc}")
             peers = False
     t_start = time.time()

@@ -7,7 +7,8 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "benchmarks" / "results"
+# where results files go; the smoke runs in the tests point it at a temporary folder
+RESULTS = Path(os.environ.get("GRAM_TF_RESULTS_DIR") or ROOT / "benchmarks" / "results")
 SHARED_WEIGHTS = ROOT.parent / "shared" / "weights"
 
 

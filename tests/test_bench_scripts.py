@@ -97,3 +97,24 @@ def test_activation_ranges_flags_per_image_scale_drift():
     assert calm["tensors"] == wild["tensors"] == 1  # the conv output is left out (BN folds into it)
     assert calm["median_calib_over_image_range"] < 2 < 4 < wild["median_calib_over_image_range"]
     assert wild["median_int8_steps_per_std"] < calm["median_int8_steps_per_std"] / 3
+
+
+def test_bench_int8_smoke_run_compares_onnx_runtime(tmp_path):
+    """The int8 benchmark end to end at the smallest size, ONNX Runtime included (its import broke once
+    behind a broad except that printed 'peers skipped')."""
+    import csv
+    import os
+    import subprocess
+
+    root = Path(__file__).resolve().parents[1]
+    cmd = [sys.executable, str(root / "benchmarks" / "bench_int8.py"), "--backbones", "mobilenet_v1_025",
+           "--variants", "fp32,int8", "--threads", "1", "--target-threads", "1", "--size", "32", "--train", "8",
+           "--test", "8", "--val", "8", "--runs", "2", "--rounds", "1", "--warmup", "1", "--fast-runs", "1",
+           "--calibration", "4", "--name", "smoke"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=root,
+                          env={**os.environ, "GRAM_TF_RESULTS_DIR": str(tmp_path)})
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "peers skipped" not in done.stdout, done.stdout[-2000:]
+    with open(tmp_path / "smoke.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert {r["runtime"] for r in rows} >= {"litert", "onnxruntime"}
