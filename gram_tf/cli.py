@@ -241,13 +241,13 @@ def train_cmd(data_dir, manifest, backbone, weights, weights_dir, input_size, ep
               help="validation accuracy points allowed (1 = 1 pp): pick the sparsest level of the sweep within it")
 @click.option("--sensitivity", is_flag=True,
               help="measure each layer pruned alone (table + RUN_DIR/sensitivity.png); prunes only if levels are given")
-@click.option("--allocation", type=click.Choice(["uniform", "sensitivity"]), default=None,
+@click.option("--allocation", type=click.Choice(_CHOICES["prune.allocation"]), default=None,
               help="per-layer sparsity: the same everywhere, or from the sensitivity measurement")
-@click.option("--method", type=click.Choice(["refit", "gradual"]), default=None,
+@click.option("--method", type=click.Choice(_CHOICES["prune.method"]), default=None,
               help="refit: one-shot masks + least-squares refit, then fine-tune; gradual: TF-MOT's ramp")
-@click.option("--schedule", type=click.Choice(["polynomial", "constant"]), default=None)
+@click.option("--schedule", type=click.Choice(_CHOICES["prune.schedule"]), default=None)
 @click.option("--epochs", type=int, default=None)
-@click.option("--scope", type=click.Choice(["all", "head"]), default=None)
+@click.option("--scope", type=click.Choice(_CHOICES["prune.scope"]), default=None)
 @click.option("--structured-2-4", "structured", is_flag=True, default=None, help="2:4 structured sparsity")
 @click.option("--frequency", type=int, default=None, help="pruning step frequency (default: automatic)")
 @click.option("--config", type=click.Path(), default=None)
@@ -293,11 +293,11 @@ def prune_cmd(run_dir, final_sparsity, sweep, max_drop, sensitivity, allocation,
 @click.option("--io-type", type=click.Choice(_CHOICES["convert.io_type"]), default=None,
               help="input/output type of the full-integer variants (default uint8)")
 @click.option("--representative-samples", type=int, default=None)
-@click.option("--equalize", type=click.Choice(["auto", "always", "never"]), default=None,
+@click.option("--equalize", type=click.Choice(_CHOICES["convert.equalize"]), default=None,
               help="cross-layer equalization before full-integer conversion (auto: per-tensor int8 and pruned runs)")
-@click.option("--bias-correction", type=click.Choice(["auto", "never", "quantized", "float"]), default=None,
+@click.option("--bias-correction", type=click.Choice(_CHOICES["convert.bias_correction"]), default=None,
               help="absorb int8 weight rounding's mean shift into the biases (auto: per-tensor int8 and pruned runs)")
-@click.option("--calibration", type=click.Choice(["auto", "minmax", "percentile", "mse", "entropy", "meanmax", "search"]), default=None,
+@click.option("--calibration", type=click.Choice(_CHOICES["convert.calibration"]), default=None,
               help="activation ranges of full-integer variants (auto: percentile for per-tensor int8, search for "
                    "a pruned run's, else the converter's minmax; meanmax: the mean of each image's own min/max; "
                    "search: the most accurate of percentile, minmax and mse on val)")

@@ -108,3 +108,21 @@ def test_numeric_options_use_the_config_ranges(argv, needle):
     assert res.exit_code == 2 and "Traceback" not in res.output, res.output
     lines = [line for line in res.output.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: ") and needle in lines[0], res.output
+
+
+def test_every_choice_option_offers_exactly_its_config_keys_choices():
+    """A click.Choice of a command that sets a config key is that key's choice list, not a copy of it."""
+    import click
+
+    from gram_tf.cli import main
+    from gram_tf.config import _CHOICES
+
+    checked = 0
+    for name, command in main.commands.items():
+        for param in command.params:
+            if isinstance(param.type, click.Choice):
+                key = f"{name}.{param.name}"
+                assert key in _CHOICES, f"{key}: a choice option with no config key to derive it from"
+                assert tuple(param.type.choices) == tuple(_CHOICES[key]), key
+                checked += 1
+    assert checked >= 8
