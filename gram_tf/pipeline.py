@@ -17,6 +17,7 @@ from . import data as data_mod
 from .bench import bench_paths
 from .config import StudyConfig, config_hash, dump_yaml
 from .convert import convert_run, get_variant
+from .deploy import MANIFEST_NAME
 from .errors import GramTFError
 from .io_utils import atomic_write_json, folder_lock, read_json, require_dir, sha256_file
 from .models import get_backbone
@@ -153,7 +154,7 @@ def _claim(tflite_dir: Path, root: Path) -> None:
             atomic_write_json(marker, {"study": mine})
         return
     # a folder from before the marker existed: its manifest says which runs made the artifacts
-    manifest = tflite_dir / "manifest.json"
+    manifest = tflite_dir / MANIFEST_NAME
     try:
         runs = {a.get("run_dir", "") for a in read_json(manifest).get("artifacts", [])} if manifest.is_file() else set()
     except (ValueError, AttributeError):
@@ -167,7 +168,7 @@ def _claim(tflite_dir: Path, root: Path) -> None:
 
 def _outputs_intact(tflite_dir: Path, files) -> bool:
     """Every recorded output exists with the sha256 its manifest entry records."""
-    manifest = tflite_dir / "manifest.json"
+    manifest = tflite_dir / MANIFEST_NAME
     if not manifest.is_file():
         return False
     try:

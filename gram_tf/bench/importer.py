@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Optional
 
 from ..errors import GramTFError
+from ..deploy import MANIFEST_NAME
 from ..deploy.classifier import recorded_sha256
 from ..io_utils import compressed_sizes, read_json, sha256_file
 from ..report.schema import ROW_COLUMNS, add_relative_columns
@@ -20,7 +21,7 @@ from .logs import parse_log
 
 
 def _artifacts(models_dir: Path) -> dict:
-    manifest = models_dir / "manifest.json"
+    manifest = models_dir / MANIFEST_NAME
     if not manifest.is_file():
         raise GramTFError(f"{models_dir} has no manifest.json; pass the folder 'gram-tf convert' wrote (--models DIR)")
     try:

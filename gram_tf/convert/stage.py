@@ -17,12 +17,12 @@ import numpy as np
 from .. import data as data_mod
 from ..config import ConvertConfig
 from .. import __version__
-from ..deploy import check_labels, embed_metadata, package_model, pixel_input
+from ..deploy import MANIFEST_NAME, check_labels, embed_metadata, package_model, pixel_input
 from ..errors import GramTFError
 from ..io_utils import atomic_path, atomic_write_json, compressed_sizes, folder_lock, read_json, sha256_file
 from ..models import get_backbone, load_model
 from ..optimize import quantize_aware
-from ..run import library_versions, load_run
+from ..run import MODEL_FILE, library_versions, load_run
 from ..train import predict_probs
 from .converter import check_artifact, convert_variant, io_details, tflite_weight_stats
 from .calibration import SEARCH
@@ -30,7 +30,6 @@ from .card import artifact_card
 from .recipe import resolve_recipe
 from .variants import get_variant
 
-MANIFEST_NAME = "manifest.json"
 METADATA_FORMAT_TAG = "gram_tf/1"
 
 
@@ -55,7 +54,7 @@ def keras_model_sizes(run_dir: Path) -> dict:
     import tf_keras
 
     run_dir = Path(run_dir)
-    model_file = run_dir / "model.keras"
+    model_file = run_dir / MODEL_FILE
     cache = run_dir / "keras_sizes.json"
     digest = sha256_file(model_file)
     if cache.is_file():
@@ -178,7 +177,7 @@ def _convert_specs(run_dir: Path, run: dict, specs: list, out_dir: Path, cfg: Co
     rows = data_mod.read_manifest(run["manifest"])
     size, pre, labels = run["input_size"], run["preprocessing"], check_labels(run["labels"], str(run_dir / "run.json"))
     artifact_pre = pixel_input(pre) if cfg.pixel_input else pre  # what the artifacts take
-    model = load_model(run_dir / "model.keras")
+    model = load_model(run_dir / MODEL_FILE)
     rep = representative_images(rows, run, cfg.representative_samples, seed) if any(s.integer for s in specs) else None
     test_rows = data_mod.split_rows(rows, "test") or data_mod.split_rows(rows, "val")
     check_x, _, _, _ = data_mod.load_images(test_rows[: cfg.check_samples], size, pre["resize"],
@@ -194,8 +193,8 @@ def _convert_specs(run_dir: Path, run: dict, specs: list, out_dir: Path, cfg: Co
     searched = any(r is not None and r.calibration.method == SEARCH for r in recipes.values())
     validation = _validation_images(rows, run) if searched or any(s.needs_validation or s.uses_validation
                                                                    for s in specs) else None
-    run_fields = {"run_dir": str(run_dir.resolve()), "keras_model": str((run_dir / "model.keras").resolve()),
-                  "keras_sha256": sha256_file(run_dir / "model.keras"),
+    run_fields = {"run_dir": str(run_dir.resolve()), "keras_model": str((run_dir / MODEL_FILE).resolve()),
+                  "keras_sha256": sha256_file(run_dir / MODEL_FILE),
                   "data_manifest": run["manifest"], "macs": run.get("macs"),
                   "keras_sizes": keras_model_sizes(run_dir), "versions": library_versions()}
     meta_extra = {"sparsity_target": sparsity,
@@ -255,7 +254,7 @@ def _quantization_aware(run_dir, run, rows, kind, cfg: ConvertConfig, seed, prog
     import tf_keras
 
     tf_keras.utils.set_random_seed(seed)
-    model = load_model(Path(run_dir) / "model.keras")
+    model = load_model(Path(run_dir) / MODEL_FILE)
     qat, report = quantize_aware(model, preserve_sparsity=(kind == "pqat"))
     size, pre, labels = run["input_size"], run["preprocessing"], run["labels"]
     x, y, _ = data_mod.load_split(rows, "train", size, pre["resize"], progress=False)

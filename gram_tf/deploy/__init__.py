@@ -9,7 +9,7 @@ from .imaging import (CHANNEL_ORDERS, DEFAULT_PREPROCESSING, IMAGE_EXTENSIONS, I
                       RESIZE_MODES, find_images, is_image_file, load_image, load_resized, normalize, outside_graph,
                       pixel_input, resize_image, validate_preprocessing)
 from .interpreter import interpreter_class, make_interpreter, prepare_failure
-from .metadata import (METADATA_FORMAT, METADATA_NAME, embed_metadata, embed_payload, list_metadata_names,
+from .metadata import (MANIFEST_NAME, METADATA_FORMAT, METADATA_NAME, embed_metadata, embed_payload, list_metadata_names,
                        pack_files, read_metadata, read_sidecar, sidecar_path, split_packed, write_sidecar)
 from .standard_metadata import (LABELS_FILE, STANDARD_NAME, build_metadata, classifier_card, package_model,
                                 read_packed_files, read_standard_metadata)
@@ -26,5 +26,5 @@ __all__ = [
     "peak_rss_mb", "sample_ms", "time_blob", "time_interleaved", "ResultFile", "Decoded", "decode_stream",
     "predict_to_file", "load_resized", "IN_GRAPH", "outside_graph", "pixel_input", "embed_payload", "pack_files",
     "split_packed", "LABELS_FILE", "STANDARD_NAME", "build_metadata", "classifier_card", "package_model",
-    "read_packed_files", "read_standard_metadata", "check_labels", "is_label",
+    "read_packed_files", "read_standard_metadata", "check_labels", "is_label", "MANIFEST_NAME",
 ]

@@ -21,7 +21,7 @@ from ..io_utils import read_capped, require_regular_file, sha256_file
 from .imaging import DEFAULT_PREPROCESSING, IN_GRAPH, find_images, load_resized, normalize, validate_preprocessing
 from .interpreter import interpreter_class
 from .stream import batched, decode_stream
-from .metadata import METADATA_FORMAT, read_metadata, read_sidecar, sidecar_path
+from .metadata import MANIFEST_NAME, METADATA_FORMAT, read_metadata, read_sidecar, sidecar_path
 
 _BATCH = 32  # images decoded and resized per interpreter call group
 
@@ -36,7 +36,7 @@ def artifact_entries(model_path) -> list[tuple[Path, dict]]:
     shape convert writes) is an error: skipping it would silently turn verification off."""
     model_path = Path(model_path)
     found = []
-    manifest = model_path.parent / "manifest.json"
+    manifest = model_path.parent / MANIFEST_NAME
     if manifest.is_file():
         fix = "re-run 'gram-tf convert', or pass --no-verify"
         try:

@@ -44,6 +44,7 @@ from ..errors import GramTFError
 from ..io_utils import require_regular_file
 
 METADATA_NAME = "gram_tf"
+MANIFEST_NAME = "manifest.json"  # an artifacts folder's list of artifacts (sha256, sizes, checks)
 METADATA_FORMAT = "gram_tf/1"
 TFLITE_IDENTIFIER = b"TFL3"
 

@@ -22,7 +22,7 @@ from ..errors import GramTFError
 from ..io_utils import atomic_write_json, compressed_sizes, read_json
 from ..metrics import classification_metrics, within_drop
 from ..models import custom_objects, load_model, save_model
-from ..run import RUN_FILE, library_versions, load_run
+from ..run import MODEL_FILE, RUN_FILE, library_versions, load_run
 from ..train import evaluate_keras, predict_probs, recalibrate_batchnorm
 from .finetune import finetune
 from .fold import fold_batchnorm
@@ -214,7 +214,7 @@ def _load_splits(run: dict, progress: bool):
 
 
 def _model_to_prune(run_dir, cfg: PruneConfig):
-    model = load_model(Path(run_dir) / "model.keras")
+    model = load_model(Path(run_dir) / MODEL_FILE)
     return fold_batchnorm(model)[0] if cfg.batchnorm == "fold" else model
 
 
@@ -228,7 +228,7 @@ def run_sensitivity(run_dir, cfg: Optional[PruneConfig] = None, progress: bool =
     run = run or load_run(run_dir)
     path = Path(run_dir) / SENSITIVITY_FILE
     key = config_hash({"levels": [float(v) for v in cfg.sensitivity_levels], "batchnorm": cfg.batchnorm,
-                       "scope": cfg.scope, "model": sha256_file(Path(run_dir) / "model.keras")})
+                       "scope": cfg.scope, "model": sha256_file(Path(run_dir) / MODEL_FILE)})
     if path.is_file():
         cached = read_json(path)
         if cached.get("key") == key:
@@ -270,7 +270,7 @@ def prune_run(run_dir, cfg: Optional[PruneConfig] = None, seed: int = 0, progres
     for level in levels:
         if not 0 < float(level) < 1:
             raise GramTFError(f"sparsity level {level} must be between 0 and 1 (exclusive)")
-    load_model(Path(run_dir) / "model.keras")  # a model file gram_tf refuses fails before any data is read
+    load_model(Path(run_dir) / MODEL_FILE)  # a model file gram_tf refuses fails before any data is read
     xs, ys = _load_splits(run, progress)
     sens = None
     if cfg.allocation == "sensitivity" and not cfg.structured_2_4:  # 2:4 is one pattern for every layer
@@ -309,8 +309,8 @@ def _prune_level(run_dir, run: dict, xs: dict, ys: dict, cfg: PruneConfig, level
     total_steps = math.ceil(len(xs["train"]) / cfg.batch_size) * cfg.epochs
     t0 = time.perf_counter()
     tf_keras.utils.set_random_seed(seed)
-    teacher = load_model(Path(run_dir) / "model.keras") if cfg.distill > 0 else None
-    model = load_model(Path(run_dir) / "model.keras")
+    teacher = load_model(Path(run_dir) / MODEL_FILE) if cfg.distill > 0 else None
+    model = load_model(Path(run_dir) / MODEL_FILE)
     folded = []
     if cfg.batchnorm == "fold":
         model, folded = fold_batchnorm(model)
@@ -327,8 +327,8 @@ def _prune_level(run_dir, run: dict, xs: dict, ys: dict, cfg: PruneConfig, level
         # keeps these masks (constant schedule from step 0) and only recovers what is left
         report = prunable_layer_report(model, cfg.scope, cfg.structured_2_4)
         if not cfg.structured_2_4:
-            dense_folded = fold_batchnorm(teacher or load_model(Path(run_dir) / "model.keras"))[0] \
-                if cfg.batchnorm == "fold" else (teacher or load_model(Path(run_dir) / "model.keras"))
+            dense_folded = fold_batchnorm(teacher or load_model(Path(run_dir) / MODEL_FILE))[0] \
+                if cfg.batchnorm == "fold" else (teacher or load_model(Path(run_dir) / MODEL_FILE))
             targets = {name: float((per_layer or {}).get(name, level)) for name in report["prunable"]}
             refit = reconstruct(model, dense_folded, xs["train"], targets, lambda b: normalize_tf(b, pre),
                                 seed=seed, progress=progress)
@@ -350,7 +350,7 @@ def _prune_level(run_dir, run: dict, xs: dict, ys: dict, cfg: PruneConfig, level
     metrics = {split: classification_metrics(ys[split], predict_probs(stripped, xs[split], pre), labels)
                for split in ("val", "test") if len(xs[split])}
     out_dir.mkdir(parents=True, exist_ok=True)
-    save_model(stripped, out_dir / "model.keras")
+    save_model(stripped, out_dir / MODEL_FILE)
     sizes = keras_sizes(stripped, out_dir)
     two_four = check_2_4(stripped, report["prunable"]) if cfg.structured_2_4 else None
     summary = {
