@@ -118,23 +118,29 @@ class _FlatBuffer:
         pos = self.field(table, field_id)
         return default if pos is None else reader(pos)
 
-    def vector_of_tables(self, table: int, field_id: int) -> list[int]:
-        vec = self.ref(table, field_id)
-        if vec is None:
-            return []
-        n = self.u32(vec)
-        if vec + 4 + 4 * n > self.size:
-            raise _Corrupt(f"vector at {vec} overruns the file")
-        return [self.deref(vec + 4 + 4 * i) for i in range(n)]
-
-    def bytes_vector(self, table: int, field_id: int) -> bytes | None:
+    def vector(self, table: int, field_id: int, item_size: int) -> tuple[int, int] | None:
+        """(position of the first item, item count) of a vector field, bounds-checked; None when absent."""
         vec = self.ref(table, field_id)
         if vec is None:
             return None
         n = self.u32(vec)
-        if vec + 4 + n > self.size:
-            raise _Corrupt(f"byte vector at {vec} overruns the file")
-        return bytes(self.buf[vec + 4: vec + 4 + n])
+        if vec + 4 + item_size * n > self.size:
+            raise _Corrupt(f"vector at {vec} overruns the file")
+        return vec + 4, n
+
+    def vector_of_tables(self, table: int, field_id: int) -> list[int]:
+        found = self.vector(table, field_id, 4)
+        if found is None:
+            return []
+        start, n = found
+        return [self.deref(start + 4 * i) for i in range(n)]
+
+    def bytes_vector(self, table: int, field_id: int) -> bytes | None:
+        found = self.vector(table, field_id, 1)
+        if found is None:
+            return None
+        start, n = found
+        return bytes(self.buf[start: start + n])
 
     def string(self, table: int, field_id: int) -> str | None:
         raw = self.bytes_vector(table, field_id)

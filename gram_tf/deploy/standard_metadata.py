@@ -194,13 +194,11 @@ def _parse(buf, what: str) -> Optional[dict]:
 
 
 def _floats(fb: _FlatBuffer, table: int, field: int) -> list[float]:
-    vec = fb.ref(table, field)
-    if vec is None:
+    found = fb.vector(table, field, 4)
+    if found is None:
         return []
-    n = fb.u32(vec)
-    if vec + 4 + 4 * n > fb.size:
-        raise _Corrupt(f"float vector at {vec} overruns the buffer")
-    return [round(v, 6) for v in struct.unpack_from(f"<{n}f", fb.buf, vec + 4)]
+    start, n = found
+    return [round(v, 6) for v in struct.unpack_from(f"<{n}f", fb.buf, start)]
 
 
 def _byte(fb: _FlatBuffer, table: int, field: int) -> int:
