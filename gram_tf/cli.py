@@ -13,7 +13,7 @@ from pathlib import Path
 import click
 
 from . import __version__
-from .config import _CHOICES, Range, field_range
+from .config import _CHOICES, BenchConfig, Range, field_range
 from .errors import GramTFError, one_line
 from .table import format_table
 
@@ -349,10 +349,16 @@ def bench_group():
 @bench_group.command("run")
 @click.argument("paths", nargs=-1, required=True, type=click.Path())
 @click.option("--threads", callback=_csv_list(int, "bench.threads"), default="1", show_default=True)
-@click.option("--runs", type=int, default=50, show_default=True, callback=_in_range("bench.runs"))
-@click.option("--warmup", type=int, default=5, show_default=True, callback=_in_range("bench.warmup"))
-@click.option("--max-seconds", type=float, default=None, help="time budget per model and thread count",
+@click.option("--rounds", type=int, default=BenchConfig.rounds, show_default=True, callback=_in_range("bench.rounds"),
+              help="rounds; each times every model and thread count once, in a rotated order")
+@click.option("--runs", type=int, default=BenchConfig.runs, show_default=True, callback=_in_range("bench.runs"),
+              help="timed runs per round")
+@click.option("--warmup", type=int, default=BenchConfig.warmup, show_default=True, callback=_in_range("bench.warmup"))
+@click.option("--max-seconds", type=float, default=None, help="time budget per model and thread count (all rounds)",
               callback=_in_range("bench.max_seconds"))
+@click.option("--max-noise", type=float, default=BenchConfig.max_noise_pct, show_default=True,
+              callback=_in_range("bench.max_noise_pct"),
+              help="warn when the fp32 model's round-to-round spread exceeds this (%)")
 @click.option("--out", "out", type=click.Path(), default="results.csv", show_default=True,
               help="results CSV (a .json twin is written beside it)")
 @click.option("--no-eval", is_flag=True, help="time only; skip the test-split evaluation")
@@ -361,21 +367,26 @@ def bench_group():
 @click.option("--check-official", is_flag=True,
               help="also time each file with LiteRT's official Python benchmark tool and report official/ours")
 @click.option("--no-verify", is_flag=True, help="skip the check of each file's sha256 against its manifest/sidecar")
-def bench_cmd(paths, threads, runs, warmup, max_seconds, out, no_eval, no_keras, device, check_official, no_verify):
-    """Time .tflite files with LiteRT (batch 1) and evaluate them on the manifest's test split."""
+def bench_cmd(paths, threads, rounds, runs, warmup, max_seconds, max_noise, out, no_eval, no_keras, device,
+              check_official, no_verify):
+    """Time .tflite files with LiteRT (batch 1) in interleaved rounds and evaluate them on the test split."""
     from .bench import bench_paths, discover
     from .report import SUMMARY_COLUMNS, write_results
+    from .report.stats import noise_warning
 
-    rows = bench_paths(paths, threads=threads, runs=runs, warmup=warmup, max_seconds=max_seconds,
+    rows = bench_paths(paths, threads=threads, rounds=rounds, runs=runs, warmup=warmup, max_seconds=max_seconds,
                        evaluate=not no_eval, keras_reference=not no_keras, device=device, verify=not no_verify)
     csv_path, json_path = write_results(rows, out)
     click.echo(format_table(rows, SUMMARY_COLUMNS))
     click.echo(f"results -> {csv_path} and {json_path}")
+    warn = noise_warning(rows, max_noise)
+    if warn:
+        click.echo(f"warning: {warn}", err=True)
     if check_official:
         from .bench.official import check_official
         from .io_utils import atomic_write_json
 
-        checked = check_official(discover(paths), threads, runs, warmup)
+        checked = check_official(discover(paths), threads, runs * rounds, warmup)
         official_path = atomic_write_json(Path(csv_path).with_suffix(".official.json"), checked)
         click.echo(format_table(checked))
         click.echo(f"official check -> {official_path}")
@@ -449,12 +460,15 @@ def peak_cmd(threads, as_json):
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False))
 @click.option("--max-drop", type=float, default=0.01, show_default=True, callback=_in_range("report.max_drop"),
               help="accuracy loss vs fp32 allowed for the 'auto' choice (0.01 = 1 pp)")
-def report_cmd(results, out, max_drop):
+@click.option("--max-noise", type=float, default=BenchConfig.max_noise_pct, show_default=True,
+              callback=_in_range("bench.max_noise_pct"),
+              help="mark latency conclusions unreliable above this fp32 round-to-round spread (%)")
+def report_cmd(results, out, max_drop, max_noise):
     """Markdown report + plots from one or more results files."""
     from .report import build_report, load_results
 
     rows = load_results(results)
-    made = build_report(rows, out, max_drop=max_drop)
+    made = build_report(rows, out, max_drop=max_drop, max_noise_pct=max_noise)
     auto = made.get("auto") or {}
     table = [{"backbone": k if isinstance(k, str) else "/".join(map(str, k)),
               "auto": f"{r.get('variant')} (sparsity {r.get('sparsity_target')})",

@@ -214,10 +214,17 @@ class ConvertConfig:
 @dataclass
 class BenchConfig:
     threads: list[int] = _num(lambda: [1, 2], 1, MAX_THREADS)
-    runs: int = _num(50, 1, _COUNT * 10)
-    warmup: int = _num(5, 0, _COUNT)
-    # time budget per (model, threads); None -> exactly `runs` (NaN would never end a timing loop)
+    # every round times every (model, threads) once, in a rotated order (docs/benchmarking.md); a p50 has
+    # a 95 % CI from 6 rounds on (5 rounds: [min, max], 94 %)
+    rounds: int = _num(7, 1, 1000)
+    runs: int = _num(10, 1, _COUNT * 10)  # timed runs per round (a row has rounds x runs samples)
+    warmup: int = _num(5, 0, _COUNT)  # untimed runs when a worker starts (and one before every visit)
+    # time budget per (model, threads) over all rounds; None -> exactly `runs` per round (NaN would never
+    # end a timing loop)
     max_seconds: Optional[float] = _num(None, hi=10 ** 6, **_POS)
+    # round-to-round spread of the fp32 model above which latency conclusions are marked unreliable (%):
+    # a quiet machine measured 2-6 %, one with a CPU-burning neighbour 20-60 % (docs/benchmarking.md)
+    max_noise_pct: float = _num(15.0, hi=1000, **_POS)
     keras_reference: bool = True
     device: Optional[str] = None  # label of this machine in result rows; None -> its CPU model
 

@@ -23,6 +23,7 @@ from .io_utils import atomic_write_json, folder_lock, read_json, require_dir, sh
 from .models import get_backbone
 from .optimize import prune_run
 from .report import build_report, load_results, write_results
+from .report.stats import noise_warning
 from .train import train
 SYNTH_GROUP_PATTERN = r"^(gram_\w+?_s\d+)_f"  # class + specimen id: fields of one smear stay together
 STAGES_DIR = "stages"  # its presence marks a folder as a study's
@@ -232,7 +233,8 @@ def _run_study(cfg: StudyConfig, root: Path, tflite_dir: Path, progress: bool) -
     files = sorted(tflite_dir / f for f in dict.fromkeys(artifacts))
     if not files:
         raise GramTFError(f"no artifacts in {tflite_dir}; check convert.variants")
-    bkey = config_hash({"bench": cfg.bench, "files": [sha256_file(f) for f in files]})
+    timing = {k: v for k, v in dataclasses.asdict(cfg.bench).items() if k != "max_noise_pct"}  # a report setting
+    bkey = config_hash({"bench": timing, "files": [sha256_file(f) for f in files]})
     results_csv = root / "results.csv"
     rec = stages.done("bench", bkey)
     if rec is not None and results_csv.is_file():
@@ -240,12 +242,17 @@ def _run_study(cfg: StudyConfig, root: Path, tflite_dir: Path, progress: bool) -
         rows = load_results([results_csv])
     else:
         stages.start("bench", skipped=False)
-        rows = bench_paths(files, threads=cfg.bench.threads, runs=cfg.bench.runs, warmup=cfg.bench.warmup,
+        rows = bench_paths(files, threads=cfg.bench.threads, rounds=cfg.bench.rounds, runs=cfg.bench.runs,
+                           warmup=cfg.bench.warmup,
                            max_seconds=cfg.bench.max_seconds, keras_reference=cfg.bench.keras_reference,
                            progress=progress, run_name=cfg.name, device=cfg.bench.device)
         write_results(rows, results_csv)
         stages.finish("bench", bkey, {"rows": len(rows)})
     stages.start("report", skipped=False)
-    made = build_report(rows, root / "report", max_drop=cfg.report.max_drop, title=f"gram_tf study: {cfg.name}")
+    warn = noise_warning(rows, cfg.bench.max_noise_pct)
+    if warn and progress:
+        print(f"warning: {warn}", flush=True)
+    made = build_report(rows, root / "report", max_drop=cfg.report.max_drop, title=f"gram_tf study: {cfg.name}",
+                        max_noise_pct=cfg.bench.max_noise_pct)
     return {"rows": rows, "report": made["report"], "auto": made.get("auto"),
             "stages": {"ran": stages.ran, "skipped": stages.skipped}, "root": str(root)}

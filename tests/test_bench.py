@@ -26,7 +26,7 @@ def artifacts(tiny_run, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def rows(artifacts):
-    return bench_paths([artifacts], threads=[1, 2], runs=6, warmup=1, progress=False)
+    return bench_paths([artifacts], threads=[1, 2], rounds=3, runs=4, warmup=1, progress=False)
 
 
 def test_rows_have_every_column_with_sane_values(rows, synth_manifest):
@@ -42,9 +42,17 @@ def test_rows_have_every_column_with_sane_values(rows, synth_manifest):
         assert 0 <= r["accuracy"] <= 1 and r["n_test"] == n_test and len(r["correct"]) == n_test
         assert 0 < r["loss"] and 0 <= r["auc"] <= 1 and 0 <= r["f1_macro"] <= 1
         assert 5 < r["peak_rss_mb"] < 4000 and r["init_ms"] > 0 and r["first_ms"] > 0
-        assert r["runs"] == 6 and r["macs"] > 0 and r["gmacs_per_s"] > 0
+        assert r["runs"] == 12 and r["rounds"] == 3 and r["macs"] > 0 and r["gmacs_per_s"] > 0
+        rounds = [float(v) for v in r["round_ms"].split(";")]
+        assert len(rounds) == 3 and r["latency_ms_p50"] == pytest.approx(float(np.median(rounds)), rel=1e-5)
+        assert r["latency_ms_ci_low"] == pytest.approx(min(rounds), rel=1e-5)  # 3 rounds: [min, max]
+        assert r["latency_ms_ci_high"] == pytest.approx(max(rounds), rel=1e-5)
+        assert r["spread_pct"] >= 0 and r["noise_pct"] == by[("fp32", r["threads"])]["spread_pct"]
     for t in (1, 2):
         assert by[("fp32", t)]["speedup_vs_fp32"] == 1.0 and by[("fp32", t)]["size_ratio_vs_fp32"] == 1.0
+        assert by[("fp32", t)]["speedup_ci_low"] == by[("fp32", t)]["speedup_ci_high"] == 1.0  # paired with itself
+        ratio = [a / b for a, b in zip(*(map(float, by[(v, t)]["round_ms"].split(";")) for v in ("fp32", "int8")))]
+        assert by[("int8", t)]["speedup_vs_fp32"] == pytest.approx(float(np.median(ratio)), rel=1e-5)
         assert by[("int8", t)]["size_ratio_vs_fp32"] < 0.5
         assert by[("keras", t)]["runtime"] == "keras"
     # the Keras float model and its fp32 .tflite make the same calls on the test images
@@ -118,6 +126,33 @@ def test_bad_paths_and_non_models_are_one_line(tmp_path):
     (tmp_path / "empty").mkdir()
     r = CliRunner().invoke(main, ["bench", str(tmp_path / "empty")])
     assert r.exit_code == 2 and r.output.strip().startswith("error: ") and "no .tflite" in r.output
+
+
+def test_bench_cli_warns_in_one_line_when_the_machine_is_noisy(artifacts, tmp_path):
+    fp32 = str(next(artifacts.glob("*fp32.tflite")))
+    args = ["bench", fp32, "--threads", "1", "--rounds", "3", "--runs", "3", "--warmup", "1", "--no-eval", "--no-keras"]
+    strict = CliRunner().invoke(main, [*args, "--max-noise", "1e-9", "--out", str(tmp_path / "a.csv")])
+    assert strict.exit_code == 0, strict.output
+    warning = [line for line in strict.output.splitlines() if line.startswith("warning: timing noise")]
+    assert len(warning) == 1 and "re-run on a quiet machine or with more rounds" in warning[0]
+    lax = CliRunner().invoke(main, [*args, "--max-noise", "1000", "--out", str(tmp_path / "b.csv")])
+    assert lax.exit_code == 0 and "warning" not in lax.output
+
+
+def test_a_worker_that_dies_mid_round_is_a_one_line_error(artifacts, monkeypatch):
+    from gram_tf.bench import litert
+
+    visit = litert.WarmWorker.visit
+
+    def dying(self, runs, max_seconds=None):
+        self._proc.kill()  # what the OOM killer does to a worker
+        self._proc.wait()
+        return visit(self, runs, max_seconds)
+
+    monkeypatch.setattr(litert.WarmWorker, "visit", dying)
+    with pytest.raises(GramTFError, match=r"benchmarking .*fp32.tflite with 1 thread\(s\) failed"):
+        bench_paths([next(artifacts.glob("*fp32.tflite"))], threads=[1], rounds=2, runs=2, warmup=0,
+                    evaluate=False, keras_reference=False, progress=False)
 
 
 # ------------------------------------------------------------------ devices and official tools

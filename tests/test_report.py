@@ -477,3 +477,66 @@ def test_report_names_the_smallest_artifact_within_budget(report, rows):
         line = next(ln for ln in s4.splitlines() if ln.startswith(f"- {bb}:"))
         assert f"**{fmt_sp(best['sparsity_target'])} {best['variant']}**" in line
         assert f"{ref['zip_bytes'] / best['zip_bytes']:.2f}× smaller" in line
+
+
+def _timed(variant, acc, p50, lo, hi, size, sparsity=0.0, threads=1):
+    return {**_row(variant, acc, p50, sparsity=sparsity, threads=threads), "size_bytes": size,
+            "latency_ms_ci_low": lo, "latency_ms_ci_high": hi}
+
+
+def test_auto_prefers_the_smallest_of_the_candidates_tied_with_the_fastest():
+    rows = [
+        _timed("fp32", 0.90, 1.00, 0.95, 1.05, 4000),
+        _timed("int8", 0.90, 0.60, 0.57, 0.66, 1200),             # fastest
+        _timed("int8-per-tensor", 0.895, 0.64, 0.61, 0.70, 900),  # tied with it, smaller
+        _timed("int8", 0.90, 0.62, 0.58, 0.69, 300, sparsity=0.5),  # tied, smallest
+        _timed("int8", 0.70, 0.61, 0.58, 0.64, 100, sparsity=0.85),  # smallest of all, too inaccurate
+        _timed("dynamic", 0.90, 0.80, 0.76, 0.84, 200),           # smaller but clearly slower
+    ]
+    detail = stats.auto_choices(rows)[("r", "bb", 1)]
+    assert detail["fastest"]["variant"] == "int8" and detail["fastest"]["sparsity_target"] == 0.0
+    assert (detail["choice"]["variant"], detail["choice"]["sparsity_target"]) == ("int8", 0.5)
+    assert {r["variant"] for r in detail["tied"]} == {"int8", "int8-per-tensor"}
+    # without CIs (imported device logs, old rows) nothing is tied: the lowest p50 wins
+    points = [{k: v for k, v in r.items() if not k.startswith("latency_ms_ci")} for r in rows]
+    assert stats.select_auto(points)[("r", "bb", 1)]["size_bytes"] == 1200
+    # one side without a CI is no tie either
+    assert not stats.tied(rows[1], points[2]) and stats.tied(rows[1], rows[2])
+
+
+def test_auto_never_picks_a_larger_tied_candidate():
+    rng = np.random.default_rng(0)
+    for _ in range(300):
+        n = int(rng.integers(2, 9))
+        rows = [_timed("fp32", 0.9, 1.0, 0.9, 1.1, 5000)]
+        for i in range(n):
+            p50 = float(rng.uniform(0.3, 1.2))
+            half = float(rng.uniform(0.0, 0.2))
+            rows.append(_timed(f"v{i}", float(rng.choice([0.9, 0.895, 0.85])), p50, p50 - half, p50 + half,
+                               int(rng.integers(100, 6000)), sparsity=float(i + 1) / 10))
+        detail = stats.auto_choices(rows)[("r", "bb", 1)]
+        choice, fastest = detail["choice"], detail["fastest"]
+        ok = [r for r in rows if r["accuracy"] >= 0.89]
+        assert fastest["latency_ms_p50"] == min(r["latency_ms_p50"] for r in ok)
+        for r in ok:
+            if r is fastest or stats.tied(r, fastest):
+                assert r["size_bytes"] >= choice["size_bytes"]
+        assert choice is fastest or stats.tied(choice, fastest)
+
+
+def test_report_says_tied_within_noise_and_flags_a_noisy_machine(tmp_path):
+    rows = [
+        {**_timed("fp32", 0.90, 1.00, 0.95, 1.05, 4000), "noise_pct": 4.0, "rounds": 7},
+        {**_timed("int8", 0.90, 0.60, 0.57, 0.66, 1200), "noise_pct": 4.0, "rounds": 7,
+         "speedup_vs_fp32": 1.66, "speedup_ci_low": 1.5, "speedup_ci_high": 1.8},
+        {**_timed("int8-per-tensor", 0.90, 0.64, 0.61, 0.70, 900), "noise_pct": 4.0, "rounds": 7},
+    ]
+    text = build_report(rows, tmp_path / "quiet")["report"].read_text()
+    assert "tied within noise with int8; smallest" in text
+    assert "1.66× [1.50, 1.80]" in text and "0.64 [0.61, 0.70]" in text
+    assert "4.0 % at 1 thread(s)" in text and "unreliable" not in text
+    loud = [{**r, "noise_pct": 40.0} for r in rows]
+    text = build_report(loud, tmp_path / "loud")["report"].read_text()
+    assert "**Latency conclusions unreliable**: timing noise 40 %" in text
+    assert "unreliable" not in build_report(loud, tmp_path / "lax", max_noise_pct=50)["report"].read_text()
+    assert stats.noise_warning(loud, 15.0).startswith("timing noise 40 % (fp32 round-to-round spread at 1 thread(s))")

@@ -1,8 +1,21 @@
-"""Bench wing: LiteRT benchmark rows (one per model x variant x threads, the report schema), the
-measured GEMM peak and roofline columns, and ONNX Runtime as a peer runtime."""
-from .litert import bench_paths, discover, evaluate_tflite
-from .roofline import annotate, compute_dtype, cpu_flags, measure_peak, theoretical_peak
-from .worker import time_keras, time_tflite
+"""Bench wing: LiteRT benchmark rows (one per model x variant x threads, the report schema), timed in
+rounds by warm worker processes, the measured GEMM peak and roofline columns, and ONNX Runtime as a
+peer runtime.
 
-__all__ = ["bench_paths", "discover", "evaluate_tflite", "annotate", "compute_dtype", "cpu_flags",
-           "measure_peak", "theoretical_peak", "time_keras", "time_tflite"]
+Names are imported on first use: a timing worker (`python -m gram_tf.bench.worker`) must not pay for
+the evaluation code's imports (scipy, Pillow: 0.7 s and ~60 MB per process, measured).
+"""
+import importlib
+
+_EXPORTS = {
+    "bench_paths": "litert", "discover": "litert", "evaluate_tflite": "litert",
+    "annotate": "roofline", "compute_dtype": "roofline", "cpu_flags": "roofline", "measure_peak": "roofline",
+    "theoretical_peak": "roofline", "time_keras": "worker", "time_tflite": "worker",
+}
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

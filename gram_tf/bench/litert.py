@@ -2,8 +2,13 @@
 `benchmark_model`, and evaluate each one on the test split so speed and accuracy come from the
 same file.
 
-Each (model, threads) timing runs in a fresh worker process (gram_tf.bench.worker). Results are
-flat rows in the one schema (gram_tf.report.schema): one per model x variant x threads.
+Timing runs in rounds (docs/benchmarking.md): each (model, threads) gets its own warm worker process
+(gram_tf.bench.worker --serve), and every round visits every worker of a backbone once, in a rotated
+order, so drift and neighbours hit all of them alike. A row's p50 is the median of its round medians,
+with the order-statistics CI; its speed-up vs fp32 is paired per round (gram_tf.report.schema).
+Workers of one backbone (its artifacts and Keras reference) are alive together; backbones are timed
+one after another, which bounds memory (~120 MB per LiteRT worker, ~600 MB per Keras one).
+Results are flat rows in the one schema (gram_tf.report.schema): one per model x variant x threads.
 """
 from __future__ import annotations
 
@@ -11,6 +16,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Optional
 
@@ -21,7 +27,8 @@ from ..errors import GramTFError
 from ..io_utils import compressed_sizes, require_regular_file
 from ..metrics import classification_metrics
 from ..models import load_model
-from ..report.schema import ROW_COLUMNS, add_relative_columns
+from ..deploy.timing import round_stats, run_rounds
+from ..report.schema import ROW_COLUMNS, add_noise_columns, add_relative_columns
 from ..train import evaluate_keras
 from .device import device_info
 
@@ -40,6 +47,89 @@ def run_worker(kind: str, path, threads: int, runs: int, warmup: int, max_second
     if "error" in result:
         raise GramTFError(result["error"])
     return result
+
+
+class WarmWorker:
+    """One (model, threads) in its own process, loaded and warmed once, answering timing visits."""
+
+    def __init__(self, kind: str, path, threads: int, warmup: int):
+        self.path, self.threads = path, threads
+        self._err = tempfile.TemporaryFile(mode="w+")  # a pipe could fill up with TF's logging and block
+        spec = json.dumps({"kind": kind, "path": str(path), "threads": threads, "warmup": warmup})
+        self._proc = subprocess.Popen([sys.executable, "-m", "gram_tf.bench.worker", "--serve", spec],
+                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._err, text=True,
+                                      env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+        self.ready = None
+
+    def _failed(self) -> GramTFError:
+        self._err.seek(0)
+        err = (self._err.read().strip().splitlines() or [f"the worker died (exit code {self._proc.poll()})"])[-1][:240]
+        return GramTFError(f"benchmarking {self.path} with {self.threads} thread(s) failed: {err}")
+
+    def _read(self) -> dict:
+        while True:
+            line = self._proc.stdout.readline()
+            if not line:
+                raise self._failed()
+            if line.startswith("{"):
+                result = json.loads(line)
+                if "error" in result:
+                    raise GramTFError(result["error"])
+                return result
+
+    def wait_ready(self) -> dict:
+        if self.ready is None:
+            self.ready = self._read()
+        return self.ready
+
+    def visit(self, runs: int, max_seconds=None) -> list:
+        try:
+            self._proc.stdin.write(json.dumps({"runs": runs, "max_seconds": max_seconds}) + "\n")
+            self._proc.stdin.flush()
+        except OSError:  # it died between visits (killed, out of memory)
+            raise self._failed() from None
+        return self._read()["ms"]
+
+    def close(self) -> dict:
+        """Stop the worker; its peak memory (empty if it had already died)."""
+        out = {}
+        try:
+            if self._proc.poll() is None:
+                self._proc.stdin.write("\n")
+                self._proc.stdin.flush()
+                out = self._read()
+        except (OSError, GramTFError, ValueError):
+            pass
+        finally:
+            if self._proc.poll() is None:
+                self._proc.kill()
+            self._proc.wait()
+            self._err.close()
+        return out
+
+
+def time_in_rounds(jobs: dict, rounds: int, runs: int, warmup: int, max_seconds=None, bar=None) -> dict:
+    """Time every job {key: (kind, path, threads)} in `rounds` rotated rounds of `runs` samples, each
+    in its warm worker. `max_seconds` is a budget per job over all rounds. Returns {key: timing columns}."""
+    workers = {}
+    try:
+        for key, (kind, path, threads) in jobs.items():  # start them all, then wait: imports overlap
+            workers[key] = WarmWorker(kind, path, threads, warmup)
+        ready = {key: w.wait_ready() for key, w in workers.items()}
+        budget = None if max_seconds is None else max_seconds / rounds
+
+        def on_visit(key, r):
+            if bar is not None:
+                bar.update(1)
+
+        visits = run_rounds({k: (lambda w=w: w.visit(runs, budget)) for k, w in workers.items()}, rounds,
+                            on_visit=on_visit)
+    finally:
+        closing = {key: w.close() for key, w in workers.items()}
+    out = {}
+    for key, v in visits.items():
+        out[key] = {**ready[key], **round_stats(v), "peak_rss_mb": closing[key].get("peak_rss_mb")}
+    return out
 
 
 class TestSet:
@@ -111,13 +201,17 @@ def _check_tflite(path: Path) -> None:
         raise GramTFError(f"{path} is not a TFLite model (no TFL3 identifier); re-export it with 'gram-tf convert'")
 
 
-def bench_paths(paths, threads=(1,), runs: int = 50, warmup: int = 5, max_seconds=None,
+def bench_paths(paths, threads=(1,), runs: int = 10, warmup: int = 5, max_seconds=None,
                 evaluate: bool = True, keras_reference: bool = True, progress: bool = True,
-                run_name: Optional[str] = None, device: Optional[str] = None, verify: bool = True) -> list[dict]:
+                run_name: Optional[str] = None, device: Optional[str] = None, verify: bool = True,
+                rounds: int = 7) -> list[dict]:
     """Benchmark and evaluate every .tflite under `paths`; returns flat result rows, each naming
     this machine (`device`: a label, default the CPU model; see gram_tf.bench.device). Every file is
-    checked against the sha256 recorded at export before anything is timed (`verify=False` skips)."""
-    here = {**device_info(device), "timing_source": "gram_tf (LiteRT Python, worker process)",
+    checked against the sha256 recorded at export before anything is timed (`verify=False` skips).
+
+    Timing: `rounds` rounds of `runs` samples per (model, threads), after `warmup` untimed calls
+    (module docstring); `max_seconds`, if set, is the time per (model, threads) over all rounds."""
+    here = {**device_info(device), "timing_source": f"gram_tf (LiteRT Python, warm worker, {rounds} rounds)",
             "accuracy_source": "this machine"}
     files = discover(paths)
     for f in files:
@@ -126,55 +220,64 @@ def bench_paths(paths, threads=(1,), runs: int = 50, warmup: int = 5, max_second
     if verify:  # all of them before the first timing: a changed file must not cost a run, nor write a row
         for f in files:
             verify_sha256(f)
-    testset = TestSet()
-    jobs = [(f, t) for f in files for t in threads]
     keras_models = {}
     for f, info in infos.items():
         if keras_reference and info.get("keras_model") and Path(info["keras_model"]).is_file():
             keras_models.setdefault(info["keras_model"], (f, info))
-    total = len(jobs) + len(keras_models) * len(threads)
+    # one timing group per backbone: its artifacts and its Keras reference, interleaved
+    groups: dict = {}
+    for f, info in infos.items():
+        for t in threads:
+            groups.setdefault(info.get("backbone"), {})[("tflite", f, t)] = ("tflite", f, t)
+    for model_path, (f, info) in keras_models.items():
+        for t in threads:
+            groups.setdefault(info.get("backbone"), {})[("keras", model_path, t)] = ("keras", model_path, t)
     bar = None
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=total, desc="benchmarking", leave=False)
+        bar = tqdm(total=sum(len(g) for g in groups.values()) * rounds, desc="benchmarking (rounds)", leave=False)
+    timings = {}
+    try:
+        for backbone, jobs in groups.items():
+            if bar:
+                bar.set_postfix_str(f"{backbone}: {len(jobs)} models x threads")
+            timings.update(time_in_rounds(jobs, rounds, runs, warmup, max_seconds, bar))
+    finally:
+        if bar:
+            bar.close()
+    testset = TestSet()
     rows = []
     evals = {}
-    for f, t in jobs:
+    for f in files:
         info = infos[f]
-        if bar:
-            bar.set_postfix_str(f"{f.name} x{t}")
-        timing = run_worker("tflite", f, t, runs, warmup, max_seconds)
-        row = base_row(f, info, run_name)
-        row.update(compressed_sizes(f))
-        row.update(threads=t, runtime="litert", **timing, **here)
-        if evaluate and info.get("data_manifest"):
-            if f not in evals:
-                x, y = testset.get(info["data_manifest"], info["input_size"], info["preprocessing"]["resize"], info["labels"])
-                evals[f] = evaluate_tflite(f, x, y, info["labels"], verify=False)  # verified above
-            add_metrics(row, evals[f])
-        rows.append(row)
-        if bar:
-            bar.update(1)
+        for t in threads:
+            row = base_row(f, info, run_name)
+            row.update(compressed_sizes(f))
+            row.update(threads=t, runtime="litert", **timings[("tflite", f, t)], **here)
+            if evaluate and info.get("data_manifest"):
+                if f not in evals:
+                    x, y = testset.get(info["data_manifest"], info["input_size"], info["preprocessing"]["resize"],
+                                       info["labels"])
+                    evals[f] = evaluate_tflite(f, x, y, info["labels"], verify=False)  # verified above
+                add_metrics(row, evals[f])
+            rows.append(row)
     for model_path, (f, info) in keras_models.items():
         metrics = None
         if evaluate and info.get("data_manifest"):
             metrics = _evaluate_keras(model_path, testset, info)
         for t in threads:
-            timing = run_worker("keras", model_path, t, runs, warmup, max_seconds)
             row = base_row(f, info, run_name)
             row.update(variant="keras", runtime="keras", path=str(model_path), threads=t,
                        size_bytes=Path(model_path).stat().st_size, gzip_bytes=None, zip_bytes=None,
-                       weight_quantization="none", io_type="float32", flagged=None, **timing,
-                       **{**here, "timing_source": "gram_tf (TensorFlow, worker process)"})
+                       weight_quantization="none", io_type="float32", flagged=None,
+                       **timings[("keras", model_path, t)],
+                       **{**here, "timing_source": f"gram_tf (TensorFlow, warm worker, {rounds} rounds)"})
             if metrics:
                 add_metrics(row, metrics)
             rows.append(row)
-            if bar:
-                bar.update(1)
-    if bar:
-        bar.close()
     add_relative_columns(rows)
+    add_noise_columns(rows)
     return [{c: r.get(c) for c in ROW_COLUMNS} for r in rows]
 
 

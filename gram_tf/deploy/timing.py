@@ -55,31 +55,122 @@ def first_call_ms(call: Callable[[], object]) -> float:
     return (time.perf_counter() - t0) * 1e3
 
 
+# Orders in which `run_rounds` visits the models. rotated: every round visits every model once,
+# starting one later each round, so drift and neighbours hit all models alike. sequential: all rounds of
+# one model, then the next (what a loop over models does; kept to show what it gets wrong).
+SCHEDULES = ("rotated", "sequential")
+CI_LEVEL = 0.95  # confidence of every latency and speed-up interval
+
+
+def run_rounds(samplers: dict, rounds: int, schedule: str = "rotated", on_visit=None) -> dict:
+    """Time several models in rounds: `samplers[key]()` returns one visit's samples (ms).
+
+    Returns {key: [visit samples, one per round, in round order]}. `on_visit(key, round)` is called
+    after each visit (progress bars)."""
+    if schedule not in SCHEDULES:
+        raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}, got {schedule!r}")
+    keys = list(samplers)
+    out = {k: [] for k in keys}
+    if schedule == "sequential":
+        visits = [(k, r) for k in keys for r in range(rounds)]
+    else:
+        visits = [(keys[(r + i) % len(keys)], r) for r in range(rounds) for i in range(len(keys))] if keys else []
+    for key, r in visits:
+        out[key].append(np.asarray(samplers[key](), dtype=np.float64))
+        if on_visit is not None:
+            on_visit(key, r)
+    return out
+
+
+def median_ci(values, level: float = CI_LEVEL) -> tuple:
+    """(median, low, high): the distribution-free interval of the median from order statistics.
+
+    The interval [x(k), x(n+1-k)] covers the median with probability 1 - 2 P(Binomial(n, 1/2) < k);
+    k is the largest with coverage >= `level`. Below 6 values no pair reaches 95 %: the interval is
+    [min, max] and covers 1 - 2^(1-n) (5 rounds: 93.8 %). One value: no interval (None, None)."""
+    x = np.sort(np.asarray(values, dtype=np.float64))
+    n = x.size
+    if n == 0:
+        return None, None, None
+    med = float(np.median(x))
+    if n == 1:
+        return med, None, None
+    from math import comb
+
+    cdf = np.cumsum([comb(n, i) for i in range(n + 1)]) / 2.0 ** n  # P(B <= i)
+    k = 1
+    for cand in range(1, n // 2 + 1):
+        if 1 - 2 * cdf[cand - 1] >= level:
+            k = cand
+    return med, float(x[k - 1]), float(x[n - k])
+
+
+def round_medians(visits) -> np.ndarray:
+    """The median of each round's samples."""
+    return np.asarray([float(np.median(v)) for v in visits], dtype=np.float64)
+
+
+def spread_pct(medians) -> float | None:
+    """Round-to-round spread of one model: (max - min) / median of its round medians, in percent."""
+    m = np.asarray(medians, dtype=np.float64)
+    if m.size < 2 or not np.median(m) > 0:
+        return None
+    return float(100.0 * (m.max() - m.min()) / np.median(m))
+
+
+def round_stats(visits) -> dict:
+    """Latency columns of a row timed in rounds: p50 and its CI over the round medians; mean, std,
+    p90, p99 over all samples; the round medians themselves (for paired comparisons)."""
+    meds = round_medians(visits)
+    p50, lo, hi = median_ci(meds)
+    stats = latency_stats(np.concatenate([np.asarray(v) for v in visits]))
+    stats.update(latency_ms_p50=p50, latency_ms_ci_low=lo, latency_ms_ci_high=hi, images_per_s=1000.0 / p50,
+                 rounds=int(meds.size), round_ms=format_rounds(meds), spread_pct=spread_pct(meds))
+    return stats
+
+
+def format_rounds(medians) -> str:
+    """Round medians as one result-row cell: ms, ';'-separated, in round order."""
+    return ";".join(f"{m:.6g}" for m in medians)
+
+
+def parse_rounds(cell) -> np.ndarray | None:
+    """The inverse of `format_rounds`; None for an empty cell or one that is not numbers."""
+    if cell is None or not str(cell).strip():
+        return None
+    try:
+        values = np.asarray([float(v) for v in str(cell).split(";")], dtype=np.float64)
+    except ValueError:
+        return None
+    return values if values.size and np.all(np.isfinite(values)) and np.all(values > 0) else None
+
+
+def paired_speedup(reference_medians, medians, level: float = CI_LEVEL) -> tuple:
+    """Speed-up of a model over a reference timed in the same rounds: the median of the per-round
+    ratios reference / model, with its CI (`median_ci`). Pairing cancels drift common to a round."""
+    ref = np.asarray(reference_medians, dtype=np.float64)
+    m = np.asarray(medians, dtype=np.float64)
+    if ref.size != m.size or ref.size == 0:
+        raise ValueError(f"paired speed-up needs the same rounds, got {ref.size} and {m.size}")
+    return median_ci(ref / m, level)
+
+
 def time_interleaved(runners: dict, rounds: int = 5, runs: int = 30, warmup: int = 5) -> dict:
-    """Latency of several models measured in turns: each round runs every model `runs` times.
+    """Latency of several callables in this process, timed in rotated rounds (`run_rounds`).
 
     On a shared 2-vCPU machine the speed drifts by 20-30 % over minutes (measured); timing
-    variants one after another turns that drift into fake speed-ups. Interleaving gives every
-    variant the same conditions. Returns {key: latency stats over all samples, plus the lowest and
-    highest per-round median (the drift the numbers carry)}.
+    variants one after another turns that drift into fake speed-ups. Returns {key: `round_stats`
+    columns, plus the lowest and highest round median (the drift the numbers carry)}.
     """
-    samples = {k: [] for k in runners}
-    round_medians = {k: [] for k in runners}
     for fn in runners.values():
         for _ in range(warmup):
             fn()
-    for _ in range(rounds):
-        for key, fn in runners.items():
-            times = sample_ms(fn, runs=runs, warmup=1)
-            samples[key].extend(times.tolist())
-            round_medians[key].append(float(np.median(times)))
+    visits = run_rounds({k: (lambda fn=fn: sample_ms(fn, runs=runs, warmup=1)) for k, fn in runners.items()}, rounds)
     out = {}
-    for key, values in samples.items():
-        stats = latency_stats(values)
-        out[key] = {k: stats[k] for k in ("latency_ms_p50", "latency_ms_p90", "latency_ms_mean",
-                                          "latency_ms_std")}
-        out[key].update(round_p50_min=min(round_medians[key]), round_p50_max=max(round_medians[key]),
-                        images_per_s=stats["images_per_s"], runs=stats["runs"])
+    for key, v in visits.items():
+        out[key] = round_stats(v)
+        meds = round_medians(v)
+        out[key].update(round_p50_min=float(meds.min()), round_p50_max=float(meds.max()))
     return out
 
 

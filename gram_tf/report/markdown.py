@@ -15,6 +15,7 @@ from typing import Iterable
 
 import numpy as np
 
+from ..config import BenchConfig
 from ..errors import GramTFError, one_line
 from ..metrics import within_drop
 from ..io_utils import atomic_write_text
@@ -22,8 +23,8 @@ from . import stats
 from .plots import plot_accuracy_vs_latency, plot_sizes, plot_sparsity, pruned_groups
 from .schema import (devices_of, normalize_row, reference_model_key, sparsity_of, threads_of,
                      to_float, write_results)
-from .view import (ALPHA, N_BOOT, ResultView, fmt_bytes, fmt_ci, fmt_ms, fmt_num, fmt_p, fmt_pct, fmt_pp,
-                   fmt_rate, fmt_sp, fmt_x, md_table, model_key, variant_rank)
+from .view import (ALPHA, N_BOOT, ResultView, fmt_bytes, fmt_ci, fmt_ms, fmt_ms_ci, fmt_num, fmt_p, fmt_pct, fmt_pp,
+                   fmt_rate, fmt_sp, fmt_x, fmt_x_ci, md_table, model_key, variant_rank)
 
 
 # =========================================================================== report sections
@@ -39,10 +40,47 @@ def _auto_summary(d: ResultView, key, row) -> dict:
         "accuracy": to_float(row.get("accuracy")), "fp32_accuracy": ref.accuracy if ref else None,
         "latency_ms_p50": to_float(row.get("latency_ms_p50")), "speedup_vs_fp32": d.speedup(m, t),
         "size_bytes": to_float(row.get("size_bytes")), "zip_bytes": to_float(row.get("zip_bytes")),
+        "latency_ms_ci_low": to_float(row.get("latency_ms_ci_low")),
+        "latency_ms_ci_high": to_float(row.get("latency_ms_ci_high")),
     }
 
 
-def _section_summary(d: ResultView, auto: dict, max_drop: float) -> str:
+def _timing_lines(d: ResultView, max_noise_pct: float) -> list:
+    """How the latencies were timed and how noisy the machine was (the noise guard)."""
+    rounds = sorted({int(r["rounds"]) for r in d.rows if to_float(r.get("rounds"))})
+    noise = {}
+    for r in d.rows:
+        n = to_float(r.get("noise_pct"))
+        if n is not None:
+            t = threads_of(r)
+            noise[t] = max(n, noise.get(t, 0.0))
+    out = []
+    if rounds:
+        out.append(f"- Timing: {', '.join(map(str, rounds))} interleaved round(s) per model; latency = median of the "
+                   "round medians [95% CI]; speed-up = median per-round ratio against fp32 [95% CI]; latencies whose "
+                   "CIs overlap are **tied within noise** (docs/benchmarking.md)")
+    else:
+        out.append("- Timing: one timing per model (no rounds: no CIs, ties cannot be called)")
+    if noise:
+        out.append("- Machine noise (fp32 round-to-round spread): " + ", ".join(
+            f"{n:.1f} % at {t} thread(s)" for t, n in sorted(noise.items(), key=lambda kv: kv[0] or 0)))
+    warn = stats.noise_warning(d.rows, max_noise_pct)
+    if warn:
+        out.append(f"- **Latency conclusions unreliable**: {warn}.")
+    return out
+
+
+def _auto_note(d: ResultView, detail: dict) -> str:
+    """What the auto choice beat: 'fastest', or the models it was tied with (it names no faster one)."""
+    choice, fastest, ties = detail["choice"], detail["fastest"], detail["tied"]
+    others = [r for r in ties if r is not choice]
+    if not others:
+        return "fastest"
+    names = ", ".join(f"{r.get('variant')}" + (f"@s{fmt_sp(sparsity_of(r))}" if sparsity_of(r) else "") for r in others)
+    return f"tied within noise with {names}; smallest"
+
+
+def _section_summary(d: ResultView, autos: dict, max_drop: float, max_noise_pct: float) -> str:
     n_tests = sorted({m.n_test for m in d.models.values() if m.n_test is not None})
     out = ["## 1. Summary", ""]
     out.append(f"- Runs: {', '.join(d.runs) or 'n/a'}")
@@ -50,34 +88,36 @@ def _section_summary(d: ResultView, auto: dict, max_drop: float) -> str:
     out.append(f"- Test images (n_test): {', '.join(str(int(n)) for n in n_tests) or 'n/a'}")
     out.append(f"- CPU threads tested: {', '.join(str(t) for t in d.threads) or 'n/a'}")
     out.append(f"- Result rows: {len(d.rows)} ({len(d.models)} models)")
+    out += _timing_lines(d, max_noise_pct)
     if d.duplicates:
         out.append(f"- Warning: {d.duplicates} duplicate row(s) (same model and thread count) ignored; the first one was kept")
     out.append(
         f"- Auto choice (**auto**): per run, backbone and thread count, the fastest LiteRT model "
         f"(lowest p50 latency) whose accuracy is at least the dense fp32 accuracy − {100 * max_drop:.1f} "
-        f"percentage points."
+        f"percentage points; among models tied with it within noise, the smallest file."
     )
     out.append("")
     body = []
-    for key in sorted(auto, key=lambda k: (str(k[0]), str(k[1]), k[2] if k[2] is not None else -1)):
-        row = auto[key]
+    for key in sorted(autos, key=lambda k: (str(k[0]), str(k[1]), k[2] if k[2] is not None else -1)):
+        row = autos[key]["choice"]
         s = _auto_summary(d, key, row)
         m = d.models[model_key(row)]
         drop = (s["accuracy"] - s["fp32_accuracy"]) if s["accuracy"] is not None and s["fp32_accuracy"] is not None else None
         body.append(([s["run"]] if d.multi_run else []) + [
             s["backbone"], s["threads"], f"**{s['variant']}** (auto)", fmt_sp(s["sparsity_target"]),
-            fmt_pct(s["accuracy"]), fmt_pct(s["fp32_accuracy"]), fmt_pp(drop), fmt_ms(s["latency_ms_p50"]),
-            fmt_x(s["speedup_vs_fp32"]), fmt_bytes(m.first("size_bytes")), fmt_bytes(m.first("zip_bytes")),
+            fmt_pct(s["accuracy"]), fmt_pct(s["fp32_accuracy"]), fmt_pp(drop), fmt_ms_ci(row),
+            fmt_x_ci(row, s["speedup_vs_fp32"]), fmt_bytes(m.first("size_bytes")), fmt_bytes(m.first("zip_bytes")),
+            _auto_note(d, autos[key]),
         ])
     if body:
         hdr = (["run"] if d.multi_run else []) + [
             "backbone", "threads", "auto choice", "sparsity", "accuracy", "fp32 accuracy", "Δ acc (pp)",
-            "p50 (ms)", "speed-up vs fp32", "size", "zip size"]
+            "p50 (ms) [95% CI]", "speed-up vs fp32 [95% CI]", "size", "zip size", "why"]
         out.append(md_table(hdr, body))
     else:
         out.append("No auto choice: no dense fp32 LiteRT reference row with an accuracy was found.")
     groups = {stats.reference_key(r) for r in d.rows}
-    skipped = sorted((g for g in groups if g not in auto), key=lambda g: (str(g[0]), str(g[1]), g[2] or -1))
+    skipped = sorted((g for g in groups if g not in autos), key=lambda g: (str(g[0]), str(g[1]), g[2] or -1))
     if skipped:
         out.append("")
         out.append("Skipped (no dense fp32 LiteRT reference): " + ", ".join(f"{g[1]} @ {'unknown' if g[2] is None else g[2]} threads" + (f" ({g[0]})" if d.multi_run else "") for g in skipped))
@@ -120,9 +160,9 @@ def _section_models(d: ResultView, auto: dict) -> str:
             bb, fmt_sp(sp), var, rt, f"{fmt_pct(m.accuracy)} {fmt_ci(m.ci)}",
             fmt_num(m.first("loss")), fmt_num(m.first("f1_macro")), fmt_num(m.first("auc")),
             fmt_bytes(m.first("size_bytes")), fmt_bytes(m.first("zip_bytes")),
-        ] + [fmt_ms(m.p50(t)) for t in d.threads] + [
+        ] + [fmt_ms_ci(m.row(t)) for t in d.threads] + [
             d.per_thread(m, lambda mm, t: fmt_rate(to_float((mm.row(t) or {}).get("images_per_s")))),
-            d.per_thread(m, lambda mm, t: fmt_x(d.speedup(mm, t))),
+            d.per_thread(m, lambda mm, t: fmt_x_ci(mm.row(t), d.speedup(mm, t))),
             fmt_num(d.size_ratio(m), 3),
             ("**auto** (" + ", ".join(f"{t}t" for t in sorted(marks[k], key=lambda x: x or 0)) + ")") if k in marks else "",
         ] + ([m.first("int8_recipe", None) or ""] if recipes else []))
@@ -161,8 +201,8 @@ def _section_int8(d: ResultView) -> str:
                 accs.append(None)
                 continue
             mc = d.mcnemar_vs(m, ref)
-            row += [f"{fmt_pct(m.accuracy)} {fmt_ci(m.ci)}", d.per_thread(m, lambda mm, t: fmt_ms(mm.p50(t))),
-                    d.per_thread(m, lambda mm, t: fmt_x(d.speedup(mm, t))), fmt_p(mc["p_value"]) if mc else "n/a"]
+            row += [f"{fmt_pct(m.accuracy)} {fmt_ci(m.ci)}", d.per_thread(m, lambda mm, t: fmt_ms_ci(mm.row(t))),
+                    d.per_thread(m, lambda mm, t: fmt_x_ci(mm.row(t), d.speedup(mm, t))), fmt_p(mc["p_value"]) if mc else "n/a"]
             accs.append(m.accuracy)
         row.append(fmt_pp(accs[0] - accs[1]) if None not in accs else "n/a")
         body.append(row)
@@ -211,7 +251,7 @@ def _section_pruning(d: ResultView, groups, max_drop: float = 0.01) -> str:
                 bb, fmt_sp(k[2]), "n/a" if ms is None else f"{ms:.3f}", k[3], k[4],
                 f"{fmt_pct(m.accuracy)} {fmt_ci(m.ci)}", fmt_pp(delta), fmt_bytes(m.first("size_bytes")),
                 fmt_bytes(zipb), fmt_x(ref_zip / zipb) if ref_zip and zipb else "n/a",
-            ] + [fmt_ms(m.p50(t)) for t in d.threads])
+            ] + [fmt_ms_ci(m.row(t)) for t in d.threads])
     out.append(md_table(hdr, body))
     out += ["", f"Smallest artifact within {100 * max_drop:.1f} pp of the dense fp32 accuracy (any sparsity, any variant):", ""]
     for (run, bb), vs in groups:
@@ -427,11 +467,13 @@ def _section_devices(rows: list[dict], devices: list, max_drop: float) -> str:
     return "\n".join(out)
 
 
-def build_report(rows: Iterable[dict], out_dir, max_drop: float = 0.01, title: str = "gram_tf report") -> dict:
+def build_report(rows: Iterable[dict], out_dir, max_drop: float = 0.01, title: str = "gram_tf report",
+                 max_noise_pct: float = BenchConfig.max_noise_pct) -> dict:
     """Write report.md, results.csv and the PNG plots into out_dir (created if needed).
 
     rows: result rows (typed by `load_results`, or raw benchmark dicts: they are normalized here).
     max_drop: accuracy drop allowed for the auto choice, absolute (0.01 = 1 percentage point).
+    max_noise_pct: fp32 round-to-round spread above which the summary marks latency conclusions unreliable.
     Every file is written atomically (temp file in out_dir + os.replace).
 
     Returns {"report": Path, "results_csv": Path, "plots": [Path, ...],
@@ -451,7 +493,8 @@ def build_report(rows: Iterable[dict], out_dir, max_drop: float = 0.01, title: s
     if len(devices) > 1:  # sections 1-6 describe the first device; section 7 puts all side by side
         rows = [r for r in rows if r.get("device") == devices[0]]
     d = ResultView(rows)
-    auto = stats.select_auto(rows, max_drop=max_drop)
+    autos = stats.auto_choices(rows, max_drop=max_drop)
+    auto = {k: v["choice"] for k, v in autos.items()}
 
     csv_path, _ = write_results(all_rows, out / "results.csv", json_twin=False)
 
@@ -477,7 +520,7 @@ def build_report(rows: Iterable[dict], out_dir, max_drop: float = 0.01, title: s
         "",
         "Generated by `gram_tf.report` from the benchmark result rows (all rows are in [results.csv](results.csv)).",
         "",
-        _section_summary(d, auto, max_drop),
+        _section_summary(d, autos, max_drop, max_noise_pct),
         "",
         _section_models(d, auto),
         "",

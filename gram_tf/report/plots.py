@@ -49,6 +49,10 @@ def plot_accuracy_vs_latency(d: ResultView, auto: dict, path: Path) -> None:
             continue
         x, y = lat, 100.0 * m.accuracy
         hollow = k[2] > 0
+        ci = stats.latency_interval(m.row(m.head_t) or {})
+        if ci is not None:  # the latency's 95 % CI: overlapping bars are tied within noise
+            ax.errorbar([x], [y], xerr=[[x - ci[0]], [ci[1] - x]], fmt="none", ecolor=col.get(str(k[1])),
+                        elinewidth=1, capsize=3, zorder=2.5)
         ax.scatter([x], [y], marker=mk[str(k[3])], s=60, zorder=3,
                    facecolors="none" if hollow else col.get(str(k[1])), edgecolors=col.get(str(k[1])),
                    linewidths=1.5)
@@ -78,7 +82,7 @@ def plot_accuracy_vs_latency(d: ResultView, auto: dict, path: Path) -> None:
             plain = FuncFormatter(lambda v, _: f"{v:g}")
             ax.xaxis.set_major_formatter(plain)
             ax.xaxis.set_minor_formatter(plain)
-    ax.set_xlabel("p50 latency per image (ms), 1 thread or lowest tested")
+    ax.set_xlabel("p50 latency per image (ms) with its 95% CI, 1 thread or lowest tested")
     ax.set_ylabel("accuracy (%)")
     ax.set_title("Accuracy vs latency (hollow = pruned)")
     ax.grid(True, alpha=0.3)

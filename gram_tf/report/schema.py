@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..deploy.timing import paired_speedup, parse_rounds
 from ..errors import GramTFError, one_line
 from ..io_utils import atomic_write_json, atomic_write_text
 
@@ -26,10 +27,16 @@ COLUMNS = [
     "accuracy", "loss", "f1_macro", "auc", "n_test",
     "latency_ms_mean", "latency_ms_std", "latency_ms_p50", "latency_ms_p90", "latency_ms_p99",
     "first_ms", "init_ms", "images_per_s", "peak_rss_mb", "runs",
-    "speedup_vs_fp32", "size_ratio_vs_fp32", "macs", "gmacs_per_s", "input_size",
+    # timing in rounds (gram_tf.deploy.timing): p50 is the median of the round medians, with its 95 % CI;
+    # round_ms lists the round medians; spread_pct is (max - min) / median of them
+    "rounds", "latency_ms_ci_low", "latency_ms_ci_high", "round_ms", "spread_pct",
+    # speed-up: the median per-round ratio fp32 / model (paired), with its 95 % CI
+    "speedup_vs_fp32", "speedup_ci_low", "speedup_ci_high", "size_ratio_vs_fp32", "macs", "gmacs_per_s", "input_size",
     "flagged", "correct",
     # where the row was measured (gram_tf.bench.device) and where its numbers come from
     "device", "cpu", "cores", "isa", "os", "arch", "runtime_version", "timing_source", "accuracy_source",
+    # the machine's timing noise during this benchmark: the fp32 reference's spread_pct (add_noise_columns)
+    "noise_pct",
     # what the full-integer variants got on their way to int8 (gram_tf.convert.recipe tag, e.g. cle+bc)
     "int8_recipe",
 ]
@@ -38,8 +45,9 @@ ROW_COLUMNS = COLUMNS
 REQUIRED_COLUMNS = [
     "run", "backbone", "variant", "runtime", "sparsity_target", "threads", "accuracy", "latency_ms_p50",
 ]
-INT_COLUMNS = {"threads", "size_bytes", "gzip_bytes", "zip_bytes", "n_test", "macs", "input_size", "runs", "cores"}
-STR_COLUMNS = {"run", "backbone", "variant", "runtime", "path", "correct", "weight_quantization", "io_type",
+INT_COLUMNS = {"threads", "size_bytes", "gzip_bytes", "zip_bytes", "n_test", "macs", "input_size", "runs", "cores",
+               "rounds"}
+STR_COLUMNS = {"run", "backbone", "variant", "runtime", "path", "correct", "weight_quantization", "io_type", "round_ms",
                "device", "cpu", "isa", "os", "arch", "runtime_version", "timing_source", "accuracy_source",
                "int8_recipe"}
 BOOL_COLUMNS = {"flagged"}
@@ -96,17 +104,37 @@ def reference_model_key(key: tuple) -> tuple:
 
 
 def add_relative_columns(rows: list[dict]) -> None:
-    """speed-up and size ratio against the reference row of the same run/backbone/threads/device,
-    and achieved GMAC/s."""
+    """Speed-up and size ratio against the reference row of the same run/backbone/threads/device,
+    and achieved GMAC/s. Call it on the rows of one benchmark only: rows timed in the same rounds
+    (equal `round_ms` counts) get the paired speed-up with its CI, others the ratio of p50s."""
     ref = {(*reference_key(r), r.get("device")): r for r in rows if is_reference(r)}
     for r in rows:
         base = ref.get((*reference_key(r), r.get("device")))
         if base and r.get("latency_ms_p50"):
-            r["speedup_vs_fp32"] = base["latency_ms_p50"] / r["latency_ms_p50"]
+            a, b = parse_rounds(base.get("round_ms")), parse_rounds(r.get("round_ms"))
+            if a is not None and b is not None and a.size == b.size:
+                r["speedup_vs_fp32"], r["speedup_ci_low"], r["speedup_ci_high"] = paired_speedup(a, b)
+            else:
+                r["speedup_vs_fp32"] = base["latency_ms_p50"] / r["latency_ms_p50"]
             if r.get("size_bytes"):
                 r["size_ratio_vs_fp32"] = r["size_bytes"] / base["size_bytes"]
         if r.get("macs") and r.get("latency_ms_p50"):
             r["gmacs_per_s"] = r["macs"] / (r["latency_ms_p50"] / 1000.0) / 1e9
+
+
+def add_noise_columns(rows: list[dict]) -> None:
+    """`noise_pct` of every row: the round-to-round spread of its group's fp32 reference (the same
+    run, backbone, threads and device), or the median spread of the group's rows when it has none."""
+    groups: dict = {}
+    for r in rows:
+        groups.setdefault((*reference_key(r), r.get("device")), []).append(r)
+    for grp in groups.values():
+        refs = [to_float(r.get("spread_pct")) for r in grp if is_reference(r)]
+        spreads = [x for x in refs if x is not None] or [
+            x for x in (to_float(r.get("spread_pct")) for r in grp) if x is not None]
+        noise = float(np.median(spreads)) if spreads else None
+        for r in grp:
+            r["noise_pct"] = noise
 
 
 class _BadValue(ValueError):

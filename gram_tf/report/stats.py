@@ -30,6 +30,10 @@ __all__ = [
     "nemenyi_cd",
     "pareto_front",
     "select_auto",
+    "auto_choices",
+    "tied",
+    "latency_interval",
+    "noise_warning",
     "reference_key",
     "EXACT_MCNEMAR_BELOW",
     "within_drop",
@@ -249,17 +253,61 @@ def pareto_front(points: Iterable) -> list[bool]:
 # --------------------------------------------------------------------------- row helpers
 
 
+def latency_interval(row) -> tuple | None:
+    """(low, high) of a row's p50 latency: its 95 % CI when it was timed in rounds, else None (an
+    imported device log, an old row: a point, never used to call a tie)."""
+    lo, hi = to_float(row.get("latency_ms_ci_low")), to_float(row.get("latency_ms_ci_high"))
+    return (lo, hi) if lo is not None and hi is not None and lo <= hi else None
+
+
+def tied(a, b) -> bool:
+    """Two rows' latencies are tied within noise when both have CIs and the CIs overlap."""
+    ia, ib = latency_interval(a), latency_interval(b)
+    return ia is not None and ib is not None and ia[0] <= ib[1] and ib[0] <= ia[1]
+
+
+def noisy(rows, max_noise_pct: float) -> list:
+    """(device, threads, noise_pct) of every timing whose measured noise exceeds `max_noise_pct`."""
+    seen = {}
+    for r in rows:
+        noise = to_float(r.get("noise_pct"))
+        if noise is not None and noise > max_noise_pct:
+            key = (r.get("device"), r.get("threads"))
+            seen[key] = max(noise, seen.get(key, 0.0))
+    return [(dev, t, n) for (dev, t), n in seen.items()]
+
+
+def noise_warning(rows, max_noise_pct: float) -> str | None:
+    """One line for a benchmark whose fp32 round-to-round spread exceeds `max_noise_pct`, else None."""
+    bad = noisy(rows, max_noise_pct)
+    if not bad:
+        return None
+    worst = max(n for _, _, n in bad)
+    where = ", ".join(sorted({f"{t} thread(s)" for _, t, _ in bad}))
+    return (f"timing noise {worst:.0f} % (fp32 round-to-round spread at {where}) exceeds {max_noise_pct:g} %: "
+            "latency conclusions are unreliable; re-run on a quiet machine or with more rounds")
+
+
 def select_auto(rows, max_drop: float = 0.01) -> dict:
-    """Pick, per (run, backbone, threads), the fastest acceptable LiteRT model.
+    """{(run, backbone, threads): the chosen row} (see `auto_choices`)."""
+    return {k: v["choice"] for k, v in auto_choices(rows, max_drop).items()}
+
+
+def auto_choices(rows, max_drop: float = 0.01) -> dict:
+    """Pick, per (run, backbone, threads), the fastest acceptable LiteRT model; among models tied
+    with the fastest within noise, the smallest artifact.
 
     Reference: the row with variant "fp32", sparsity_target 0 (None counts as 0), runtime "litert"
     in the same (run, backbone, threads) group, with a known accuracy; groups without one are
     skipped. Candidates: LiteRT rows of the group (any variant, any sparsity, the reference
     included) with known accuracy and latency_ms_p50 and accuracy >= ref accuracy - max_drop
-    (absolute; 0.01 = 1 percentage point; float round-off tolerated). The winner has the lowest
-    latency_ms_p50; ties go to higher accuracy, then smaller size_bytes.
+    (absolute; 0.01 = 1 percentage point; float round-off tolerated). The fastest is the lowest
+    latency_ms_p50; every candidate `tied` with it (latency CIs overlap) is as fast as far as the
+    measurement can tell, and among those the smallest size_bytes wins, then the more accurate,
+    then the lower p50. Without CIs (imported logs, old rows) this is the lowest p50.
 
-    Returns {(run, backbone, threads): row} (the row dicts themselves).
+    Returns {(run, backbone, threads): {"choice": row, "fastest": row, "tied": [rows tied with the
+    fastest, the fastest included]}} (the row dicts themselves).
     """
     groups: dict[tuple, list] = {}
     for r in rows:
@@ -281,9 +329,12 @@ def select_auto(rows, max_drop: float = 0.01) -> dict:
         if not cands:  # cannot happen while the reference has a latency; kept for robustness
             continue
 
-        def sort_key(r):
-            size = to_float(r.get("size_bytes"))
-            return (to_float(r.get("latency_ms_p50")), -to_float(r.get("accuracy")), math.inf if size is None else size)
+        def size(r):
+            v = to_float(r.get("size_bytes"))
+            return math.inf if v is None else v
 
-        out[key] = min(cands, key=sort_key)
+        fastest = min(cands, key=lambda r: (to_float(r.get("latency_ms_p50")), -to_float(r.get("accuracy")), size(r)))
+        ties = [r for r in cands if r is fastest or tied(r, fastest)]
+        choice = min(ties, key=lambda r: (size(r), -to_float(r.get("accuracy")), to_float(r.get("latency_ms_p50"))))
+        out[key] = {"choice": choice, "fastest": fastest, "tied": ties}
     return out

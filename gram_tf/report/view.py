@@ -68,6 +68,27 @@ def fmt_x(x) -> str:
     return "n/a" if x is None else f"{x:.2f}×"
 
 
+def fmt_ms_ci(row) -> str:
+    """A row's p50 with its 95 % CI when it was timed in rounds: '0.52 [0.50, 0.55]'."""
+    if row is None:
+        return "n/a"
+    p50 = to_float(row.get("latency_ms_p50"))
+    lo, hi = to_float(row.get("latency_ms_ci_low")), to_float(row.get("latency_ms_ci_high"))
+    return fmt_ms(p50) + (f" [{fmt_ms(lo)}, {fmt_ms(hi)}]" if lo is not None and hi is not None else "")
+
+
+def fmt_x_ci(row, value=None) -> str:
+    """A row's speed-up vs fp32 with its paired 95 % CI; '≈' marks a CI that contains 1 (tied with fp32
+    within noise)."""
+    x = value if value is not None or row is None else to_float(row.get("speedup_vs_fp32"))
+    if x is None:
+        return "n/a"
+    lo, hi = (to_float(row.get("speedup_ci_low")), to_float(row.get("speedup_ci_high"))) if row is not None else (None, None)
+    if lo is None or hi is None:
+        return fmt_x(x)
+    return ("≈" if lo <= 1.0 <= hi else "") + f"{fmt_x(x)} [{lo:.2f}, {hi:.2f}]"
+
+
 def fmt_pp(x) -> str:
     return "n/a" if x is None else f"{100.0 * x:+.1f}"
 
