@@ -86,6 +86,13 @@ def test_file_name_format_and_group_pattern_agree():
     assert len({group.search(n).group(1) for n in names}) == len(CLASSES)
 
 
+def test_docs_show_the_group_pattern_and_where_it_is_defined():
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "data.md").read_text(encoding="utf-8")
+    assert f"`{synth.GROUP_PATTERN}`" in doc and "gram_tf/data/synth/names.py" in doc
+
+
 def test_is_synthetic_folder_needs_synthetic_classes_and_names():
     good = [synth.FILE_NAME_FORMAT.format(cls=c, specimen=1, field=2) for c in CLASSES]
     assert synth.is_synthetic_folder(list(CLASSES), good)
