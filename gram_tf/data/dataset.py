@@ -120,7 +120,7 @@ def check_dataset(root, progress: bool = True, group_pattern: Optional[str] = No
     """Per-class counts, image size ranges, duplicate files (by sha256) and every unreadable file;
     `warnings` says when file names suggest groups that no group pattern keeps together."""
     items, classes, counts = scan_image_folder(root)
-    compile_group_pattern(group_pattern)  # a bad regex is an error before the folder is read
+    compile_group_pattern(group_pattern)  # a bad regex is an error before any image is read
     hint = None if resolve_group_pattern(items, classes, group_pattern) else suggested_groups(items)
     readable = Counter()
     sizes = defaultdict(list)
