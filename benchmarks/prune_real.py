@@ -50,13 +50,13 @@ OLD = dict(method="gradual", batchnorm="frozen", distill=0.0, lr_schedule="const
 def dataset(name: str, work: Path) -> Path:
     if name == "real":
         return real_micrographs.build(work / "real6")
-    from gram_tf.data import split_dataset, synthesize_dataset, write_manifest
+    from gram_tf.data import SYNTH_GROUP_PATTERN, split_dataset, synthesize_dataset, write_manifest
 
     root = work / "synth224"
     manifest = root / "manifest.csv"
     if not manifest.is_file():
         synthesize_dataset(root / "images", per_class=120, size=224, seed=0, progress=False)
-        rows = split_dataset(root / "images", group_pattern=r"^(gram_\w+?_s\d+)_f", progress=False)
+        rows = split_dataset(root / "images", group_pattern=SYNTH_GROUP_PATTERN, progress=False)
         write_manifest(rows, manifest)
     return manifest
 

@@ -93,23 +93,29 @@ def data():
               help="images that share one specimen (its id is in the file name: _sNNNN_)")
 def data_synth(out, per_class, size, seed, fields_per_specimen):
     """Generate synthetic Gram-stained micrographs (gram_positive / gram_negative) into OUT."""
-    from .data import synthesize_dataset
+    from .data import SYNTH_GROUP_PATTERN, synthesize_dataset
 
     summary = synthesize_dataset(out, per_class, size=size, seed=seed,
                                  fields_per_specimen=fields_per_specimen, progress=True)
     click.echo(format_table([{"class": k, "images": v} for k, v in summary["classes"].items()]))
     click.echo(f"{summary['n_written']} written, {summary['n_skipped']} already there -> {out}"
-               f"  (group pattern for splits: '^(gram_\\w+?_s\\d+)_f')")
+               f"  (splits group by specimen: '{SYNTH_GROUP_PATTERN}')")
+
+
+_GROUP_PATTERN_HELP = ("regex whose group(1) is the specimen/patient/photo id; no group spans two splits "
+                       "(default: by specimen for a 'data synth' folder, else each file alone; '' for that)")
 
 
 @data.command("check")
 @click.argument("directory", type=click.Path())
 @click.option("--json", "as_json", is_flag=True, help="print the full report as JSON")
-def data_check(directory, as_json):
+@click.option("--group-pattern", default=None, help=_GROUP_PATTERN_HELP + "; without one, names that look "
+              "grouped get a warning")
+def data_check(directory, as_json, group_pattern):
     """Count images per class, size ranges, duplicates and unreadable files. Exits 1 on problems."""
     from .data import check_dataset
 
-    report = check_dataset(directory)
+    report = check_dataset(directory, group_pattern=group_pattern)
     if as_json:
         click.echo(json.dumps(report, indent=2))
     else:
@@ -124,6 +130,8 @@ def data_check(directory, as_json):
             click.echo(f"duplicates: {' == '.join(group)}")
         for problem in report["problems"]:
             click.echo(f"problem: {problem}", err=True)
+        for warning in report["warnings"]:
+            click.echo(f"warning: {warning}", err=True)
         click.echo(f"{report['n_files']} files, {len(report['unreadable'])} unreadable, "
                    f"{len(report['duplicates'])} duplicate groups: {'OK' if report['ok'] else 'NOT OK'}")
     if not report["ok"]:
@@ -135,8 +143,7 @@ def data_check(directory, as_json):
 @click.option("--out", "out", required=True, type=click.Path(), help="manifest CSV to write")
 @click.option("--val", type=float, default=0.15, show_default=True, callback=_in_range("data.val"))
 @click.option("--test", type=float, default=0.2, show_default=True, callback=_in_range("data.test"))
-@click.option("--group-pattern", default=None,
-              help="regex whose group(1) is the specimen/patient id; no group spans two splits")
+@click.option("--group-pattern", default=None, help=_GROUP_PATTERN_HELP)
 @click.option("--seed", type=int, default=0, show_default=True, callback=_in_range("seed"))
 def data_split(directory, out, val, test, group_pattern, seed):
     """Write a stratified train/val/test manifest (path,label,split,group,sha256,status)."""
@@ -192,6 +199,7 @@ def _load_cfg(config, sets, extra=None):
 @main.command("train")
 @click.option("--data", "data_dir", type=click.Path(), help="ImageFolder (split into RUN_DIR/manifest.csv)")
 @click.option("--manifest", type=click.Path(), help="a manifest from 'gram-tf data split'")
+@click.option("--group-pattern", default=None, help="with --data: " + _GROUP_PATTERN_HELP + " (data.group_pattern)")
 @click.option("--backbone", required=True, help="a name from 'gram-tf backbones'")
 @click.option("--weights", default=None, help="imagenet | none | path to a weights file")
 @click.option("--weights-dir", default=None, type=click.Path(),
@@ -201,12 +209,17 @@ def _load_cfg(config, sets, extra=None):
 @click.option("--out", "out", required=True, type=click.Path(), help="run directory")
 @click.option("--config", type=click.Path(), default=None, help="YAML config (its train/data sections)")
 @click.option("--set", "sets", multiple=True, help="override a config key, e.g. train.unfreeze=0.3")
-def train_cmd(data_dir, manifest, backbone, weights, weights_dir, input_size, epochs, out, config, sets):
+def train_cmd(data_dir, manifest, group_pattern, backbone, weights, weights_dir, input_size, epochs, out, config,
+              sets):
     """Train a classifier head on a frozen backbone (optionally fine-tune part of it)."""
     if bool(data_dir) == bool(manifest):
         raise GramTFError("pass exactly one of --data DIR or --manifest CSV")
+    if manifest and group_pattern is not None:
+        raise GramTFError("--group-pattern splits a --data folder; a --manifest is already split")
     extra = {"train": {k: v for k, v in {"weights": weights, "input_size": input_size,
                                          "epochs": epochs}.items() if v is not None}}
+    if group_pattern is not None:
+        extra["data"] = {"group_pattern": group_pattern}
     if weights_dir:
         extra["weights_dir"] = weights_dir
     cfg = _load_cfg(config, sets, extra)
@@ -219,7 +232,7 @@ def train_cmd(data_dir, manifest, backbone, weights, weights_dir, input_size, ep
     bb = get_backbone(backbone)
     resolve_weights(bb, cfg.train.weights if cfg.train.weights != "imagenet" else "none", cfg.weights_dir)
     out = require_dir(out, "the run directory (--out)")
-    if data_dir:
+    if data_dir:  # split as `gram-tf run` does (data.group_pattern, else by specimen for a synthetic folder)
         manifest = out / "manifest.csv"
         rows = split_dataset(data_dir, cfg.data.val, cfg.data.test, cfg.seed, cfg.data.group_pattern)
         write_manifest(rows, manifest)

@@ -100,7 +100,7 @@ class DataConfig:
     dir: Optional[str] = _path()  # ImageFolder root; None -> synthesise the built-in dataset
     manifest: Optional[str] = _path()  # an existing split manifest (CSV) to reuse instead of splitting
     synth_per_class: int = _num(80, 1, _COUNT)
-    synth_size: int = _num(160, 16, 4096)  # data/synth.py draws 16..4096 px
+    synth_size: int = _num(160, 16, 4096)  # data/synth/render.py draws 16..4096 px
     val: float = _num(0.15, 0, 0.9)
     test: float = _num(0.2, 0, 0.9)
     group_pattern: Optional[str] = None  # regex; group(1) (or the match) is the specimen id

@@ -25,7 +25,6 @@ from .optimize import prune_run
 from .report import build_report, load_results, write_results
 from .report.stats import noise_warning
 from .train import train
-SYNTH_GROUP_PATTERN = r"^(gram_\w+?_s\d+)_f"  # class + specimen id: fields of one smear stay together
 STAGES_DIR = "stages"  # its presence marks a folder as a study's
 
 
@@ -70,12 +69,16 @@ def _data_stage(cfg: StudyConfig, root: Path, stages: _Stages) -> Path:
         stages.start("data", skipped=True)
         return manifest
     manifest = root / "manifest.csv"
+    # the split groups as `train --data` and `data split` do: data.group_pattern, else by specimen for
+    # a synthetic folder (data.synth's own folder included), else each file alone
     if cfg.data.dir:
-        source, pattern = Path(cfg.data.dir), cfg.data.group_pattern
+        source = Path(cfg.data.dir)
+        items, classes, _ = data_mod.scan_image_folder(source)
         key = config_hash({"dir": str(source.resolve()), "data": cfg.data, "seed": cfg.seed,
-                           "files": sorted(str(p) for p, _ in data_mod.scan_image_folder(source)[0])})
+                           "files": sorted(str(p) for p, _ in items),
+                           "group_pattern": data_mod.resolve_group_pattern(items, classes, cfg.data.group_pattern)})
     else:
-        source, pattern = root / "data", cfg.data.group_pattern or SYNTH_GROUP_PATTERN
+        source = root / "data"
         key = config_hash({"synth": cfg.data, "seed": cfg.seed})
     if stages.done("data", key) is not None and manifest.is_file():
         stages.start("data", skipped=True)
@@ -84,7 +87,7 @@ def _data_stage(cfg: StudyConfig, root: Path, stages: _Stages) -> Path:
     if not cfg.data.dir:
         data_mod.synthesize_dataset(source, cfg.data.synth_per_class, size=cfg.data.synth_size, seed=cfg.seed,
                            progress=stages.progress)
-    rows = data_mod.split_dataset(source, cfg.data.val, cfg.data.test, cfg.seed, pattern,
+    rows = data_mod.split_dataset(source, cfg.data.val, cfg.data.test, cfg.seed, cfg.data.group_pattern,
                                   progress=stages.progress)
     data_mod.write_manifest(rows, manifest)
     stages.finish("data", key, {"manifest": str(manifest), "splits": data_mod.summarize_split(rows)})

@@ -56,9 +56,9 @@ def synth_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def synth_manifest(synth_dir, tmp_path_factory) -> Path:
-    from gram_tf.data import split_dataset, write_manifest
+    from gram_tf.data import SYNTH_GROUP_PATTERN, split_dataset, write_manifest
 
-    rows = split_dataset(synth_dir, val=0.2, test=0.25, seed=0, group_pattern=r"^(gram_\w+?_s\d+)_f", progress=False)
+    rows = split_dataset(synth_dir, val=0.2, test=0.25, seed=0, group_pattern=SYNTH_GROUP_PATTERN, progress=False)
     path = tmp_path_factory.mktemp("manifest") / "manifest.csv"
     write_manifest(rows, path)
     return path

@@ -6,6 +6,7 @@ import pytest
 from click.testing import CliRunner
 
 from gram_tf.cli import main
+from gram_tf.data import SYNTH_GROUP_PATTERN
 
 COMMANDS = [[], ["data"], ["data", "synth"], ["data", "check"], ["data", "split"], ["backbones"],
             ["train"], ["prune"], ["convert"], ["bench"], ["report"], ["run"], ["predict"]]
@@ -71,9 +72,9 @@ def test_data_commands_end_to_end(tmp_path):
     assert r.exit_code == 0, r.output
     assert "gram_positive" in r.output and "gram_negative" in r.output
     r = runner.invoke(main, ["data", "check", str(out)])
-    assert r.exit_code == 0 and "OK" in r.output, r.output
+    assert r.exit_code == 0 and "OK" in r.output and "warning" not in r.output, r.output
     r = runner.invoke(main, ["data", "split", str(out), "--out", str(tmp_path / "m.csv"), "--val", "0.25",
-                             "--test", "0.25", "--group-pattern", r"^(gram_\w+?_s\d+)_f"])
+                             "--test", "0.25", "--group-pattern", SYNTH_GROUP_PATTERN])
     assert r.exit_code == 0, r.output
     assert (tmp_path / "m.csv").read_text().startswith("path,label,split,group,sha256,status")
     (out / "gram_positive" / "zero.png").write_bytes(b"")
@@ -81,6 +82,21 @@ def test_data_commands_end_to_end(tmp_path):
     r = runner.invoke(main, ["data", "check", str(out)])
     assert r.exit_code == 1
     assert "zero.png" in r.output and "gram_empty" in r.output
+
+
+def test_data_check_warns_in_one_line_when_names_look_grouped(tmp_path):
+    from PIL import Image
+
+    for cls in ("cocci", "rods"):
+        (tmp_path / cls).mkdir()
+        for p in range(3):
+            for f in range(2):
+                Image.new("RGB", (8, 8), (p * 50 + f, len(cls), 0)).save(tmp_path / cls / f"smear{p}_{f}.png")
+    r = CliRunner().invoke(main, ["data", "check", str(tmp_path)])
+    warnings = [line for line in r.output.splitlines() if line.startswith("warning:")]
+    assert r.exit_code == 0 and len(warnings) == 1 and "smear2_0.png" in warnings[0], r.output
+    r = CliRunner().invoke(main, ["data", "check", str(tmp_path), "--group-pattern", r"^(smear\d)_"])
+    assert r.exit_code == 0 and "warning" not in r.output, r.output
 
 
 @pytest.mark.parametrize("argv, needle", [

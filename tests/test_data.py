@@ -120,6 +120,65 @@ def test_group_pattern_never_splits_a_group(tmp_path):
         data.split_dataset(root, group_pattern="(", progress=False)
 
 
+def test_a_synthetic_folder_is_split_by_specimen_unless_told_otherwise(tmp_path):
+    root = tmp_path / "synth"
+    data.synthesize_dataset(root, per_class=12, size=16, seed=0, progress=False)  # 3 specimens x 4 fields
+    rows = data.split_dataset(root, val=0.25, test=0.25, seed=0, progress=False)
+    given = data.split_dataset(root, val=0.25, test=0.25, seed=0, group_pattern=data.SYNTH_GROUP_PATTERN,
+                               progress=False)
+    assert [(r["path"], r["split"], r["group"]) for r in rows] == [(r["path"], r["split"], r["group"]) for r in given]
+    splits_of = defaultdict(set)
+    for r in rows:
+        splits_of[r["group"]].add(r["split"])
+    assert len(splits_of) == 6 and all(len(s) == 1 for s in splits_of.values())
+    off = data.split_dataset(root, val=0.25, test=0.25, seed=0, group_pattern="", progress=False)
+    assert len({r["group"] for r in off}) == 24  # '' turns grouping off: each file alone
+    # one foreign file and the folder is no longer data synth's: no default pattern
+    Image.new("RGB", (16, 16)).save(root / "gram_positive" / "extra.png")
+    assert len({r["group"] for r in data.split_dataset(root, val=0.25, test=0.25, progress=False)}) == 25
+    assert data.check_dataset(root, progress=False)["warnings"]  # ...and its names look grouped
+
+
+def _named(tmp_path, names):
+    root = tmp_path / "named"
+    for cls in ("cocci", "rods"):
+        (root / cls).mkdir(parents=True)
+        for i, name in enumerate(names):
+            Image.new("RGB", (8, 8), (i, 0, 0) if cls == "cocci" else (0, i, 0)).save(root / cls / name)
+    return root
+
+
+@pytest.mark.parametrize("names, example", [
+    ([f"photo{p}-tile{t}.jpg" for p in range(4) for t in range(3)], "photo3-tile0.jpg"),
+    ([f"P{p:02d}_{i}.png" for p in range(5) for i in range(2)], "P04_0.png"),
+    ([f"slide{p}__f{i}.png" for p in range(3) for i in range(4)] + ["other.png"], "slide2__f0.png"),
+])
+def test_check_warns_once_when_names_look_grouped(tmp_path, names, example):
+    root = _named(tmp_path, names)
+    warnings = data.check_dataset(root, progress=False)["warnings"]
+    assert len(warnings) == 1 and "\n" not in warnings[0], warnings
+    assert example in warnings[0] and "--group-pattern" in warnings[0], warnings
+    # a pattern given silences it, the one the warning suggests included
+    for pattern in (r"^(.+?)[-_]", data.dataset.SUFFIX_GROUP_PATTERN):
+        assert data.check_dataset(root, progress=False, group_pattern=pattern)["warnings"] == []
+    with pytest.raises(GramTFError, match="not a valid regex"):
+        data.check_dataset(root, progress=False, group_pattern="(")
+
+
+@pytest.mark.parametrize("names", [
+    [f"IMG_{i:04d}.jpg" for i in range(12)],  # one camera counter per class, not groups
+    ["alpha.png", "beta.png", "gamma.png", "delta.png", "img1.png", "img2.png"],
+    [f"P{p:02d}_{i}.png" for p in range(2) for i in range(3)] + [f"x{i}.png" for i in range(8)],  # too few groups
+])
+def test_check_does_not_warn_when_names_look_independent(tmp_path, names):
+    assert data.check_dataset(_named(tmp_path, names), progress=False)["warnings"] == []
+
+
+def test_check_does_not_warn_on_a_synthetic_folder(tmp_path):
+    data.synthesize_dataset(tmp_path / "s", per_class=8, size=16, seed=0, progress=False)
+    assert data.check_dataset(tmp_path / "s", progress=False)["warnings"] == []
+
+
 def test_manifest_records_corrupt_file_and_later_stages_skip_it(tmp_path):
     root = _folder(tmp_path)
     (root / "gram_positive" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")

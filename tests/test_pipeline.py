@@ -129,3 +129,61 @@ def test_unwritable_or_special_out_is_one_line(tmp_path):
         with pytest.raises(GramTFError) as e:
             run_study(load_config(None, {"out": out, "tflite_dir": str(tmp_path / "t")}), progress=False)
         assert needle in str(e.value) and "\n" not in str(e.value)
+
+
+def _splits(manifest):
+    from gram_tf.data import read_manifest
+
+    return {(r["path"], r["split"], r["group"]) for r in read_manifest(manifest)}
+
+
+def test_train_data_and_run_split_a_folder_alike(tmp_path, monkeypatch):
+    """`gram-tf train --data DIR` writes the split `gram-tf run` makes of DIR for the same seed: the fields
+    of a synthetic specimen stay in one split in both, and a given group pattern applies in both."""
+    import re
+
+    import gram_tf.train
+    from gram_tf import pipeline
+    from gram_tf.data import SYNTH_GROUP_PATTERN
+    from gram_tf.errors import GramTFError
+
+    def no_training(*args, **kwargs):  # the split is written before training starts; stop there
+        raise GramTFError("stopped before training")
+
+    monkeypatch.setattr(gram_tf.train, "train", no_training)
+    opts = {"seed": 3, "data": {"synth_per_class": 16, "synth_size": 16, "val": 0.25, "test": 0.25}}
+
+    def run_split(root, **data):
+        cfg = load_config(None, {**opts, "data": {**opts["data"], **data}})
+        root.mkdir(parents=True)
+        return pipeline._data_stage(cfg, root, pipeline._Stages(root, 1, progress=False))
+
+    def train_split(folder, out, *extra):
+        r = CliRunner().invoke(main, ["train", "--data", str(folder), "--backbone", "mobilenet_v1_025", "--weights",
+                                      "none", "--out", str(out), "--set", "seed=3", "--set", "data.val=0.25",
+                                      "--set", "data.test=0.25", *extra])
+        assert "stopped before training" in r.output, r.output
+        return out / "manifest.csv"
+
+    study = tmp_path / "study"
+    ran = _splits(run_split(study))  # `run` synthesises study/data (4 fields per specimen) and splits it
+    trained = _splits(train_split(study / "data", tmp_path / "run"))
+    assert trained == ran
+    split_of = {}
+    for path, split, group in trained:
+        name = path.rsplit("/", 1)[-1]
+        assert group == re.match(SYNTH_GROUP_PATTERN, name).group(1)
+        assert split_of.setdefault(group, split) == split, group  # a specimen never spans two splits
+    assert len(split_of) == 8 and {"train", "val", "test"} == set(split_of.values())
+
+    # a folder of one's own: data.group_pattern (run) and --group-pattern (train) split alike
+    from PIL import Image
+
+    own = tmp_path / "own"
+    for cls in ("a", "b"):
+        (own / cls).mkdir(parents=True)
+        for i in range(12):
+            Image.new("RGB", (16, 16), (i * 20, 100 if cls == "a" else 200, 50)).save(own / cls / f"P{i % 4}{cls}_{i:02d}.png")
+    ran = _splits(run_split(tmp_path / "study2", dir=str(own), group_pattern=r"^(P\d\w)_"))
+    trained = _splits(train_split(own, tmp_path / "run2", "--group-pattern", r"^(P\d\w)_"))
+    assert trained == ran and len({g for _, _, g in trained}) == 8

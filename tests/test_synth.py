@@ -10,8 +10,8 @@ from gram_tf.data import synth
 from gram_tf.errors import GramTFError
 from gram_tf.data.synth import CLASSES, SpecimenStyle, render_micrograph, synthesize_dataset
 
-NAME_RE = re.compile(r"^(gram_negative|gram_positive)_s(\d{4})_f(\d{2})\.png$")
-GROUP_RE = re.compile(r"_s(\d+)_")
+NAME_RE = re.compile(r"^(gram_negative|gram_positive)_s(\d{4})_f(\d{2})\.png$")  # the documented format
+GROUP_RE = re.compile(synth.GROUP_PATTERN)
 
 
 def _files(root):
@@ -38,7 +38,7 @@ def colour_set():
         gram = name.split("_")[1]
         for i in range(40):
             sp, f = divmod(i, 4)
-            st = synth._specimen_style(11, ci, sp, gram)
+            st = synth.specimen_style(11, ci, sp, gram)
             im = render_micrograph(synth.field_rng(11, ci, sp, f), gram, 64, st)
             imgs.append(np.asarray(im, dtype=np.float64))
             labels.append(ci)
@@ -68,7 +68,37 @@ def test_file_names_and_specimen_groups(small_set):
         groups = {}
         for n in names:
             groups.setdefault(GROUP_RE.search(n).group(1), []).append(n)
-        assert {g: len(v) for g, v in groups.items()} == {"0000": 4, "0001": 4, "0002": 2}
+        assert {g: len(v) for g, v in groups.items()} == {f"{c}_s0000": 4, f"{c}_s0001": 4, f"{c}_s0002": 2}
+    assert synth.is_synthetic_folder(CLASSES, [p.name for p in _files(out)])
+
+
+def test_file_name_format_and_group_pattern_agree():
+    """A name the format makes is a synthetic name, and the group pattern gives its class + specimen."""
+    group = re.compile(synth.GROUP_PATTERN)
+    for cls in CLASSES:
+        for specimen, field in [(0, 0), (7, 3), (12, 10), (12345, 99)]:
+            name = synth.FILE_NAME_FORMAT.format(cls=cls, specimen=specimen, field=field)
+            assert NAME_RE.match(name) or specimen > 9999, name
+            assert synth.NAME_PATTERN.match(name), name
+            assert group.search(name).group(1) == f"{cls}_s{specimen:04d}", name
+    # fields of one specimen share a group; the same specimen number in the other class does not
+    names = [synth.FILE_NAME_FORMAT.format(cls=c, specimen=3, field=f) for c in CLASSES for f in (0, 1)]
+    assert len({group.search(n).group(1) for n in names}) == len(CLASSES)
+
+
+def test_docs_show_the_group_pattern_and_where_it_is_defined():
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "data.md").read_text(encoding="utf-8")
+    assert f"`{synth.GROUP_PATTERN}`" in doc and "gram_tf/data/synth/names.py" in doc
+
+
+def test_is_synthetic_folder_needs_synthetic_classes_and_names():
+    good = [synth.FILE_NAME_FORMAT.format(cls=c, specimen=1, field=2) for c in CLASSES]
+    assert synth.is_synthetic_folder(list(CLASSES), good)
+    assert not synth.is_synthetic_folder(list(CLASSES), good + ["IMG_0001.jpg"])
+    assert not synth.is_synthetic_folder(["cocci", "rods"], good)
+    assert not synth.is_synthetic_folder(list(CLASSES), [])
 
 
 def test_images_are_rgb_and_sized(small_set):
@@ -113,7 +143,7 @@ def test_file_matches_documented_seeding(small_set):
     """Each file is rendered from SeedSequence([seed, class_index, specimen, field])."""
     out, _ = small_set
     ci, name = 1, CLASSES[1]
-    style = synth._specimen_style(7, ci, 1, "positive")
+    style = synth.specimen_style(7, ci, 1, "positive")
     rng = np.random.default_rng(np.random.SeedSequence([7, ci, 1, 2]))
     im = render_micrograph(rng, "positive", 64, style)
     with Image.open(out / name / f"{name}_s0001_f02.png") as disk:
@@ -208,8 +238,8 @@ def test_specimen_style_is_shared_and_valid():
     a = render_micrograph(np.random.default_rng(1), "negative", 48, st)
     b = render_micrograph(np.random.default_rng(2), "negative", 48, st)
     assert not np.array_equal(np.asarray(a), np.asarray(b))
-    assert synth._specimen_style(0, 1, 5, "positive") == synth._specimen_style(0, 1, 5, "positive")
-    assert synth._specimen_style(0, 1, 5, "positive") != synth._specimen_style(0, 1, 6, "positive")
+    assert synth.specimen_style(0, 1, 5, "positive") == synth.specimen_style(0, 1, 5, "positive")
+    assert synth.specimen_style(0, 1, 5, "positive") != synth.specimen_style(0, 1, 6, "positive")
 
 
 def test_background_is_pale():
@@ -253,7 +283,7 @@ def test_mean_colour_alone_is_not_a_perfect_cue(colour_set):
 
 def test_speed_is_reasonable():
     """Loose bound (shared CI machines): well under 50 ms per 256 px image on one idle core."""
-    st = synth._specimen_style(0, 1, 0, "positive")
+    st = synth.specimen_style(0, 1, 0, "positive")
     render_micrograph(np.random.default_rng(0), "positive", 128, st)  # warm-up
     t = time.process_time()
     for i in range(10):

@@ -22,6 +22,7 @@ from ..deploy.imaging import IMAGE_EXTENSIONS, check_pixels, is_image_file, load
 from ..deploy import is_label
 from ..errors import GramTFError
 from ..io_utils import atomic_write_text, require_dir, sha256_file
+from .synth import GROUP_PATTERN as SYNTH_GROUP_PATTERN, is_synthetic_folder
 
 MANIFEST_COLUMNS = ("path", "label", "split", "group", "sha256", "status")
 SPLITS = ("train", "val", "test")
@@ -115,9 +116,12 @@ def probe_image(path) -> tuple[Optional[tuple[int, int]], Optional[str]]:
         return None, f"{path}: cannot decode"
 
 
-def check_dataset(root, progress: bool = True) -> dict:
-    """Per-class counts, image size ranges, duplicate files (by sha256) and every unreadable file."""
+def check_dataset(root, progress: bool = True, group_pattern: Optional[str] = None) -> dict:
+    """Per-class counts, image size ranges, duplicate files (by sha256) and every unreadable file;
+    `warnings` says when file names suggest groups that no group pattern keeps together."""
     items, classes, counts = scan_image_folder(root)
+    compile_group_pattern(group_pattern)  # a bad regex is an error before any image is read
+    hint = None if resolve_group_pattern(items, classes, group_pattern) else suggested_groups(items)
     readable = Counter()
     sizes = defaultdict(list)
     unreadable = []
@@ -154,8 +158,51 @@ def check_dataset(root, progress: bool = True) -> dict:
         "unreadable": unreadable,
         "duplicates": duplicates,
         "problems": problems,
+        "warnings": [hint] if hint else [],
         "ok": not problems,
     }
+
+
+# A name ending in a separator, optional letters and a number (P01_3.png, photo2-tile4.jpg,
+# slide7__f12.png): group 1, the part before it, may be a photo, slide or patient shared by several files.
+SUFFIX_GROUP_PATTERN = r"^(.+?)[-_. ]+[A-Za-z]*\d+\.\w+$"
+_SUFFIX = re.compile(SUFFIX_GROUP_PATTERN)
+
+
+def suggested_groups(items) -> Optional[str]:
+    """One line when file names look grouped: some class holds at least 3 name prefixes shared by 2+ files
+    each, and such files are at least half of all files. A camera's IMG_0001, IMG_0002... is one prefix
+    per class and does not count."""
+    by_prefix = defaultdict(list)
+    for path, cls in items:
+        m = _SUFFIX.match(Path(path).name)
+        if m:
+            by_prefix[(cls, m.group(1))].append(Path(path).name)
+    shared = {k: v for k, v in by_prefix.items() if len(v) >= 2}
+    per_class = Counter(cls for cls, _ in shared)
+    n_shared = sum(len(v) for v in shared.values())
+    if not per_class or max(per_class.values()) < 3 or 2 * n_shared < len(items):
+        return None
+    (_, prefix), names = max(shared.items(), key=lambda kv: (len(kv[1]), kv[0]))
+    return (f"file names look grouped (e.g. {names[0]} and {names[1]} share {prefix!r}; {n_shared} files in "
+            f"{len(shared)} such groups) and no group pattern is set, so a group can land in train and test at once; "
+            f"pass --group-pattern (data.group_pattern), e.g. '{SUFFIX_GROUP_PATTERN}'")
+
+
+def compile_group_pattern(group_pattern: Optional[str]) -> Optional[re.Pattern]:
+    try:
+        return re.compile(group_pattern) if group_pattern else None
+    except re.error as exc:
+        raise GramTFError(f"--group-pattern {group_pattern!r} is not a valid regex: {exc}") from None
+
+
+def resolve_group_pattern(items, classes, group_pattern: Optional[str]) -> Optional[str]:
+    """The group pattern a split uses: the one given ('' turns grouping off), else the synthetic
+    specimen pattern for a folder `gram-tf data synth` wrote, else None (each file its own group).
+    `data split`, `train --data` and `run` all split through this, so they split alike."""
+    if group_pattern is None and is_synthetic_folder(classes, (Path(p).name for p, _ in items)):
+        return SYNTH_GROUP_PATTERN
+    return group_pattern
 
 
 def _group_of(path: Path, pattern: Optional[re.Pattern]) -> str:
@@ -172,16 +219,14 @@ def split_dataset(root, val: float = 0.15, test: float = 0.2, seed: int = 0,
     """Stratified train/val/test split of an ImageFolder; whole groups go to one split.
 
     Unreadable files are kept in the manifest with split 'excluded' and the decoder's message, so
-    every later stage skips them and the record says why.
+    every later stage skips them and the record says why. Without a group pattern, a synthetic folder is
+    grouped by specimen (see resolve_group_pattern).
     """
     items, classes, counts = scan_image_folder(root)
     require_classes(root, classes, counts)
     if not (0 <= val < 1 and 0 <= test < 1 and val + test < 1):
         raise GramTFError(f"--val {val} and --test {test} must be fractions that sum to less than 1")
-    try:
-        pattern = re.compile(group_pattern) if group_pattern else None
-    except re.error as exc:
-        raise GramTFError(f"--group-pattern {group_pattern!r} is not a valid regex: {exc}") from None
+    pattern = compile_group_pattern(resolve_group_pattern(items, classes, group_pattern))
 
     rows = []
     for path, cls in _progress(items, total=len(items), desc="hashing", enabled=progress):
