@@ -214,7 +214,7 @@ class ConvertConfig:
 @dataclass
 class BenchConfig:
     threads: list[int] = _num(lambda: [1, 2], 1, MAX_THREADS)
-    # every round times every (model, threads) once, in a rotated order (docs/benchmarking.md); a p50 has
+    # every round times every (model, threads) once, in a rotated order (docs/benchmark-and-report.md); a p50 has
     # a 95 % CI from 6 rounds on (5 rounds: [min, max], 94 %)
     rounds: int = _num(7, 1, 1000)
     runs: int = _num(10, 1, _COUNT * 10)  # timed runs per round (a row has rounds x runs samples)
@@ -223,7 +223,7 @@ class BenchConfig:
     # end a timing loop)
     max_seconds: Optional[float] = _num(None, hi=10 ** 6, **_POS)
     # round-to-round spread of the fp32 model above which latency conclusions are marked unreliable (%):
-    # a quiet machine measured 2-6 %, one with a CPU-burning neighbour 20-60 % (docs/benchmarking.md)
+    # a quiet machine measured 2-6 %, one with a CPU-burning neighbour 20-60 % (docs/benchmark-and-report.md)
     max_noise_pct: float = _num(15.0, hi=1000, **_POS)
     keras_reference: bool = True
     device: Optional[str] = None  # label of this machine in result rows; None -> its CPU model

@@ -169,7 +169,7 @@ def test_rows_name_their_device(rows):
         assert r["accuracy_source"] == "this machine"
         host = socket.gethostname()
         assert all(host not in str(r[c]) for c in ("device", "cpu", "isa", "os", "arch", "runtime_version"))
-    labelled = bench_paths([rows[0]["path"]], threads=[1], runs=2, warmup=0, evaluate=False, keras_reference=False, progress=False,
+    labelled = bench_paths([rows[0]["path"]], threads=[1], rounds=2, runs=2, warmup=0, evaluate=False, keras_reference=False, progress=False,
                            device="lab server")
     assert labelled[0]["device"] == "lab server" and labelled[0]["cpu"] == rows[0]["cpu"]
 

@@ -20,7 +20,7 @@ def test_deit_study_end_to_end_prunes_attention_and_runs_int8(tmp_path):
         "train.input_size=32", "train.epochs=3", "prune.levels=[0.5]", "prune.epochs=1", "prune.batch_size=8",
         "prune.allocation=uniform", "prune.method=gradual",  # the refit recipe on DeiT: see docs/pruning.md
         "convert.variants=[int8,int8-per-tensor]", "convert.pruned_variants=[int8]",
-        "convert.representative_samples=8", "convert.check_samples=8", "bench.threads=[1]", "bench.runs=3",
+        "convert.representative_samples=8", "convert.check_samples=8", "bench.threads=[1]", "bench.rounds=3", "bench.runs=2",
         "bench.warmup=1", "bench.keras_reference=false"])
     result = run_study(cfg, progress=False)
     variants = {(r["variant"], r["sparsity_target"]) for r in result["rows"]}

@@ -13,7 +13,7 @@ TINY = {
     "prune": {"levels": [0.5], "epochs": 2, "batch_size": 8},
     "convert": {"variants": ["fp32", "int8"], "pruned_variants": ["fp32"], "representative_samples": 8,
                 "check_samples": 8},
-    "bench": {"threads": [1], "runs": 4, "warmup": 1, "keras_reference": False},
+    "bench": {"threads": [1], "rounds": 3, "runs": 2, "warmup": 1, "keras_reference": False},
 }
 
 

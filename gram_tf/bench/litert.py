@@ -2,7 +2,7 @@
 `benchmark_model`, and evaluate each one on the test split so speed and accuracy come from the
 same file.
 
-Timing runs in rounds (docs/benchmarking.md): each (model, threads) gets its own warm worker process
+Timing runs in rounds (docs/benchmark-and-report.md): each (model, threads) gets its own warm worker process
 (gram_tf.bench.worker --serve), and every round visits every worker of a backbone once, in a rotated
 order, so drift and neighbours hit all of them alike. A row's p50 is the median of its round medians,
 with the order-statistics CI; its speed-up vs fp32 is paired per round (gram_tf.report.schema).

@@ -58,7 +58,7 @@ def _timing_lines(d: ResultView, max_noise_pct: float) -> list:
     if rounds:
         out.append(f"- Timing: {', '.join(map(str, rounds))} interleaved round(s) per model; latency = median of the "
                    "round medians [95% CI]; speed-up = median per-round ratio against fp32 [95% CI]; latencies whose "
-                   "CIs overlap are **tied within noise** (docs/benchmarking.md)")
+                   "CIs overlap are **tied within noise** (docs/benchmark-and-report.md)")
     else:
         out.append("- Timing: one timing per model (no rounds: no CIs, ties cannot be called)")
     if noise:

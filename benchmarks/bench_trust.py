@@ -1,0 +1,191 @@
+"""How far `gram-tf bench`'s speed-ups are from the truth, before and after timing in rounds, on a
+quiet machine and with a CPU-burning process beside it (issue 37).
+
+For each artifact folder (`--set NAME=DIR`, every .tflite in it, LiteRT rows only, no evaluation):
+- truth: an independent interleaved timing of the same files in this process
+  (`gram_tf.deploy.time_interleaved`, `--truth-rounds` rotated rounds, quiet machine), measured once
+  before and once after the bench runs; its own drift is reported as the truth's error;
+- before: `gram-tf bench` as it was (one timing per model, one after another, 50 runs, each in a
+  fresh process): with `--before-src DIR` the old code itself (a checkout of the commit before
+  rounds), else the current code with `--rounds 1 --runs 50`, the same order;
+- after: `gram-tf bench` with its defaults (rounds, paired speed-ups with CIs).
+Each bench runs quiet and again beside `--burners` busy-looping processes. Error of a file = bench
+speed-up vs fp32 / truth speed-up - 1; the summary gives the mean and worst |error|, how many
+speed-ups the truth orders differently (pairs the truth separates by more than 5 %), and for `after`
+how many truth speed-ups fall inside the bench's CI and what the noise guard said.
+
+    python benchmarks/bench_trust.py --set quickstart=tflite_models/quickstart \
+        --set pruned=/tmp/trust/tflite/prune_levels --threads 2 --before-src /tmp/wt-old [--out bench_trust]
+
+Writes benchmarks/results/<out>.{csv,json} (rows: set, condition, method, file, speed-ups, errors)
+and <out>.summary.{csv,json}.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import ROOT, write_results  # noqa: E402
+
+BURN = "while True: pass"
+
+
+def truth(files, threads: int, rounds: int, runs: int) -> dict:
+    """{file name: (p50, paired speed-up vs fp32)} from an in-process interleaved timing."""
+    from gram_tf.deploy.timing import invoker, paired_speedup, parse_rounds, time_interleaved
+
+    runners = {f.name: invoker(str(f), threads, np.random.default_rng(0)) for f in files}
+    timed = time_interleaved(runners, rounds=rounds, runs=runs, warmup=5)
+    ref = parse_rounds(timed[fp32_of(files).name]["round_ms"])
+    return {k: (v["latency_ms_p50"], paired_speedup(ref, parse_rounds(v["round_ms"]))[0]) for k, v in timed.items()}
+
+
+def fp32_of(files):
+    dense = [f for f in files if f.stem.endswith("__fp32")]
+    if not dense:
+        raise SystemExit(f"error: no <backbone>__fp32.tflite among {[f.name for f in files]}; the speed-ups need it")
+    return dense[0]
+
+
+def bench(folder: Path, threads: int, method: str, before_src) -> tuple[dict, float]:
+    """{file name: row} of one `gram-tf bench` run of `method` (before | after), and its wall time."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "results.csv"
+        common = [str(folder), "--threads", str(threads), "--no-eval", "--no-keras", "--out", str(out)]
+        env = dict(os.environ)
+        if method == "before" and before_src:
+            env["PYTHONPATH"] = str(Path(before_src).resolve())
+            args = ["--runs", "50", "--warmup", "5"]
+        elif method == "before":
+            args = ["--rounds", "1", "--runs", "50", "--warmup", "5"]
+        else:
+            args = []  # the defaults
+            env["PYTHONPATH"] = str(ROOT)
+        t0 = time.perf_counter()
+        # cwd: a folder without gram_tf, so PYTHONPATH decides which code runs (`-m` puts cwd first)
+        proc = subprocess.run([sys.executable, "-m", "gram_tf.cli", "bench", *common, *args], capture_output=True,
+                              text=True, env=env, cwd=tmp)
+        wall = time.perf_counter() - t0
+        if proc.returncode != 0:
+            raise SystemExit(f"error: gram-tf bench ({method}) failed: {proc.stderr.strip()[-300:]}")
+        with open(out, newline="") as fh:
+            rows = {Path(r["path"]).name: r for r in csv.DictReader(fh)}
+        rows["_warning"] = next((line for line in proc.stdout.splitlines() + proc.stderr.splitlines()
+                                 if line.startswith("warning: timing noise")), "")
+        return rows, wall
+
+
+def _f(v):
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return None
+
+
+def inversions(pairs) -> int:
+    """Pairs of files the truth orders one way (by more than 5 %) and the bench the other."""
+    bad = 0
+    for i in range(len(pairs)):
+        for j in range(i + 1, len(pairs)):
+            (ta, ba), (tb, bb) = pairs[i], pairs[j]
+            if abs(ta / tb - 1) > 0.05 and (ta > tb) != (ba > bb):
+                bad += 1
+    return bad
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--set", action="append", required=True, help="NAME=DIR of .tflite artifacts (repeatable)")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--burners", type=int, default=1, help="busy-looping processes beside the bench")
+    ap.add_argument("--truth-rounds", type=int, default=15)
+    ap.add_argument("--truth-runs", type=int, default=20)
+    ap.add_argument("--before-src", default=None, help="a checkout of the code before rounds (its repository root)")
+    ap.add_argument("--conditions", default="quiet,burner")
+    ap.add_argument("--out", default="bench_trust")
+    args = ap.parse_args(argv)
+    sets = {}
+    for spec in args.set:
+        name, _, folder = spec.partition("=")
+        files = sorted(Path(folder).glob("*.tflite"))
+        if not files:
+            raise SystemExit(f"error: --set {spec}: no .tflite files in {folder}")
+        sets[name] = (Path(folder).resolve(), [f.resolve() for f in files])
+    before_commit = None
+    if args.before_src:
+        before_commit = subprocess.run(["git", "-C", args.before_src, "rev-parse", "--short", "HEAD"], capture_output=True,
+                                       text=True).stdout.strip() or None
+    rows, summary = [], []
+    for name, (folder, files) in sets.items():
+        fp32 = fp32_of(files).name
+        t_first = truth(files, args.threads, args.truth_rounds, args.truth_runs)
+        runs = {}
+        for condition in args.conditions.split(","):
+            burners = [subprocess.Popen([sys.executable, "-c", BURN]) for _ in range(args.burners)] \
+                if condition == "burner" else []
+            try:
+                time.sleep(0.5 if burners else 0.0)
+                for method in ("before", "after"):
+                    runs[(condition, method)] = bench(folder, args.threads, method, args.before_src)
+            finally:
+                for p in burners:
+                    p.kill()
+                    p.wait()
+        t_last = truth(files, args.threads, args.truth_rounds, args.truth_runs)
+        ref = {k: float(np.sqrt(t_first[k][1] * t_last[k][1])) for k in t_first}  # geometric mean of both
+        truth_err = [abs(t_first[k][1] / t_last[k][1] - 1) * 100 for k in t_first if k != fp32]
+        summary.append({"set": name, "condition": "quiet", "method": "truth (first vs last)", "files": len(files),
+                        "mean_abs_error_pct": round(float(np.mean(truth_err)), 1),
+                        "max_abs_error_pct": round(float(np.max(truth_err)), 1), "inversions": None,
+                        "truth_in_ci": None, "noise_pct": None, "noise_warning": None, "wall_s": None})
+        for (condition, method), (bench_rows, wall) in runs.items():
+            errs, pairs, inside, noise = [], [], 0, None
+            for f in files:
+                if f.name == fp32:
+                    continue
+                r = bench_rows[f.name]
+                sp, lo, hi = _f(r.get("speedup_vs_fp32")), _f(r.get("speedup_ci_low")), _f(r.get("speedup_ci_high"))
+                err = (sp / ref[f.name] - 1) * 100
+                errs.append(abs(err))
+                pairs.append((ref[f.name], sp))
+                in_ci = None if lo is None else bool(lo <= ref[f.name] <= hi)
+                inside += bool(in_ci)
+                noise = _f(r.get("noise_pct"))
+                rows.append({"set": name, "condition": condition, "method": method, "file": f.name,
+                             "threads": args.threads, "truth_speedup": round(ref[f.name], 4),
+                             "truth_p50_ms": round(t_first[f.name][0], 4), "bench_p50_ms": _f(r.get("latency_ms_p50")),
+                             "bench_speedup": sp, "speedup_ci_low": lo, "speedup_ci_high": hi, "truth_in_ci": in_ci,
+                             "error_pct": round(err, 1), "noise_pct": noise})
+            summary.append({"set": name, "condition": condition, "method": method, "files": len(files),
+                            "mean_abs_error_pct": round(float(np.mean(errs)), 1),
+                            "max_abs_error_pct": round(float(np.max(errs)), 1), "inversions": inversions(pairs),
+                            "truth_in_ci": f"{inside}/{len(errs)}" if method == "after" else None,
+                            "noise_pct": None if noise is None else round(noise, 1),
+                            "noise_warning": bool(bench_rows["_warning"]) if method == "after" else None,
+                            "wall_s": round(wall, 1)})
+    path = write_results(args.out, rows)
+    write_results(f"{args.out}.summary", summary)
+    meta = Path(path).with_suffix(".json")
+    data = json.loads(meta.read_text())
+    data["environment"].update(before=("old code at " + str(before_commit)) if before_commit else "current code, --rounds 1",
+                               burners=args.burners)
+    meta.write_text(json.dumps(data, indent=1))
+    from gram_tf.table import format_table
+
+    print(format_table(summary))
+    print(f"-> {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
