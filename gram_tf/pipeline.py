@@ -246,6 +246,6 @@ def _run_study(cfg: StudyConfig, root: Path, tflite_dir: Path, progress: bool) -
         write_results(rows, results_csv)
         stages.finish("bench", bkey, {"rows": len(rows)})
     stages.start("report", skipped=False)
-    made = build_report(rows, root / "report", max_drop=cfg.report.max_drop, title=f"gram_tf study: {cfg.name}")
+    made = build_report(rows, root / "report", max_drop=cfg.report.max_drop_pp / 100, title=f"gram_tf study: {cfg.name}")
     return {"rows": rows, "report": made["report"], "auto": made.get("auto"),
             "stages": {"ran": stages.ran, "skipped": stages.skipped}, "root": str(root)}
