@@ -251,12 +251,12 @@ def write_outputs(raw_rows: list[dict], fast_reports: dict, peak: dict, args, t_
     (written after every backbone, so a long sweep stopped early still leaves readable results)."""
     from gram_tf.report import ROW_COLUMNS, add_relative_columns, write_results
     from gram_tf.io_utils import atomic_write_json
-    from gram_tf.bench import annotate
+    from gram_tf.bench import add_roofline_columns
     from gram_tf.table import format_table
 
     rows = [dict(r, path=Path(r["path"]).name) for r in raw_rows]
     add_relative_columns(rows)
-    annotate(rows, peak)
+    add_roofline_columns(rows, peak)
     columns = ROW_COLUMNS + ["round_p50_min", "round_p50_max", "peak_gmacs_per_s", "frac_of_peak", "partitions",
                              "fallback_ops", "fast_choice"]
     targets = check_targets(rows, args.target_threads)

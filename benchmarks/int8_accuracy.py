@@ -112,7 +112,7 @@ def parse_technique(spec: str):
     if method in ("cle", "bc"):
         parts, method = parts + [method], "minmax"
     calibration = Calibration(method, **({"percentile": float(pct)} if pct else {}))
-    return Int8Recipe("cle" in parts, "quantized" if "bc" in parts else "off", calibration)
+    return Int8Recipe("cle" in parts, "quantized" if "bc" in parts else "never", calibration)
 
 
 def keras_probs(model, x, pre):

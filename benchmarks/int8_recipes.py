@@ -31,13 +31,13 @@ COLUMNS = ["backbone", "sparsity_target", "variant", "recipe", "test_accuracy", 
            "agreement_vs_keras", "prepare_seconds", "seconds"]
 # (equalize, bias correction) x calibration methods, per weight granularity
 DENSE = {
-    "int8-per-tensor": [((False, "off"), ["minmax", "mse"]), ((True, "off"), ["minmax"]),
+    "int8-per-tensor": [((False, "never"), ["minmax", "mse"]), ((True, "never"), ["minmax"]),
                         ((False, "quantized"), ["minmax"]), ((True, "float"), ["minmax"]),
                         ((True, "quantized"), ["minmax", "percentile", "mse", "entropy", "meanmax"])],
-    "int8": [((False, "off"), ["minmax", "percentile", "mse", "entropy", "meanmax"]), ((False, "quantized"), ["minmax", "mse"]),
+    "int8": [((False, "never"), ["minmax", "percentile", "mse", "entropy", "meanmax"]), ((False, "quantized"), ["minmax", "mse"]),
              ((True, "quantized"), ["minmax"])],
 }
-PRUNED = {"int8": [((False, "off"), ["minmax", "mse"]), ((False, "quantized"), ["minmax", "mse"]),
+PRUNED = {"int8": [((False, "never"), ["minmax", "mse"]), ((False, "quantized"), ["minmax", "mse"]),
                    ((True, "quantized"), ["minmax"])]}
 
 

@@ -23,8 +23,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import RESULTS, write_results  # noqa: E402
 
 import gram_tf  # noqa: E402,F401  (Keras 2 mode before TensorFlow loads)
+from gram_tf.convert import VARIANTS  # noqa: E402  (TensorFlow-free: the variant table)
 
-DENSE = ["fp32", "fp16", "dynamic", "int16x8", "int8", "int8-per-tensor", "qat-int8", "int8-selective", "int8-fast"]
+DENSE = [v.name for v in VARIANTS.values() if v.training != "pqat"]  # every variant a dense run takes
 PRUNED = ["int8", "pqat-int8"]
 
 

@@ -13,8 +13,9 @@ from pathlib import Path
 import click
 
 from . import __version__
-from .config import _CHOICES, BenchConfig, Range, field_range
+from .config import _CHOICES, RENAMED, BenchConfig, ConvertConfig, Range, ReportConfig, field_range
 from .errors import GramTFError, one_line
+from .metrics import SUMMARY
 from .table import format_table
 
 
@@ -61,6 +62,58 @@ def _csv_list(kind, spec=None):
         return _in_range(spec)(ctx, param, values) if spec else values
 
     return parse
+
+
+class _TableHelp(click.Option):
+    """An option whose help is written from a table when help is shown (`help` is a function), so the
+    table is not imported on every command: e.g. the variant list, registered by gram_tf.convert."""
+
+    def __init__(self, *args, help, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._help = help
+
+    def get_help_record(self, ctx):
+        self.help = self._help()
+        return super().get_help_record(ctx)
+
+
+def _variants_help() -> str:
+    from .convert import variant_names
+
+    return f"comma list of: {', '.join(variant_names())} (default: the config's convert.variants)"
+
+
+def _calibration_help() -> str:
+    from .convert.calibration import SEARCH, SEARCH_CANDIDATES
+
+    tried = ", ".join(dict.fromkeys(m for m, _ in SEARCH_CANDIDATES))
+    return ("activation ranges of full-integer variants (auto: percentile for per-tensor int8, search for a "
+            "pruned run's, else the converter's minmax; meanmax: the mean of each image's own min/max; "
+            f"{SEARCH}: the most accurate of {tried} on val)")
+
+
+def _deprecated(old: str, new: str, key: str):
+    """A hidden option spelled `old`, read in `new`'s unit (RENAMED's factor for config key `key`) with a
+    one-line notice on stderr; the command takes `new` or it (`_either`)."""
+    factor = next((f for o, (n, f) in RENAMED.items() if n == key), 1)
+
+    def convert(ctx, param, value):
+        if value is None:
+            return None
+        rng = field_range(key)
+        Range(rng.lo / factor, rng.hi / factor, rng.lo_open, rng.hi_open).check(value, f"{old} (deprecated)")
+        value = round(value * factor, 12)
+        click.echo(f"notice: {old} is deprecated; read as {new} {value:g} (percentage points)", err=True)
+        return value
+
+    return click.option(old, f"deprecated_{key.split('.')[-1]}", type=float, default=None, hidden=True,
+                        callback=convert)
+
+
+def _either(new_value, old_value, new: str, old: str):
+    if new_value is not None and old_value is not None:
+        raise GramTFError(f"{old} is the deprecated spelling of {new}; pass only {new}")
+    return new_value if new_value is not None else old_value
 
 
 _WORKERS = Range(1, 1024)  # decode threads of predict
@@ -140,13 +193,13 @@ def data_check(directory, as_json, group_pattern):
 
 @data.command("split")
 @click.argument("directory", type=click.Path())
-@click.option("--out", "out", required=True, type=click.Path(), help="manifest CSV to write")
+@click.option("--out", "out", required=True, type=click.Path(), help="split file (CSV) to write")
 @click.option("--val", type=float, default=0.15, show_default=True, callback=_in_range("data.val"))
 @click.option("--test", type=float, default=0.2, show_default=True, callback=_in_range("data.test"))
 @click.option("--group-pattern", default=None, help=_GROUP_PATTERN_HELP)
 @click.option("--seed", type=int, default=0, show_default=True, callback=_in_range("seed"))
 def data_split(directory, out, val, test, group_pattern, seed):
-    """Write a stratified train/val/test manifest (path,label,split,group,sha256,status)."""
+    """Write a stratified train/val/test split file (CSV: path,label,split,group,sha256,status)."""
     from .data import manifest_path, split_dataset, summarize_split, write_manifest
 
     manifest_path(out)  # checked before the folder is read
@@ -158,7 +211,7 @@ def data_split(directory, out, val, test, group_pattern, seed):
               "groups": len({r["group"] for r in rows if r["split"] == s})}
              for s in ("train", "val", "test", "excluded") if s in summary]
     click.echo(format_table(table))
-    click.echo(f"manifest -> {out}")
+    click.echo(f"split file -> {out}")
 
 
 # ------------------------------------------------------------------------------------ backbones
@@ -197,8 +250,9 @@ def _load_cfg(config, sets, extra=None):
 
 
 @main.command("train")
-@click.option("--data", "data_dir", type=click.Path(), help="ImageFolder (split into RUN_DIR/manifest.csv)")
-@click.option("--manifest", type=click.Path(), help="a manifest from 'gram-tf data split'")
+@click.option("--data", "data_dir", type=click.Path(), help="ImageFolder (split into the split file RUN_DIR/manifest.csv)")
+@click.option("--split-file", "--manifest", "manifest", type=click.Path(),
+              help="a split file from 'gram-tf data split' (--manifest: its old name)")
 @click.option("--group-pattern", default=None, help="with --data: " + _GROUP_PATTERN_HELP + " (data.group_pattern)")
 @click.option("--backbone", required=True, help="a name from 'gram-tf backbones'")
 @click.option("--weights", default=None, help="imagenet | none | path to a weights file")
@@ -213,9 +267,9 @@ def train_cmd(data_dir, manifest, group_pattern, backbone, weights, weights_dir,
               sets):
     """Train a classifier head on a frozen backbone (optionally fine-tune part of it)."""
     if bool(data_dir) == bool(manifest):
-        raise GramTFError("pass exactly one of --data DIR or --manifest CSV")
+        raise GramTFError("pass exactly one of --data DIR or --split-file CSV")
     if manifest and group_pattern is not None:
-        raise GramTFError("--group-pattern splits a --data folder; a --manifest is already split")
+        raise GramTFError("--group-pattern splits a --data folder; a --split-file is already split")
     extra = {"train": {k: v for k, v in {"weights": weights, "input_size": input_size,
                                          "epochs": epochs}.items() if v is not None}}
     if group_pattern is not None:
@@ -228,7 +282,7 @@ def train_cmd(data_dir, manifest, group_pattern, backbone, weights, weights_dir,
     from .models import get_backbone, resolve_weights
     from .train import train
 
-    # checked before anything is written: a typo leaves no manifest behind
+    # checked before anything is written: a typo leaves no split file behind
     bb = get_backbone(backbone)
     resolve_weights(bb, cfg.train.weights if cfg.train.weights != "imagenet" else "none", cfg.weights_dir)
     out = require_dir(out, "the run directory (--out)")
@@ -238,7 +292,7 @@ def train_cmd(data_dir, manifest, group_pattern, backbone, weights, weights_dir,
         write_manifest(rows, manifest)
     run = train(manifest, backbone, out, cfg.train, seed=cfg.seed, weights_dir=cfg.weights_dir)
     rows = [{"split": s, **m} for s, m in run["metrics"].items()]
-    click.echo(format_table(rows, ["split", "n", "accuracy", "loss", "f1_macro", "auc"]))
+    click.echo(format_table(rows, ["split", *SUMMARY]))
     t = run["timing"]
     click.echo(f"{backbone} @ {run['input_size']}px, weights {Path(run['weights']).name}: "
                f"{t['total_s']:.1f}s total -> {out}")
@@ -250,8 +304,10 @@ def train_cmd(data_dir, manifest, group_pattern, backbone, weights, weights_dir,
 @click.option("--final-sparsity", type=float, default=None, help="target sparsity, e.g. 0.5")
 @click.option("--sweep", "sweep", callback=_csv_list(float), default=None,
               help="several levels in one call, e.g. 0.1,0.2,...,0.9 (the study's sweep)")
-@click.option("--max-drop", type=float, default=None,
-              help="validation accuracy points allowed (1 = 1 pp): pick the sparsest level of the sweep within it")
+@click.option("--max-drop-pp", type=float, default=None, callback=_in_range("prune.max_drop_pp"),
+              help="validation accuracy allowed to be lost, in percentage points (1 = 1 pp): pick the sparsest "
+                   "level of the sweep within it")
+@_deprecated("--max-drop", "--max-drop-pp", "prune.max_drop_pp")
 @click.option("--sensitivity", is_flag=True,
               help="measure each layer pruned alone (table + RUN_DIR/sensitivity.png); prunes only if levels are given")
 @click.option("--allocation", type=click.Choice(_CHOICES["prune.allocation"]), default=None,
@@ -265,9 +321,10 @@ def train_cmd(data_dir, manifest, group_pattern, backbone, weights, weights_dir,
 @click.option("--frequency", type=int, default=None, help="pruning step frequency (default: automatic)")
 @click.option("--config", type=click.Path(), default=None)
 @click.option("--set", "sets", multiple=True)
-def prune_cmd(run_dir, final_sparsity, sweep, max_drop, sensitivity, allocation, method, schedule, epochs, scope,
-              structured, frequency, config, sets):
+def prune_cmd(run_dir, final_sparsity, sweep, max_drop_pp, deprecated_max_drop_pp, sensitivity, allocation, method,
+              schedule, epochs, scope, structured, frequency, config, sets):
     """Prune a trained run (TF-MOT masks; BatchNorm folded, refit, distilled) and fine-tune it."""
+    max_drop = _either(max_drop_pp, deprecated_max_drop_pp, "--max-drop-pp", "--max-drop")
     levels = sweep or ([final_sparsity] if final_sparsity is not None else None)
     extra = {"prune": {k: v for k, v in {"levels": levels, "schedule": schedule, "epochs": epochs,
                                          "scope": scope, "structured_2_4": structured, "method": method,
@@ -292,29 +349,27 @@ def prune_cmd(run_dir, final_sparsity, sweep, max_drop, sensitivity, allocation,
         chosen = next((r for r in results if r.get("chosen")), None)
         click.echo(f"within {cfg.prune.max_drop_pp:g} pp of the dense model's validation accuracy: "
                    + (f"{chosen['out_dir']} ({chosen['sparsity_target']:.0%})" if chosen else "no level; "
-                      "lower the sparsity levels or raise --max-drop")
+                      "lower the sparsity levels or raise --max-drop-pp")
                    + f" -> {Path(run_dir) / 'pruning_choice.json'}")
 
 
 # -------------------------------------------------------------------------------------- convert
 @main.command("convert")
 @click.argument("run_dir", type=click.Path())
-@click.option("--variants", callback=_csv_list(str), default=None,
-              help="comma list: fp32,fp16,dynamic,int16x8,int8,int8-per-tensor,qat-int8,pqat-int8")
+@click.option("--variants", cls=_TableHelp, callback=_csv_list(str), default=None, help=_variants_help)
 @click.option("--out", "out", type=click.Path(), default=None,
               help="artifact folder (default tflite_models/<run-name>)")
 @click.option("--io-type", type=click.Choice(_CHOICES["convert.io_type"]), default=None,
-              help="input/output type of the full-integer variants (default uint8)")
+              help=f"input/output type of the full-integer variants (default {ConvertConfig.io_type})")
 @click.option("--representative-samples", type=int, default=None)
 @click.option("--equalize", type=click.Choice(_CHOICES["convert.equalize"]), default=None,
               help="cross-layer equalization before full-integer conversion (auto: per-tensor int8 and pruned runs)")
 @click.option("--bias-correction", type=click.Choice(_CHOICES["convert.bias_correction"]), default=None,
               help="absorb int8 weight rounding's mean shift into the biases (auto: per-tensor int8 and pruned runs)")
-@click.option("--calibration", type=click.Choice(_CHOICES["convert.calibration"]), default=None,
-              help="activation ranges of full-integer variants (auto: percentile for per-tensor int8, search for "
-                   "a pruned run's, else the converter's minmax; meanmax: the mean of each image's own min/max; "
-                   "search: the most accurate of percentile, minmax and mse on val)")
-@click.option("--calibration-percentile", type=float, default=None, help="percentile calibration's quantile")
+@click.option("--calibration", cls=_TableHelp, type=click.Choice(_CHOICES["convert.calibration"]), default=None,
+              help=_calibration_help)
+@click.option("--calibration-percentile", type=float, default=None, help="percentile calibration's quantile",
+              callback=_in_range("convert.calibration_percentile"))
 @click.option("--pixel-input/--normalized-input", "pixel_input", default=None,
               help="pixel input (the default): normalization inside the graph, the model takes RGB pixels 0-255 "
                    "(uint8 for integer variants), as MediaPipe and the Task Library feed it; normalized: the caller "
@@ -338,7 +393,7 @@ def convert_cmd(run_dir, variants, out, io_type, representative_samples, equaliz
     rows = [{**a, "int8_recipe": (a.get("int8_recipe") or {}).get("tag", "")} for a in manifest["artifacts"]]
     click.echo(format_table(rows, ["file", "variant", "int8_recipe", "size_bytes", "zip_bytes",
                                    "sparsity", "seconds", "top1_agreement", "max_abs_diff", "flagged"]))
-    click.echo(f"manifest -> {manifest['manifest_path']}")
+    click.echo(f"artifact manifest -> {manifest['manifest_path']}")
 
 
 # ---------------------------------------------------------------------------------------- bench
@@ -379,10 +434,12 @@ def bench_group():
 @click.option("--device", default=None, help="label of this machine in the rows (default: its CPU model)")
 @click.option("--check-official", is_flag=True,
               help="also time each file with LiteRT's official Python benchmark tool and report official/ours")
-@click.option("--no-verify", is_flag=True, help="skip the check of each file's sha256 against its manifest/sidecar")
+@click.option("--no-verify", is_flag=True,
+              help="skip the check of each file's sha256 against its artifact manifest or sidecar")
 def bench_cmd(paths, threads, rounds, runs, warmup, max_seconds, max_noise, out, no_eval, no_keras, device,
               check_official, no_verify):
-    """Time .tflite files with LiteRT (batch 1) in interleaved rounds and evaluate them on the test split."""
+    """Time .tflite files with LiteRT (batch 1) in interleaved rounds and evaluate them on the test split of
+    their run's split file."""
     from .bench import bench_paths, discover
     from .report import SUMMARY_COLUMNS, write_results
     from .report.stats import noise_warning
@@ -409,7 +466,7 @@ def bench_cmd(paths, threads, rounds, runs, warmup, max_seconds, max_noise, out,
 @click.argument("logs", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
 @click.option("--device", required=True, help="the device the logs come from, e.g. 'Galaxy S10'")
 @click.option("--models", "models_dir", required=True, type=click.Path(file_okay=False),
-              help="the artifact folder (with manifest.json) the device ran")
+              help="the artifact folder (with its artifact manifest, manifest.json) the device ran")
 @click.option("--threads", type=int, default=None, help="threads, for logs that do not say",
               callback=_in_range(_DEVICE_THREADS))
 @click.option("--out", "out", type=click.Path(), default="device_results.csv", show_default=True)
@@ -441,7 +498,7 @@ def profile_cmd(model, threads, runs, csv_out):
     table = summarize(rows, whole_model_ms(model, threads))
     click.echo(f"{Path(model).name}: {d['nodes']} nodes, {d['delegated_nodes']} in XNNPACK, "
                f"{d['partitions']} partition(s); builtin fallbacks: {format_fallback(d)}")
-    click.echo(format_table(table, ["op", "dtype", "kernel", "count", "ms", "share", "gmacs", "gmacs_per_s"]))
+    click.echo(format_table(table))  # summarize's columns, in its order
     if csv_out:
         from .report import write_results
 
@@ -471,17 +528,21 @@ def peak_cmd(threads, as_json):
 @main.command("report")
 @click.argument("results", nargs=-1, required=True, type=click.Path())
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False))
-@click.option("--max-drop", type=float, default=0.01, show_default=True, callback=_in_range("report.max_drop"),
-              help="accuracy loss vs fp32 allowed for the 'auto' choice (0.01 = 1 pp)")
+@click.option("--max-drop-pp", type=float, default=ReportConfig.max_drop_pp, show_default=True,
+              callback=_in_range("report.max_drop_pp"),
+              help="accuracy allowed to be lost vs fp32 for the 'auto' choice, in percentage points (1 = 1 pp)")
+@_deprecated("--max-drop", "--max-drop-pp", "report.max_drop_pp")
 @click.option("--max-noise", type=float, default=BenchConfig.max_noise_pct, show_default=True,
               callback=_in_range("bench.max_noise_pct"),
               help="mark latency conclusions unreliable above this fp32 round-to-round spread (%)")
-def report_cmd(results, out, max_drop, max_noise):
+def report_cmd(results, out, max_drop_pp, deprecated_max_drop_pp, max_noise):
     """Markdown report + plots from one or more results files."""
     from .report import build_report, load_results
 
+    if deprecated_max_drop_pp is not None:  # --max-drop-pp has a default: the old spelling, when given, wins
+        max_drop_pp = deprecated_max_drop_pp
     rows = load_results(results)
-    made = build_report(rows, out, max_drop=max_drop, max_noise_pct=max_noise)
+    made = build_report(rows, out, max_drop=max_drop_pp / 100, max_noise_pct=max_noise)  # the library takes a fraction
     auto = made.get("auto") or {}
     table = [{"backbone": k if isinstance(k, str) else "/".join(map(str, k)),
               "auto": f"{r.get('variant')} (sparsity {r.get('sparsity_target')})",
@@ -537,7 +598,8 @@ def inspect_cmd(model, as_json):
 @click.option("--labels", default=None, help="labels file or comma list, for a model without metadata")
 @click.option("--size", type=int, default=None, help="input size, for a model without metadata",
               callback=_in_range("train.input_size"))
-@click.option("--no-verify", is_flag=True, help="skip the check of the file's sha256 against its manifest/sidecar")
+@click.option("--no-verify", is_flag=True,
+              help="skip the check of the file's sha256 against its artifact manifest or sidecar")
 def predict_cmd(model, paths, info, top_k, as_json, as_csv, out, resume, threads, workers, labels, size, no_verify):
     """Classify images with a .tflite using LiteRT only (no TensorFlow needed)."""
     from . import deploy

@@ -16,6 +16,7 @@ import json
 import math
 import os
 import re
+import sys
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -94,11 +95,23 @@ _FRACTION = dict(lo=0, lo_open=True, hi=1, hi_open=True)  # sparsity levels: str
 PERCENTILE = Range(50, 100, lo_open=True)  # convert.calibration_percentile; calibration.py checks the same
 LEVELS = 256  # int8 steps: histogram calibration needs at least this many bins (calibration.py)
 
+# The words a choice key takes. Each list is declared once, here, because the config is the floor
+# every module that reads it can import: the module named beside it implements the words and
+# imports the list from here, and the validator, the CLI's click.Choice and help and the error
+# messages all derive from it (tests/test_cli.py checks the CLI offers exactly these).
+AUTO, ALWAYS, NEVER = "auto", "always", "never"
+POLICY = (AUTO, ALWAYS, NEVER)  # a step done when measured to help, always or never
+CALIBRATION_METHODS = ("minmax", "percentile", "mse", "entropy", "meanmax")  # convert/calibration.py
+CALIBRATION_SEARCH = "search"  # the most accurate of several methods on val (convert/recipe.py)
+BIAS_CORRECTION_INPUTS = ("quantized", "float")  # what bias correction measures on (optimize/bias_correction.py)
+IO_TYPES = ("uint8", "int8", "float32")  # full-integer variants' input/output type (convert/converter.py)
+GELU_FORMS = ("erf", "tanh")  # transformers' GELU: exact | tanh approximation (models/registry.py)
+
 
 @dataclass
 class DataConfig:
     dir: Optional[str] = _path()  # ImageFolder root; None -> synthesise the built-in dataset
-    manifest: Optional[str] = _path()  # an existing split manifest (CSV) to reuse instead of splitting
+    manifest: Optional[str] = _path()  # an existing split file (CSV from `data split`) to reuse instead of splitting
     synth_per_class: int = _num(80, 1, _COUNT)
     synth_size: int = _num(160, 16, 4096)  # data/synth/render.py draws 16..4096 px
     val: float = _num(0.15, 0, 0.9)
@@ -125,9 +138,9 @@ class TrainConfig:
     fine_tune_epochs: int = _num(5, 0, 10 ** 4)
     fine_tune_learning_rate: float = _num(1e-5, hi=10, **_POS)
     train_batchnorm: bool = False  # True only when training from scratch (weights none, unfreeze 1)
-    gelu: str = _pick("erf", ("erf", "tanh"))  # transformers: erf (exact) | tanh (approximation); recorded in run.json
+    gelu: str = _pick(GELU_FORMS[0], GELU_FORMS)  # recorded in run.json
     # auto (random weights only) | always | never: see train.recalibrate_batchnorm
-    recalibrate_bn: str = _pick("auto", ("auto", "always", "never"))
+    recalibrate_bn: str = _pick(AUTO, POLICY)
     strategy: str = _pick("default", ("default", "mirrored", "multi_worker"))
     tensorboard: bool = True
 
@@ -158,7 +171,7 @@ class PruneConfig:
     allocation: str = _pick("sensitivity", ("uniform", "sensitivity"))
     sensitivity_levels: list[float] = _num(lambda: [0.3, 0.5, 0.7, 0.8, 0.9, 0.95], **_FRACTION)
     max_layer_sparsity: float = _num(0.98, 0, 0.999)  # sensitivity allocation never prunes a layer further
-    # val accuracy points (1 = 1 pp): pick the sparsest level within it
+    # validation accuracy lost, in percentage points (1 = 1 pp): pick the sparsest level within it
     max_drop_pp: Optional[float] = _num(None, 0, 100)
 
 
@@ -186,23 +199,20 @@ class ConvertConfig:
     # 0-255, float or (integer variants) uint8 with scale 1, as MediaPipe and the Task Library feed them
     # (docs/phones.md has the measured cost: none); false = the caller normalizes (the old artifacts)
     pixel_input: bool = True
-    # uint8 | int8 | float32: input and output type of the full-integer variants
-    io_type: str = _pick("uint8", ("uint8", "int8", "float32"))
+    io_type: str = _pick(IO_TYPES[0], IO_TYPES)  # input and output type of the full-integer variants
     check_samples: int = _num(32, 0, _COUNT)
     max_disagreement: float = _num(0.1, 0, 1)  # flag a variant whose top-1 disagrees with Keras on more
-    selective_max_drop: float = _num(0.01, 0, 1)  # int8-selective: accuracy loss vs float allowed on val
+    selective_max_drop_pp: float = _num(1.0, 0, 100)  # int8-selective: accuracy points lost vs float allowed on val
     fast_threads: int = _num(2, 1, MAX_THREADS)  # int8-fast: threads the per-op profile is measured with (match deployment)
     fast_margin: float = _num(0.05, 0, 10)  # int8-fast: keep an op float when int8 is slower by more than this
-    fast_max_drop: float = _num(0.01, 0, 1)  # int8-fast: candidates must stay within this accuracy loss on val
+    fast_max_drop_pp: float = _num(1.0, 0, 100)  # int8-fast: candidates must stay within this many points on val
     # int8 recipe of the full-integer variants (int8, int8-per-tensor, int8-selective, int8-fast):
     # "auto" = what docs/quantization.md and docs/pruning.md measured: per-tensor int8 gets cle + bc
     # + percentile (+ search instead of percentile in a pruned run with a validation split), a pruned
     # model's int8 cle + bc, dense per-channel int8 the converter's own min/max
-    equalize: str = _pick("auto", ("auto", "always", "never"))  # cross-layer equalization
-    # int8 weight-error bias correction
-    bias_correction: str = _pick("auto", ("auto", "never", "quantized", "float"))
-    # search = the best on val
-    calibration: str = _pick("auto", ("auto", "minmax", "percentile", "mse", "entropy", "meanmax", "search"))
+    equalize: str = _pick(AUTO, POLICY)  # cross-layer equalization (convert/recipe.py)
+    bias_correction: str = _pick(AUTO, (AUTO, NEVER) + BIAS_CORRECTION_INPUTS)  # int8 weight-error bias correction
+    calibration: str = _pick(AUTO, (AUTO,) + CALIBRATION_METHODS + (CALIBRATION_SEARCH,))
     calibration_percentile: float = field(default=99.99, metadata={"range": PERCENTILE})  # the quantile kept
     calibration_bins: int = _num(2048, LEVELS, 1 << 20)  # histogram bins (percentile, mse, entropy)
     qat_epochs: int = _num(2, 1, 10 ** 4)
@@ -231,7 +241,7 @@ class BenchConfig:
 
 @dataclass
 class ReportConfig:
-    max_drop: float = _num(0.01, 0, 1)  # accuracy loss vs fp32 allowed for the "auto" choice (0.01 = 1 pp)
+    max_drop_pp: float = _num(1.0, 0, 100)  # accuracy points lost vs fp32 allowed for the "auto" choice
 
 
 @dataclass
@@ -268,6 +278,40 @@ def field_range(dotted: str) -> Range:
 
 
 _CHOICES = {key: f.metadata["choices"] for key, f, _ in _fields() if "choices" in f.metadata}
+
+
+def check_choice(key: str, value, source: Optional[str] = None) -> None:
+    """GramTFError naming the key (and the file) unless `value` is one of the choice key's words."""
+    if value not in _CHOICES[key]:
+        where = f"{source}: " if source else ""
+        raise GramTFError(f"{where}key '{key}' is {short(value)}; choose one of {', '.join(_CHOICES[key])}")
+
+
+# Old keys still read, each with a one-line notice: old dotted key -> (new key, factor old -> new).
+# Every user-facing accuracy budget is in percentage points (1 = 1 pp), as prune.max_drop_pp always was.
+RENAMED = {
+    "report.max_drop": ("report.max_drop_pp", 100),
+    "convert.selective_max_drop": ("convert.selective_max_drop_pp", 100),
+    "convert.fast_max_drop": ("convert.fast_max_drop_pp", 100),
+}
+
+
+def _renamed(data: dict, prefix: str, source: str) -> dict:
+    """`data` with each deprecated key of RENAMED under `prefix` moved to its new key (value converted)."""
+    out = dict(data)
+    for old, (new, factor) in RENAMED.items():
+        old_leaf, new_leaf = old[len(prefix):], new[len(prefix):]
+        if not old.startswith(prefix) or "." in old_leaf or old_leaf not in out:
+            continue
+        if new_leaf in out:
+            raise GramTFError(f"{source}: both '{old}' and '{new}' are set; keep '{new}' (percentage points)")
+        value = out.pop(old_leaf)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            value = round(value * factor, 12)  # 0.07 * 100 is 7.000000000000001
+        print(f"notice: {source}: '{old}' is deprecated; read as {new}={short(value)} (percentage points)",
+              file=sys.stderr)
+        out[new_leaf] = value
+    return out
 
 
 class _Loader(yaml.SafeLoader):
@@ -372,6 +416,7 @@ def _build(cls, data: dict, source: str, prefix: str = ""):
     if not isinstance(data, dict):
         raise GramTFError(f"{source}: '{prefix.rstrip('.') or 'top level'}' must be a mapping, got "
                           f"{type(data).__name__} {short(data)}")
+    data = _renamed(data, prefix, source)
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
     kwargs = {}
@@ -410,9 +455,8 @@ def check_name(name: str, what: str) -> None:
 def _validate(cfg: StudyConfig, source: str) -> None:
     for key, f, _ in _fields():
         value = get_value(cfg, key)
-        choices = f.metadata.get("choices")
-        if choices and value not in choices:
-            raise GramTFError(f"{source}: key '{key}' is {short(value)}; choose one of {choices}")
+        if "choices" in f.metadata:
+            check_choice(key, value, source)
         if "range" in f.metadata:
             f.metadata["range"].check(value, f"{source}: key '{key}'")
         if f.metadata.get("path") and value is not None:

@@ -49,6 +49,10 @@ def roc_auc(y_true, probs) -> float | None:
     return float(np.mean(aucs)) if aucs else None
 
 
+# The scalar metrics a run records per split (run.json) and `gram-tf train` prints, in that order.
+SUMMARY = ("n", "accuracy", "loss", "f1_macro", "auc")
+
+
 def classification_metrics(y_true, probs, labels) -> dict:
     """accuracy, loss, macro F1, per-class precision/recall, ROC AUC and the confusion matrix."""
     y = np.asarray(y_true, int)

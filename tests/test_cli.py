@@ -106,8 +106,11 @@ def test_data_check_warns_in_one_line_when_names_look_grouped(tmp_path):
     (["predict", "m.tflite", "x.png", "--threads", "0"], "bench.threads"),
     (["profile", "README.md", "--runs", "0"], "bench.runs"),
     (["profile", "README.md", "--threads", "100000"], "bench.threads"),
-    (["report", "r.csv", "--out", "o", "--max-drop", "nan"], "report.max_drop"),
-    (["report", "r.csv", "--out", "o", "--max-drop", "5"], "report.max_drop"),
+    (["report", "r.csv", "--out", "o", "--max-drop-pp", "nan"], "report.max_drop_pp"),
+    (["report", "r.csv", "--out", "o", "--max-drop-pp", "500"], "report.max_drop_pp"),
+    (["report", "r.csv", "--out", "o", "--max-drop", "5"], "--max-drop (deprecated)"),  # a fraction: 1 at most
+    (["prune", "r", "--max-drop-pp", "101"], "prune.max_drop_pp"),
+    (["convert", "r", "--calibration-percentile", "50"], "convert.calibration_percentile"),
     (["bench", "run", "x.tflite", "--max-seconds", "nan"], "bench.max_seconds"),
     (["bench", "run", "x.tflite", "--max-seconds", "-1"], "bench.max_seconds"),
     (["bench", "run", "x.tflite", "--threads", "100000"], "bench.threads"),

@@ -198,6 +198,7 @@ def _nest(dotted: str, value) -> dict:
     "bench.threads=[100000]", "bench.threads=[0]", "bench.threads=[true]", "bench.threads=[1.5]",
     "bench.max_seconds=-1", "bench.max_seconds=.nan", "bench.max_seconds=.inf", "bench.runs=0",
     "train.label_smoothing=5", "convert.max_disagreement=.nan", "report.max_drop=.nan", "report.max_drop=2",
+    "report.max_drop_pp=.nan", "report.max_drop_pp=101", "convert.fast_max_drop_pp=-1",
     "convert.calibration_percentile=50", "prune.levels=[.nan]", "seed=-1", "train.learning_rate=.inf",
 ])
 def test_issue_range_cases(override):

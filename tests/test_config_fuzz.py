@@ -171,11 +171,11 @@ COMMANDS = {  # argv before the options, and the options fuzzed
     "profile": (["profile", "README.md"], ["--threads", "--runs"]),
     "peak": (["peak"], ["--threads"]),
     "predict": (["predict", "m.tflite", "x.png"], ["--top-k", "--threads", "--workers", "--size"]),
-    "report": (["report", "r.csv", "--out", str(WORK / "rep")], ["--max-drop"]),
+    "report": (["report", "r.csv", "--out", str(WORK / "rep")], ["--max-drop-pp", "--max-drop"]),
     "data synth": (["data", "synth", str(WORK / "synth")], ["--per-class", "--size", "--seed", "--fields-per-specimen"]),
     "data split": (["data", "split", str(WORK), "--out", str(WORK / "m.csv")], ["--val", "--test", "--seed"]),
     "run": (["run", str(WORK / "c.yaml")], ["--set", "--set"]),
-    "prune": (["prune", str(WORK)], ["--final-sparsity", "--sweep", "--max-drop", "--epochs", "--frequency", "--set"]),
+    "prune": (["prune", str(WORK)], ["--final-sparsity", "--sweep", "--max-drop-pp", "--max-drop", "--epochs", "--frequency", "--set"]),
     "convert": (["convert", str(WORK)], ["--representative-samples", "--calibration-percentile", "--set"]),
 }
 tokens = st.one_of(st.integers(-10 ** 6, 10 ** 6).map(str), st.integers().map(str),

@@ -448,7 +448,7 @@ def test_a_recipe_the_model_cannot_take_is_a_one_line_error(monkeypatch):
     monkeypatch.setattr(optimize, "equalize", broken)
     rep = np.zeros((4, 16, 16, 3), np.uint8)
     with pytest.raises(GramTFError) as err:
-        prepare_model(_mobile_block(), Int8Recipe(True, "off"), rep, IDENTITY_PRE, per_channel=False)
+        prepare_model(_mobile_block(), Int8Recipe(True, "never"), rep, IDENTITY_PRE, per_channel=False)
     assert "\n" not in str(err.value) and "--equalize never" in str(err.value)
 
 

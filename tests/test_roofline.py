@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from gram_tf.bench.roofline import annotate, compute_dtype, theoretical_peak
+from gram_tf.bench.roofline import add_roofline_columns, compute_dtype, theoretical_peak
 
 from .conftest import MNV3_SIZE as SIZE, synthetic_images
 
@@ -19,7 +19,7 @@ def test_roofline_columns():
     rows = [{"variant": "int8", "threads": 2, "gmacs_per_s": 20.0},
             {"variant": "fp32", "threads": 1, "gmacs_per_s": 10.0},
             {"variant": "fp32", "threads": 4, "gmacs_per_s": 10.0}]
-    annotate(rows, {"peak": {"int8@2": 80.0, "fp32@1": 40.0}})
+    add_roofline_columns(rows, {"peak": {"int8@2": 80.0, "fp32@1": 40.0}})
     assert rows[0]["frac_of_peak"] == 0.25 and rows[1]["frac_of_peak"] == 0.25
     assert rows[2]["frac_of_peak"] is None
 

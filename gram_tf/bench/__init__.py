@@ -9,8 +9,8 @@ import importlib
 
 _EXPORTS = {
     "bench_paths": "litert", "discover": "litert", "evaluate_tflite": "litert",
-    "annotate": "roofline", "compute_dtype": "roofline", "cpu_flags": "roofline", "measure_peak": "roofline",
-    "theoretical_peak": "roofline", "time_keras": "worker", "time_tflite": "worker",
+    "add_roofline_columns": "roofline", "compute_dtype": "roofline", "cpu_flags": "roofline",
+    "measure_peak": "roofline", "theoretical_peak": "roofline", "time_keras": "worker", "time_tflite": "worker",
 }
 __all__ = list(_EXPORTS)
 
@@ -18,4 +18,11 @@ __all__ = list(_EXPORTS)
 def __getattr__(name):
     if name in _EXPORTS:
         return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    # `annotate` was this wing's name for add_roofline_columns; optimize.annotate (QAT) keeps the word
+    if name == "annotate":
+        import warnings
+
+        warnings.warn("gram_tf.bench.annotate is deprecated; use gram_tf.bench.add_roofline_columns",
+                      DeprecationWarning, stacklevel=2)
+        return getattr(importlib.import_module(".roofline", __name__), "add_roofline_columns")
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -7,11 +7,12 @@ import platform
 from pathlib import Path
 from typing import Optional
 
+from ..report.schema import DEVICE_COLUMNS
+
 # ISA features that decide which XNNPACK kernels run (x86 flags / ARM "Features" names)
 X86_FEATURES = ("avx2", "fma", "f16c", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8")
 ARM_FEATURES = {"asimd": "neon", "asimddp": "dotprod", "i8mm": "i8mm", "fphp": "fp16", "asimdhp": "fp16-simd",
                 "sve": "sve", "sve2": "sve2", "bf16": "bf16"}
-DEVICE_COLUMNS = ["device", "cpu", "cores", "isa", "os", "arch", "runtime_version"]
 
 
 def cpu_flags(cpuinfo: Optional[str] = None) -> dict:
@@ -50,8 +51,10 @@ def litert_version() -> str:
 
 
 def device_info(label: Optional[str] = None) -> dict:
-    """The device columns of this machine; `label` defaults to the CPU model."""
+    """The device columns of this machine (report.schema.DEVICE_COLUMNS, in that order); `label` defaults
+    to the CPU model."""
     flags = cpu_flags()
-    return {"device": label or flags["cpu"], "cpu": flags["cpu"], "cores": os.cpu_count(),
-            "isa": "+".join(flags["flags"]) or None, "os": platform.system(), "arch": platform.machine(),
-            "runtime_version": litert_version()}
+    values = {"device": label or flags["cpu"], "cpu": flags["cpu"], "cores": os.cpu_count(),
+              "isa": "+".join(flags["flags"]) or None, "os": platform.system(), "arch": platform.machine(),
+              "runtime_version": litert_version()}
+    return {c: values[c] for c in DEVICE_COLUMNS}  # a schema device column this does not fill: KeyError

@@ -90,7 +90,7 @@ def compute_dtype(variant: str) -> str:
     return "int8" if "int8" in variant else "fp32"
 
 
-def annotate(rows: list[dict], peak: dict) -> list[dict]:
+def add_roofline_columns(rows: list[dict], peak: dict) -> list[dict]:
     """Add peak_gmacs_per_s and frac_of_peak (achieved / measured peak, same dtype and threads)."""
     for r in rows:
         p = peak["peak"].get(f"{compute_dtype(str(r.get('variant', '')))}@{r.get('threads')}")

@@ -36,12 +36,12 @@ from typing import Optional
 
 import numpy as np
 
-from ..config import LEVELS, field_range  # LEVELS: int8 activations, 256 steps over the range
+from ..config import CALIBRATION_METHODS, CALIBRATION_SEARCH, LEVELS, field_range
 from ..errors import GramTFError
 from .tracing import concrete_function, quiet_absl
 
-METHODS = ("minmax", "percentile", "mse", "entropy", "meanmax")
-SEARCH = "search"
+METHODS = CALIBRATION_METHODS  # the methods below, each implemented here (LEVELS: int8's 256 steps)
+SEARCH = CALIBRATION_SEARCH
 # what `search` tries, in order (ties keep the earlier): per-tensor int8's measured default first,
 # then the methods that won on pruned MobileNetV2s in docs/pruning.md (entropy left out: it
 # collapsed a pruned MobileNetV2-0.35 to a constant output there)
@@ -58,9 +58,9 @@ class Calibration:
     candidates: int = 128  # mse, entropy: ranges tried, a = 1/candidates ... 1
 
     def __post_init__(self):
-        if self.method not in METHODS + (SEARCH,):
-            raise GramTFError(f"convert.calibration: unknown method '{self.method}'; "
-                              f"choose from {', '.join(METHODS + (SEARCH,))}")
+        if self.method not in METHODS + (SEARCH,):  # "auto" is the recipe's word, resolved before this
+            raise GramTFError(f"convert.calibration: unknown method {self.method!r}; "
+                              f"choose one of {', '.join(METHODS + (SEARCH,))}")
         # the config's declared ranges: one definition for both
         field_range("convert.calibration_percentile").check(self.percentile, "convert.calibration_percentile")
         field_range("convert.calibration_bins").check(self.bins, "convert.calibration_bins")
@@ -273,8 +273,8 @@ def recalibrate(calibrated: bytes, rep_gen, calibration: Calibration, hists: Opt
     """Apply a calibration method to a calibrated model; returns (model, report). `hists` (from
     collect_histograms with the same bins) saves the pass over the representative images."""
     if calibration.method == SEARCH:
-        raise GramTFError("convert.calibration search needs validation images to choose with; "
-                          "this variant takes minmax, percentile, mse, entropy or meanmax")
+        raise GramTFError(f"convert.calibration {SEARCH} needs validation images to choose with; "
+                          f"this variant takes one of {', '.join(METHODS)}")
     if calibration.method == "minmax":
         return calibrated, {"method": "minmax", "tensors": 0}
     ranges = calibrated_ranges(calibrated)
@@ -302,7 +302,7 @@ def quantize_calibrated(calibrated: bytes, per_channel: bool = True, io_type: st
     import tensorflow as tf
     from tensorflow.lite.python import convert as tfl_convert
 
-    dtype = {"int8": tf.int8, "uint8": tf.uint8, "float32": tf.float32}[io_type]
+    dtype = tf.as_dtype(io_type)  # config.IO_TYPES are TensorFlow's dtype names
     with quiet_absl():
         return tfl_convert.mlir_quantize(calibrated, disable_per_channel=not per_channel,
                                          input_data_type=dtype, output_data_type=dtype,

@@ -13,7 +13,9 @@ from typing import Optional
 
 import numpy as np
 
+from ..config import IO_TYPES
 from ..deploy import IN_GRAPH, Classifier, make_interpreter, prepare_failure
+from ..deploy.profile import MAC_OPS
 from ..errors import GramTFError
 from .calibration import SEARCH, quantize_calibrated
 from .tracing import concrete_function, quiet_absl, representative_gen
@@ -53,7 +55,7 @@ def _setup_int8(conv, ctx, per_channel: bool = True):
     conv.optimizations = [tf.lite.Optimize.DEFAULT]
     conv.representative_dataset = ctx["representative"]
     conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    io = {"int8": tf.int8, "uint8": tf.uint8, "float32": tf.float32}[ctx["io_type"]]
+    io = tf.as_dtype(ctx["io_type"])  # config.IO_TYPES are TensorFlow's dtype names
     conv.inference_input_type = io
     conv.inference_output_type = io
     if not per_channel:
@@ -180,7 +182,7 @@ def _plain(name: str, description: str, setup, integer: bool = False, **kw) -> N
     register_variant(Variant(name, description, integer, _converter_builder(setup, name), **kw))
 
 
-_INT_IO = ("int8", "uint8", "float32")
+_INT_IO = IO_TYPES  # every IO type the config offers
 _plain("fp32", "float32 reference", _setup_fp32)
 _plain("fp16", "float16 weights (half the size; float compute on CPU)", _setup_fp16)
 _plain("dynamic", "int8 weights, float activations (dynamic range)", _setup_dynamic)
@@ -256,7 +258,7 @@ def tflite_weight_stats(path) -> dict:
     granularity = set()
     weight_dtypes = set()
     for op in interp._get_ops_details():
-        if op["op_name"] not in ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "BATCH_MATMUL"):
+        if op["op_name"] not in MAC_OPS:
             continue
         if len(op["inputs"]) < 2 or op["inputs"][1] < 0:
             continue

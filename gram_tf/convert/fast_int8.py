@@ -28,8 +28,9 @@ import hashlib
 
 import numpy as np
 
+from ..config import NEVER
 from ..deploy import make_interpreter, time_interleaved
-from ..deploy.profile import delegation, op_profile, output_names
+from ..deploy.profile import CAST_OPS, delegation, op_profile, output_names
 from ..errors import GramTFError
 from ..metrics import within_drop
 from .converter import CalibratedInt8, convert_model, representative_gen
@@ -44,12 +45,12 @@ def recipe_alternatives(current: Int8Recipe | None, bias_inputs: str = "quantize
     """The recipes the accuracy guard tries, cheapest and most often enough first; bias correction
     with `bias_inputs` (`recipe.bias_correction_inputs`: `float` where one pass per layer is too dear)."""
     alternatives = [Int8Recipe(True, bias_inputs), Int8Recipe(False, bias_inputs),
-                    Int8Recipe(False, "off", Calibration("mse")),
+                    Int8Recipe(False, NEVER, Calibration("mse")),
                     Int8Recipe(True, bias_inputs, Calibration("percentile")),
-                    Int8Recipe(False, "off", Calibration("percentile")),
+                    Int8Recipe(False, NEVER, Calibration("percentile")),
                     # last: EfficientNet's drifting swish ranges (docs/quantization.md); it
                     # collapses DeiT, which the guard's validation check catches
-                    Int8Recipe(False, "off", Calibration("meanmax"))]
+                    Int8Recipe(False, NEVER, Calibration("meanmax"))]
     tag = (current or Int8Recipe()).tag()
     return [r for r in alternatives if r.tag() != tag]
 
@@ -65,7 +66,7 @@ def choose_float_nodes(int8_times: dict, fp32_times: dict, margin: float, min_ga
     """The int8 nodes to keep in float, with the reason for each."""
     chosen = []
     for name, (op, ms, delegated) in int8_times.items():
-        if op in ("QUANTIZE", "DEQUANTIZE"):
+        if op in CAST_OPS:
             continue
         twin = fp32_times.get(name)
         if not delegated:
@@ -126,7 +127,7 @@ def fast_int8(model, size: int, preprocessing: dict, representative: np.ndarray,
             # only new fallbacks are chased: a node chosen for speed is not re-judged
             todo = [{"node": f["node"], "op": f["op"], "reason": "not delegated in int8", "int8_ms": None,
                      "fp32_ms": fp32_times[f["node"]][1] if f["node"] in fp32_times else None}
-                    for f in summary["fallback"] if f["op"] not in ("QUANTIZE", "DEQUANTIZE")]
+                    for f in summary["fallback"] if f["op"] not in CAST_OPS]
         return blob, denylist, log
 
     # Three candidates, judged whole: the op-level choice ignores what a float island costs
@@ -162,7 +163,7 @@ def fast_int8(model, size: int, preprocessing: dict, representative: np.ndarray,
                 fallback = [{"node": f["node"], "op": f["op"], "reason": "not delegated in int8", "int8_ms": None,
                              "fp32_ms": None}
                             for f in summary_of(alt_int8.quantize())["fallback"]
-                            if f["op"] not in ("QUANTIZE", "DEQUANTIZE")]
+                            if f["op"] not in CAST_OPS]
                 cand = mixed(fallback, alt_int8) if fallback else (alt_int8.quantize(), {}, [])
                 acc = acc_of(cand[0])
                 tried.append({"recipe": alt.tag(), "val_accuracy": acc, "float_nodes": len(cand[1])})
@@ -242,4 +243,4 @@ def _build(req):
 register_variant(Variant("int8-fast", "int8 where XNNPACK runs it faster, float elsewhere (profile-guided)", True,
                          _build, uses_validation=True, report_key="fast", per_channel=True,
                          config_options=lambda cfg: {"threads": cfg.fast_threads, "margin": cfg.fast_margin,
-                                                     "max_drop": cfg.fast_max_drop}))
+                                                     "max_drop": cfg.fast_max_drop_pp / 100}))  # a fraction here

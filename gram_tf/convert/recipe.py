@@ -12,17 +12,20 @@ into each artifact's manifest entry (`int8_recipe`) and the report.
 """
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 from typing import Optional
 
 import numpy as np
 
+from ..config import ALWAYS, AUTO, BIAS_CORRECTION_INPUTS, NEVER, check_choice
 from ..errors import GramTFError, one_line
 from .calibration import (METHODS, SEARCH, Calibration, calibrate_only, calibrated_ranges, collect_histograms,
                           quantize_calibrated, recalibrate, search_candidates)
 from .tracing import model_inputs, representative_gen
 
-BIAS_CORRECTION = ("off", "float", "quantized")
+BIAS_CORRECTION = (NEVER,) + BIAS_CORRECTION_INPUTS  # what a resolved recipe does ("auto" resolved)
+_OLD_NEVER = "off"  # the recipe's word for `never` before both said `never` (benchmark scripts passed it)
 
 # Bias correction with `quantized` inputs runs the calibration images through the model once per
 # corrected layer. Above this total (layers x images x GMAC per image; about two minutes of Keras
@@ -36,20 +39,23 @@ def bias_correction_inputs(model, images: int = 64) -> str:
     """`quantized` where its one pass per layer is affordable for `model` (see QUANTIZED_BC_MAX_GMAC),
     else `float`."""
     from ..models import count_macs
-    from ..optimize.bias_correction import TARGETS
+    from ..optimize import LINEAR
 
-    layers = sum(type(layer).__name__ in TARGETS for layer in model.layers)
+    layers = sum(type(layer).__name__ in LINEAR for layer in model.layers)
     return "quantized" if layers * images * count_macs(model) / 1e9 <= QUANTIZED_BC_MAX_GMAC else "float"
 
 
 @dataclass(frozen=True)
 class Int8Recipe:
     equalize: bool = False
-    bias_correction: str = "off"  # off | float | quantized
+    bias_correction: str = NEVER  # one of BIAS_CORRECTION
     calibration: Calibration = field(default_factory=Calibration)
     calibration_images: int = 64  # images equalization and bias correction measure on
 
     def __post_init__(self):
+        if self.bias_correction == _OLD_NEVER:
+            print(f"notice: Int8Recipe bias_correction {_OLD_NEVER!r} is deprecated; read as {NEVER!r}", file=sys.stderr)
+            object.__setattr__(self, "bias_correction", NEVER)
         if self.bias_correction not in BIAS_CORRECTION:
             raise GramTFError(f"bias_correction must be one of {', '.join(BIAS_CORRECTION)}; "
                               f"got {self.bias_correction!r}")
@@ -57,12 +63,12 @@ class Int8Recipe:
     @property
     def trivial(self) -> bool:
         """What the converter does on its own."""
-        return not self.equalize and self.bias_correction == "off" and self.calibration.method == "minmax"
+        return not self.equalize and self.bias_correction == NEVER and self.calibration.method == "minmax"
 
     def tag(self) -> str:
         """Short label for tables: e.g. 'cle+bc+mse', 'minmax'."""
         parts = (["cle"] if self.equalize else []) + \
-                (["bc" if self.bias_correction == "quantized" else "bc(float)"] if self.bias_correction != "off" else [])
+                (["bc" if self.bias_correction == "quantized" else "bc(float)"] if self.bias_correction != NEVER else [])
         if self.calibration.method != "minmax" or not parts:
             parts.append(self.calibration.method)
         return "+".join(parts)
@@ -81,17 +87,13 @@ def resolve_recipe(cfg, per_channel: bool, pruned: bool = False, model=None, sea
     where the run has a validation split (`searchable`): on 19 pruned MobileNetV2s it beat
     percentile by 1.5-5 pp in 6 and tied in 13 (docs/pruning.md). With `model`, `auto` bias
     correction measures with `quantized` inputs only where that is affordable (`bias_correction_inputs`)."""
-    choices = {"equalize": ("auto", "always", "never"), "bias_correction": ("auto", "never", "quantized", "float"),
-               "calibration": ("auto",) + METHODS + (SEARCH,)}
-    for key, allowed in choices.items():
-        if getattr(cfg, key) not in allowed:
-            raise GramTFError(f"convert.{key} must be one of {', '.join(allowed)}, got {getattr(cfg, key)!r}")
+    for key in ("equalize", "bias_correction", "calibration"):  # a ConvertConfig built in code is not validated
+        check_choice(f"convert.{key}", getattr(cfg, key))
     needs_help = not per_channel or pruned
-    equalize = cfg.equalize == "always" or (cfg.equalize == "auto" and needs_help)
+    equalize = cfg.equalize == ALWAYS or (cfg.equalize == AUTO and needs_help)
     auto_inputs = bias_correction_inputs(model) if model is not None and needs_help else "quantized"
-    bias = {"never": "off", "auto": auto_inputs if needs_help else "off"}.get(cfg.bias_correction,
-                                                                               cfg.bias_correction)
-    method = cfg.calibration if cfg.calibration != "auto" else \
+    bias = cfg.bias_correction if cfg.bias_correction != AUTO else auto_inputs if needs_help else NEVER
+    method = cfg.calibration if cfg.calibration != AUTO else \
         "minmax" if per_channel else SEARCH if pruned and searchable else "percentile"
     calibration = Calibration(method, percentile=cfg.calibration_percentile, bins=cfg.calibration_bins)
     return Int8Recipe(equalize, bias, calibration)
@@ -101,7 +103,7 @@ def prepare_model(model, recipe: Int8Recipe, images_uint8: Optional[np.ndarray],
                   per_channel: bool) -> tuple[object, dict]:
     """The float Keras model to calibrate and quantize, after equalization and bias correction."""
     report: dict = {}
-    if not recipe.equalize and recipe.bias_correction == "off":
+    if not recipe.equalize and recipe.bias_correction == NEVER:
         return model, report
     if images_uint8 is None or len(images_uint8) == 0:
         raise GramTFError("equalization and bias correction need representative images (training images)")
@@ -114,7 +116,7 @@ def prepare_model(model, recipe: Int8Recipe, images_uint8: Optional[np.ndarray],
         raise
     except Exception as exc:  # a layer layout the rewrite does not know: say which switch avoids it
         raise GramTFError(f"int8 recipe {recipe.tag()} failed on this model ({one_line(exc, 160)}); "
-                          "convert with --equalize never --bias-correction never") from None
+                          f"convert with --equalize {NEVER} --bias-correction {NEVER}") from None
 
 
 def _prepare(model, recipe: Int8Recipe, x: np.ndarray, per_channel: bool, report: dict):
@@ -128,7 +130,7 @@ def _prepare(model, recipe: Int8Recipe, x: np.ndarray, per_channel: bool, report
                                   spread_after=round(eq["spread_after"]["median"], 4),
                                   worst_before=round(eq["spread_before"]["worst"], 4),
                                   worst_after=round(eq["spread_after"]["worst"], 4))
-    if recipe.bias_correction != "off":
+    if recipe.bias_correction != NEVER:
         model, bc = correct_bias(model, x, per_channel=per_channel, inputs=recipe.bias_correction)
         report["bias_correction"] = bc
     return model, report
@@ -164,8 +166,8 @@ def _searched(model, size, preprocessing, representative, recipe: Int8Recipe, pe
     from .scoring import blob_accuracy
 
     if validation is None or len(validation[0]) == 0:
-        raise GramTFError("convert.calibration search chooses on the validation split and this run has none; "
-                          "set convert.calibration to minmax, percentile, mse, entropy or meanmax")
+        raise GramTFError(f"convert.calibration {SEARCH} chooses on the validation split and this run has none; "
+                          f"set convert.calibration to one of {', '.join(METHODS)}")
     prepared, applied = prepare_model(model, recipe, representative, preprocessing, per_channel)
     rep_gen = representative_gen(representative, preprocessing, batch_size)
     base = calibrate_only(prepared, size, rep_gen, batch_size, preprocessing)

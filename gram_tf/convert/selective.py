@@ -66,4 +66,4 @@ def _build(req):
 # float IO, since some nodes stay float
 register_variant(Variant("int8-selective", "int8 with the highest-error layers kept in float", True, _build,
                          needs_validation=True, report_key="selective", per_channel=True,
-                         config_options=lambda cfg: {"max_drop": cfg.selective_max_drop}))
+                         config_options=lambda cfg: {"max_drop": cfg.selective_max_drop_pp / 100}))  # a fraction here

@@ -15,7 +15,7 @@ from typing import Optional
 import numpy as np
 
 from .. import data as data_mod
-from ..config import ConvertConfig
+from ..config import GELU_FORMS, ConvertConfig
 from .. import __version__
 from ..deploy import MANIFEST_NAME, check_labels, embed_metadata, package_model, pixel_input
 from ..errors import GramTFError
@@ -140,7 +140,7 @@ def export_artifact(model, path, variant: str, *, size: int, preprocessing: dict
     if spec.report_key:
         entry[spec.report_key] = report
     if report and report.get("within_max_drop") is False:
-        print(f"warning: {path.name}: no {variant} candidate within {report['max_drop']:.1%} of float "
+        print(f"warning: {path.name}: no {variant} candidate within {100 * report['max_drop']:g} pp of float "
               f"accuracy; kept the most accurate ({report['val_accuracy']:.3f} vs "
               f"{report['float_val_accuracy']:.3f})")
     if report and report.get("slower_than_fp32"):
@@ -198,7 +198,7 @@ def _convert_specs(run_dir: Path, run: dict, specs: list, out_dir: Path, cfg: Co
                   "data_manifest": run["manifest"], "macs": run.get("macs"),
                   "keras_sizes": keras_model_sizes(run_dir), "versions": library_versions()}
     meta_extra = {"sparsity_target": sparsity,
-                  "gelu": run.get("train", {}).get("gelu", "erf") if get_backbone(run["backbone"]).patch_size else None}
+                  "gelu": run.get("train", {}).get("gelu", GELU_FORMS[0]) if get_backbone(run["backbone"]).patch_size else None}
     entries = []
     iterator = specs
     if progress:

@@ -29,8 +29,11 @@ from .timing import time_blob
 
 MAX_MODEL_BYTES = 2 << 30  # a flatbuffer's own limit: read whole, a larger "model" is not one
 
-# Ops whose multiply-accumulates we count (the ones a roofline is about).
+# TFLite op names gram_tf reads, named once for the deploy and convert wings.
+# Ops with a weight tensor (input 1) whose multiply-accumulates we count (the ones a roofline is about).
 MAC_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "BATCH_MATMUL", "TRANSPOSE_CONV")
+DELEGATE = "DELEGATE"  # the node that replaces a partition a delegate (XNNPACK) runs
+CAST_OPS = ("QUANTIZE", "DEQUANTIZE")  # the conversions at int8/float boundaries, not work of their own
 
 
 def _read(src) -> bytes:
@@ -44,19 +47,19 @@ def output_names(src) -> list[str]:
     """Name of each operator's first output tensor (stable between fp32 and int8 conversions)."""
     interp = make_interpreter(src, 1)
     names = {t["index"]: t["name"] for t in interp.get_tensor_details()}
-    return [names[int(op["outputs"][0])] for op in interp._get_ops_details() if op["op_name"] != "DELEGATE"]
+    return [names[int(op["outputs"][0])] for op in interp._get_ops_details() if op["op_name"] != DELEGATE]
 
 
 def _partition_nodes(ops: list[dict]) -> list[set[int]]:
     """Original node indices inside each DELEGATE node."""
     producer = {}
     for op in ops:
-        if op["op_name"] != "DELEGATE":
+        if op["op_name"] != DELEGATE:
             for t in op["outputs"]:
                 producer[int(t)] = op["index"]
     parts = []
     for op in ops:
-        if op["op_name"] != "DELEGATE":
+        if op["op_name"] != DELEGATE:
             continue
         stop = {int(t) for t in op["inputs"]}
         members: set[int] = set()
@@ -77,7 +80,7 @@ def delegation(src, threads: int = 1) -> dict:
     (`fallback`: index, op type and output tensor name of each node the delegate did not take)."""
     interp = make_interpreter(src, threads)
     ops = interp._get_ops_details()
-    original = [op for op in ops if op["op_name"] != "DELEGATE"]
+    original = [op for op in ops if op["op_name"] != DELEGATE]
     parts = _partition_nodes(ops)
     delegated = set().union(*parts) if parts else set()
     names = {t["index"]: t["name"] for t in interp.get_tensor_details()}

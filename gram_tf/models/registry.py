@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Callable, Optional
 
+from ..config import GELU_FORMS
 from ..errors import GramTFError, did_you_mean
 from .sizes import SIZES
 
@@ -59,10 +60,10 @@ def layer_modules() -> list[str]:
 
 
 def gelu_choice(options: dict) -> str:
-    """The transformers' GELU option (train.gelu): 'erf' (exact) or 'tanh'."""
-    gelu = options.get("gelu") or "erf"
-    if gelu not in ("erf", "tanh"):
-        raise GramTFError(f"gelu must be 'erf' or 'tanh', got {gelu!r}")
+    """The transformers' GELU option (train.gelu): one of config.GELU_FORMS, the first by default."""
+    gelu = options.get("gelu") or GELU_FORMS[0]
+    if gelu not in GELU_FORMS:
+        raise GramTFError(f"gelu must be one of {', '.join(GELU_FORMS)}, got {gelu!r}")
     return gelu
 
 

@@ -20,10 +20,8 @@ import copy
 
 import numpy as np
 
-from .fold import fold_batchnorm
-
-TARGETS = ("Conv2D", "DepthwiseConv2D", "Dense")
-INPUT_MODES = ("float", "quantized")
+from ..config import BIAS_CORRECTION_INPUTS
+from .fold import LINEAR, fold_batchnorm
 
 
 def quantized_kernel(kind: str, kernel: np.ndarray, per_channel: bool = True, bits: int = 8) -> np.ndarray:
@@ -102,7 +100,7 @@ def _with_biases(model):
 
     cfg = copy.deepcopy(model.get_config())
     for l in cfg["layers"]:
-        if l["class_name"] in TARGETS:
+        if l["class_name"] in LINEAR:
             l["config"]["use_bias"] = True
     with tf_keras.utils.custom_object_scope(custom_objects()):
         out = tf_keras.Model.from_config(cfg)
@@ -110,7 +108,7 @@ def _with_biases(model):
         src = model.get_layer(layer.name).get_weights()
         if not layer.weights:
             continue
-        if type(layer).__name__ in TARGETS and len(src) == 1:
+        if type(layer).__name__ in LINEAR and len(src) == 1:
             k = src[0]
             n = k.shape[-2] * k.shape[-1] if type(layer).__name__ == "DepthwiseConv2D" else k.shape[-1]
             src = [k, np.zeros(n, np.float32)]
@@ -129,11 +127,11 @@ def correct_bias(model, images: np.ndarray, per_channel: bool = True, inputs: st
 
     `images`: normalized float32 calibration images (the model's input). Returns (model, report).
     """
-    if inputs not in INPUT_MODES:
-        raise ValueError(f"inputs must be one of {INPUT_MODES}, got {inputs!r}")
+    if inputs not in BIAS_CORRECTION_INPUTS:
+        raise ValueError(f"inputs must be one of {', '.join(BIAS_CORRECTION_INPUTS)}, got {inputs!r}")
     folded, _ = fold_batchnorm(model)
     out = _with_biases(folded)
-    targets = [l for l in out.layers if type(l).__name__ in TARGETS]
+    targets = [l for l in out.layers if type(l).__name__ in LINEAR]
     shifts = {}
     if inputs == "float":
         # E[conv(x_f, dW)] of every target layer, in one pass of the calibration images

@@ -21,9 +21,8 @@ import copy
 
 import numpy as np
 
-from .fold import _inbound_names, fold_batchnorm, layer_graph
+from .fold import LINEAR, _inbound_names, fold_batchnorm, layer_graph
 
-LINEAR = ("Conv2D", "DepthwiseConv2D", "Dense")
 # layers that commute with a positive per-channel scale of their (only) input
 PASSTHROUGH = ("ZeroPadding2D", "Dropout", "GlobalAveragePooling2D", "AveragePooling2D", "MaxPooling2D",
                "SpatialDropout2D")

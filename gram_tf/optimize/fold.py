@@ -12,7 +12,9 @@ import copy
 
 import numpy as np
 
-FOLDABLE = ("Conv2D", "DepthwiseConv2D", "Dense")
+# The layers with a kernel: what a BatchNorm folds into, equalization scales and int8 rounds (one list
+# for fold, equalize and bias_correction)
+LINEAR = ("Conv2D", "DepthwiseConv2D", "Dense")
 
 
 def _refs(node) -> list:
@@ -52,7 +54,7 @@ def foldable_pairs(model) -> list[tuple[str, str]]:
         axis = l["config"].get("axis")
         axis = list(axis) if isinstance(axis, (list, tuple)) else [axis]
         rank = len(model.get_layer(prod["name"]).output_shape)
-        if (prod["class_name"] in FOLDABLE and prod["config"].get("activation", "linear") == "linear"
+        if (prod["class_name"] in LINEAR and prod["config"].get("activation", "linear") == "linear"
                 and consumers.get(prod["name"]) == [l["name"]] and prod["name"] not in outputs
                 and axis in ([-1], [rank - 1])):
             pairs.append((prod["name"], l["name"]))

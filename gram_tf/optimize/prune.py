@@ -20,7 +20,7 @@ from ..data import normalize_tf
 from ..config import PruneConfig, config_hash
 from ..errors import GramTFError
 from ..io_utils import atomic_write_json, compressed_sizes, read_json
-from ..metrics import classification_metrics, within_drop
+from ..metrics import SUMMARY, classification_metrics, within_drop
 from ..models import custom_objects, load_model, save_model
 from ..run import MODEL_FILE, RUN_FILE, library_versions, load_run
 from ..train import evaluate_keras, predict_probs, recalibrate_batchnorm
@@ -266,7 +266,7 @@ def prune_run(run_dir, cfg: Optional[PruneConfig] = None, seed: int = 0, progres
     if not levels and cfg.max_drop_pp is not None:
         levels = list(MAX_DROP_SWEEP)
     if not levels:
-        raise GramTFError("no pruning level given: pass --final-sparsity F, --sweep 0.1,...,0.9 or --max-drop PP")
+        raise GramTFError("no pruning level given: pass --final-sparsity F, --sweep 0.1,...,0.9 or --max-drop-pp PP")
     for level in levels:
         if not 0 < float(level) < 1:
             raise GramTFError(f"sparsity level {level} must be between 0 and 1 (exclusive)")
@@ -373,7 +373,7 @@ def _prune_level(run_dir, run: dict, xs: dict, ys: dict, cfg: PruneConfig, level
     new_run = {k: v for k, v in run.items() if k != "run_dir"}
     new_run.update({
         "parent_run": str(Path(run_dir).resolve()),
-        "metrics": {s: {k: m[k] for k in ("n", "accuracy", "loss", "f1_macro", "auc")} for s, m in metrics.items()},
+        "metrics": {s: {k: m[k] for k in SUMMARY} for s, m in metrics.items()},
         "prune": {"key": key, "summary": summary, "config": {k: getattr(cfg, k) for k in cfg.__dataclass_fields__},
                   "history": hist},
         "sparsity_target": level, "sparsity": measured["overall"], "sizes": sizes,

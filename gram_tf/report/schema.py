@@ -20,38 +20,49 @@ from ..deploy.timing import paired_speedup, parse_rounds
 from ..errors import GramTFError, one_line
 from ..io_utils import atomic_write_json, atomic_write_text
 
-# Canonical column order: the benchmark writes these, in this order.
-COLUMNS = [
-    "run", "backbone", "variant", "runtime", "sparsity_target", "threads", "path",
-    "size_bytes", "gzip_bytes", "zip_bytes", "sparsity", "weight_quantization", "io_type",
-    "accuracy", "loss", "f1_macro", "auc", "n_test",
-    "latency_ms_mean", "latency_ms_std", "latency_ms_p50", "latency_ms_p90", "latency_ms_p99",
-    "first_ms", "init_ms", "images_per_s", "peak_rss_mb", "runs",
-    # timing in rounds (gram_tf.deploy.timing): p50 is the median of the round medians, with its 95 % CI;
-    # round_ms lists the round medians; spread_pct is (max - min) / median of them
-    "rounds", "latency_ms_ci_low", "latency_ms_ci_high", "round_ms", "spread_pct",
-    # speed-up: the median per-round ratio fp32 / model (paired), with its 95 % CI
-    "speedup_vs_fp32", "speedup_ci_low", "speedup_ci_high", "size_ratio_vs_fp32", "macs", "gmacs_per_s", "input_size",
-    "flagged", "correct",
-    # where the row was measured (gram_tf.bench.device) and where its numbers come from
-    "device", "cpu", "cores", "isa", "os", "arch", "runtime_version", "timing_source", "accuracy_source",
-    # the machine's timing noise during this benchmark: the fp32 reference's spread_pct (add_noise_columns)
-    "noise_pct",
-    # what the full-integer variants got on their way to int8 (gram_tf.convert.recipe tag, e.g. cle+bc)
-    "int8_recipe",
+# Every column and its type, in the canonical order the benchmark writes them: the column list and the
+# type sets the reader converts with are both derived from this one table.
+_DEVICE = [  # where the row was measured (gram_tf.bench.device.device_info writes these)
+    ("device", str), ("cpu", str), ("cores", int), ("isa", str), ("os", str), ("arch", str),
+    ("runtime_version", str),
 ]
+_TABLE = [
+    ("run", str), ("backbone", str), ("variant", str), ("runtime", str), ("sparsity_target", float),
+    ("threads", int), ("path", str),
+    ("size_bytes", int), ("gzip_bytes", int), ("zip_bytes", int), ("sparsity", float),
+    ("weight_quantization", str), ("io_type", str),
+    ("accuracy", float), ("loss", float), ("f1_macro", float), ("auc", float), ("n_test", int),
+    ("latency_ms_mean", float), ("latency_ms_std", float), ("latency_ms_p50", float), ("latency_ms_p90", float),
+    ("latency_ms_p99", float),
+    ("first_ms", float), ("init_ms", float), ("images_per_s", float), ("peak_rss_mb", float), ("runs", int),
+    # timing in rounds (gram_tf.deploy.timing): p50 is the median of the round medians, with its 95 % CI;
+    # round_ms lists the round medians (';'-separated), spread_pct is (max - min) / median of them
+    ("rounds", int), ("latency_ms_ci_low", float), ("latency_ms_ci_high", float), ("round_ms", str),
+    ("spread_pct", float),
+    # speed-up: the median per-round ratio fp32 / model (paired), with its 95 % CI
+    ("speedup_vs_fp32", float), ("speedup_ci_low", float), ("speedup_ci_high", float),
+    ("size_ratio_vs_fp32", float), ("macs", int), ("gmacs_per_s", float),
+    ("input_size", int),
+    ("flagged", bool), ("correct", str),  # correct: one '0'/'1' per test image
+    *_DEVICE,
+    # where its numbers come from
+    ("timing_source", str), ("accuracy_source", str),
+    # the machine's timing noise during this benchmark: the fp32 reference's spread_pct (add_noise_columns)
+    ("noise_pct", float),
+    # what the full-integer variants got on their way to int8 (gram_tf.convert.recipe tag, e.g. cle+bc)
+    ("int8_recipe", str),
+]
+COLUMNS = [c for c, _ in _TABLE]
 ROW_COLUMNS = COLUMNS
+DEVICE_COLUMNS = [c for c, _ in _DEVICE]
 # A file lacking any of these is rejected; other canonical columns that are absent become None.
 REQUIRED_COLUMNS = [
     "run", "backbone", "variant", "runtime", "sparsity_target", "threads", "accuracy", "latency_ms_p50",
 ]
-INT_COLUMNS = {"threads", "size_bytes", "gzip_bytes", "zip_bytes", "n_test", "macs", "input_size", "runs", "cores",
-               "rounds"}
-STR_COLUMNS = {"run", "backbone", "variant", "runtime", "path", "correct", "weight_quantization", "io_type", "round_ms",
-               "device", "cpu", "isa", "os", "arch", "runtime_version", "timing_source", "accuracy_source",
-               "int8_recipe"}
-BOOL_COLUMNS = {"flagged"}
-FLOAT_COLUMNS = set(COLUMNS) - INT_COLUMNS - STR_COLUMNS - BOOL_COLUMNS
+INT_COLUMNS = {c for c, t in _TABLE if t is int}
+STR_COLUMNS = {c for c, t in _TABLE if t is str}
+BOOL_COLUMNS = {c for c, t in _TABLE if t is bool}
+FLOAT_COLUMNS = {c for c, t in _TABLE if t is float}
 # What every command prints after a benchmark (a short view of the rows).
 SUMMARY_COLUMNS = ["backbone", "sparsity_target", "variant", "threads", "accuracy", "size_bytes",
                    "zip_bytes", "latency_ms_p50", "images_per_s", "speedup_vs_fp32", "peak_rss_mb"]

@@ -19,13 +19,13 @@ import numpy as np
 
 from .. import data as data_mod
 from ..deploy import LABELS_FILE
-from ..config import TrainConfig, config_hash
+from ..config import ALWAYS, AUTO, TrainConfig, config_hash
 from ..errors import GramTFError
 from ..io_utils import (atomic_path, atomic_write_json, atomic_write_text, folder_lock, read_json,
                         require_dir)
 from ..models import (HEAD_DENSE, HEAD_DROPOUT, backbone_layers, build_classifier, count_macs,
                       feature_extractor, get_backbone, quiet_tensorflow, save_model)
-from ..metrics import classification_metrics
+from ..metrics import SUMMARY, classification_metrics
 from ..run import MODEL_FILE, RUN_FILE, library_versions
 from .batchnorm import recalibrate_batchnorm
 from .evaluate import plot_confusion, predict_probs
@@ -181,7 +181,7 @@ def _train(manifest, backbone: str, out_dir: Path, cfg: TrainConfig, seed: int, 
     s.val_split = "val" if len(s.xs["val"]) else "train"
     s.class_weight = class_weights(s.ys["train"], len(labels), cfg.class_weights)
 
-    if cfg.recalibrate_bn == "always" or (cfg.recalibrate_bn == "auto" and info["weights"] == "none"):
+    if cfg.recalibrate_bn == ALWAYS or (cfg.recalibrate_bn == AUTO and info["weights"] == "none"):
         recalibrate_batchnorm(model, s.xs["train"], s.pre)
     if cfg.cache != "none":
         _train_head_on_cached_features(s)
@@ -317,7 +317,7 @@ def _finish(s: _Session, manifest, backbone: str, n_trainable_ft: int, t_start: 
         "train": {k: getattr(cfg, k) for k in cfg.__dataclass_fields__},
         "config_hash": config_hash(cfg), "params": int(model.count_params()),
         "macs": count_macs(model), "fine_tuned_layers": n_trainable_ft, "timing": s.timing,
-        "metrics": {sp: {k: m[k] for k in ("n", "accuracy", "loss", "f1_macro", "auc")} for sp, m in metrics.items()},
+        "metrics": {sp: {k: m[k] for k in SUMMARY} for sp, m in metrics.items()},
         "versions": library_versions(),
     }
     atomic_write_json(out_dir / RUN_FILE, run)
