@@ -50,6 +50,21 @@ def truth(files, threads: int, rounds: int, runs: int) -> dict:
     return {k: (v["latency_ms_p50"], paired_speedup(ref, parse_rounds(v["round_ms"]))[0]) for k, v in timed.items()}
 
 
+def fresh_process_cost(path: Path, threads: int, n: int = 5) -> dict:
+    """What a fresh worker process per visit would cost: wall time of a one-shot timing worker (start,
+    imports, load, one run) and its peak memory, median of `n`."""
+    walls, rss = [], []
+    spec = json.dumps({"kind": "tflite", "path": str(path), "threads": threads, "runs": 1, "warmup": 0,
+                       "max_seconds": None})
+    for _ in range(n):
+        t0 = time.perf_counter()
+        out = subprocess.run([sys.executable, "-m", "gram_tf.bench.worker", spec], capture_output=True, text=True,
+                             env=dict(os.environ, PYTHONPATH=str(ROOT)))
+        walls.append(time.perf_counter() - t0)
+        rss.append(json.loads(out.stdout.strip().splitlines()[-1])["peak_rss_mb"])
+    return {"fresh_worker_s": round(float(np.median(walls)), 3), "fresh_worker_rss_mb": round(float(np.median(rss)), 1)}
+
+
 def fp32_of(files):
     dense = [f for f in files if f.stem.endswith("__fp32")]
     if not dense:
@@ -57,11 +72,12 @@ def fp32_of(files):
     return dense[0]
 
 
-def bench(folder: Path, threads: int, method: str, before_src) -> tuple[dict, float]:
-    """{file name: row} of one `gram-tf bench` run of `method` (before | after), and its wall time."""
+def bench(folder: Path, threads: int, method: str, before_src, evaluate: bool) -> tuple[dict, float]:
+    """{file name: row} of one `gram-tf bench` run of `method` (before | after), its auto choice (with
+    evaluation) and its wall time."""
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "results.csv"
-        common = [str(folder), "--threads", str(threads), "--no-eval", "--no-keras", "--out", str(out)]
+        common = [str(folder), "--threads", str(threads), "--no-keras", "--out", str(out)] + ([] if evaluate else ["--no-eval"])
         env = dict(os.environ)
         if method == "before" and before_src:
             env["PYTHONPATH"] = str(Path(before_src).resolve())
@@ -80,6 +96,12 @@ def bench(folder: Path, threads: int, method: str, before_src) -> tuple[dict, fl
             raise SystemExit(f"error: gram-tf bench ({method}) failed: {proc.stderr.strip()[-300:]}")
         with open(out, newline="") as fh:
             rows = {Path(r["path"]).name: r for r in csv.DictReader(fh)}
+        if evaluate:
+            from gram_tf.report import load_results
+            from gram_tf.report.stats import select_auto
+
+            auto = list(select_auto(load_results([out]), max_drop=0.01).values())
+            rows["_auto"] = Path(auto[0]["path"]).name if auto else ""
         rows["_warning"] = next((line for line in proc.stdout.splitlines() + proc.stderr.splitlines()
                                  if line.startswith("warning: timing noise")), "")
         return rows, wall
@@ -90,6 +112,17 @@ def _f(v):
         return float(v)
     except (TypeError, ValueError):
         return None
+
+
+def truth_auto(bench_rows, ref, fp32) -> str | None:
+    """The files the truth calls fastest within 1 pp of fp32 (all within 5 % of the fastest), by name."""
+    acc = {k: _f(r.get("accuracy")) for k, r in bench_rows.items() if not k.startswith("_")}
+    if acc.get(fp32) is None:
+        return None
+    speed = {**ref, fp32: 1.0}
+    ok = [k for k, a in acc.items() if a is not None and a >= acc[fp32] - 0.01 - 1e-9]
+    best = max(speed[k] for k in ok)
+    return " | ".join(sorted(k for k in ok if speed[k] >= best / 1.05))
 
 
 def inversions(pairs) -> int:
@@ -113,6 +146,7 @@ def main(argv=None) -> int:
     ap.add_argument("--before-src", default=None, help="a checkout of the code before rounds (its repository root)")
     ap.add_argument("--conditions", default="quiet,burner")
     ap.add_argument("--out", default="bench_trust")
+    ap.add_argument("--eval", action="store_true", help="evaluate too, and compare the auto choices (1 pp)")
     args = ap.parse_args(argv)
     sets = {}
     for spec in args.set:
@@ -126,6 +160,8 @@ def main(argv=None) -> int:
         before_commit = subprocess.run(["git", "-C", args.before_src, "rev-parse", "--short", "HEAD"], capture_output=True,
                                        text=True).stdout.strip() or None
     rows, summary = [], []
+    first_files = next(iter(sets.values()))[1]
+    fresh = fresh_process_cost(fp32_of(first_files), args.threads)
     for name, (folder, files) in sets.items():
         fp32 = fp32_of(files).name
         t_first = truth(files, args.threads, args.truth_rounds, args.truth_runs)
@@ -136,7 +172,7 @@ def main(argv=None) -> int:
             try:
                 time.sleep(0.5 if burners else 0.0)
                 for method in ("before", "after"):
-                    runs[(condition, method)] = bench(folder, args.threads, method, args.before_src)
+                    runs[(condition, method)] = bench(folder, args.threads, method, args.before_src, args.eval)
             finally:
                 for p in burners:
                     p.kill()
@@ -172,17 +208,20 @@ def main(argv=None) -> int:
                             "truth_in_ci": f"{inside}/{len(errs)}" if method == "after" else None,
                             "noise_pct": None if noise is None else round(noise, 1),
                             "noise_warning": bool(bench_rows["_warning"]) if method == "after" else None,
+                            "auto": bench_rows.get("_auto"), "truth_auto": truth_auto(bench_rows, ref, fp32),
                             "wall_s": round(wall, 1)})
     path = write_results(args.out, rows)
     write_results(f"{args.out}.summary", summary)
     meta = Path(path).with_suffix(".json")
     data = json.loads(meta.read_text())
     data["environment"].update(before=("old code at " + str(before_commit)) if before_commit else "current code, --rounds 1",
-                               burners=args.burners)
+                               burners=args.burners, **fresh)
     meta.write_text(json.dumps(data, indent=1))
     from gram_tf.table import format_table
 
     print(format_table(summary))
+    print(f"a fresh worker process per visit would cost {fresh['fresh_worker_s']} s and "
+          f"{fresh['fresh_worker_rss_mb']} MB each")
     print(f"-> {path}")
     return 0
 
