@@ -2,7 +2,7 @@
 size, 2-class head): parameters and MACs (gram_tf/models/sizes.py) and TF-MOT support
 (gram_tf/optimize/support_data.py). tests/test_registry.py checks both against a build.
 
-    python benchmarks/backbone_catalogue.py          # about 2 minutes on 2 cores
+    python tools/backbone_catalogue.py          # about 2 minutes on 2 cores
 """
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ def main() -> int:
         sizes[bb.name] = measure_sizes(bb, model)
         support[bb.name] = support_summary(model)
         tf_keras.backend.clear_session()
-    header = '"""{}\n\nWritten by benchmarks/backbone_catalogue.py; checked by tests/test_registry.py."""\n'
+    header = '"""{}\n\nWritten by tools/backbone_catalogue.py; checked by tests/test_registry.py."""\n'
     atomic_write_text(ROOT / "gram_tf/models/sizes.py", header.format(
         "Parameters and MACs per registered backbone at its default size with a 2-class head (data).")
         + "SIZES: dict = " + pprint.pformat(sizes, width=110, sort_dicts=False) + "\n")
