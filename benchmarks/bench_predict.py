@@ -37,9 +37,9 @@ def make_tiles(out: Path, n: int, size: int) -> None:
     synthesize_dataset(out, (n + 1) // 2, size=size, seed=0, progress=True)
 
 
-def export_models(out: Path, size: int, n_rep: int = 32) -> dict:
-    """MobileNetV2-0.35 (ImageNet weights when ../shared has them) as fp32 and int8 .tflite,
-    batch 1 and batch 8."""
+def export_models(out: Path, size: int, n_rep: int = 32, batches=(1, 8)) -> dict:
+    """MobileNetV2-0.35 (ImageNet weights when ../shared has them) as fp32 and int8 .tflite, at each
+    batch size of `batches`."""
     import numpy as np
 
     from gram_tf.convert import export_artifact
@@ -53,7 +53,7 @@ def export_models(out: Path, size: int, n_rep: int = 32) -> dict:
     rep = np.stack([render_micrograph(rng, LABELS[i % 2], size) for i in range(n_rep)])
     paths = {}
     for variant in ("fp32", "int8"):
-        for batch in (1, 8):
+        for batch in batches:
             path = out / f"mnv2_035__{variant}__b{batch}.tflite"
             export_artifact(model, path, variant, size=size, preprocessing=info["preprocessing"], labels=LABELS,
                             backbone="mobilenet_v2_035", representative=rep, io_type="int8", batch_size=batch)
@@ -200,9 +200,9 @@ def _agreement(files, fit_every: int, labels_of, tmp: Path, size: int = 224) -> 
     return out
 
 
-def draft_agreement(tmp: Path, n_synthetic: int) -> dict:
-    """Draft-mode JPEG decoding vs the exact path: on the real camera micrographs in ../shared and
-    on large synthetic JPEGs; plus the decode time of each path."""
+def draft_agreement(tmp: Path, n_synthetic: int, size: int = 224, real: bool = True) -> dict:
+    """Draft-mode JPEG decoding vs the exact path: on the real camera micrographs in ../shared (with
+    `real`) and on large synthetic JPEGs, for a model of input `size`; plus the decode time of each path."""
     import numpy as np
     from PIL import Image
 
@@ -211,16 +211,16 @@ def draft_agreement(tmp: Path, n_synthetic: int) -> dict:
     from gram_tf.deploy.imaging import load_image, load_resized, resize_image
 
     out = {}
-    if SHARED_REAL.is_dir():
-        real = find_images([SHARED_REAL / "gramstainr_reference"])
-        out["real_gramstainr"] = _agreement(real, 2, lambda f: int(f.parent.name != "Escherichia_coli"), tmp)
-        t_exact = timed(lambda: [resize_image(load_image(f), 224, "squash") for f in real])
-        t_fast = timed(lambda: [load_resized(f, 224, "squash") for f in real])
-        out["real_decode_ms_per_image"] = {"exact": round(1e3 * t_exact / len(real), 1),
-                                           "draft": round(1e3 * t_fast / len(real), 1),
+    if real and SHARED_REAL.is_dir():
+        photos = find_images([SHARED_REAL / "gramstainr_reference"])
+        out["real_gramstainr"] = _agreement(photos, 2, lambda f: int(f.parent.name != "Escherichia_coli"), tmp, size)
+        t_exact = timed(lambda: [resize_image(load_image(f), size, "squash") for f in photos])
+        t_fast = timed(lambda: [load_resized(f, size, "squash") for f in photos])
+        out["real_decode_ms_per_image"] = {"exact": round(1e3 * t_exact / len(photos), 1),
+                                           "draft": round(1e3 * t_fast / len(photos), 1),
                                            "size": "3264x1840 JPEG"}
     else:
-        out["real_gramstainr"] = {"skipped": f"{SHARED_REAL} absent"}
+        out["real_gramstainr"] = {"skipped": f"{SHARED_REAL} absent" if real else "--no-real"}
     rng = np.random.default_rng(1)
     folder = tmp / "large_jpeg"
     folder.mkdir()
@@ -228,7 +228,8 @@ def draft_agreement(tmp: Path, n_synthetic: int) -> dict:
         img = render_micrograph(rng, LABELS[i % 2], 1024)
         Image.fromarray(np.asarray(img)).resize((1800, 1350)).save(folder / f"{LABELS[i % 2]}_{i:03d}.jpg", quality=90)
     synth = find_images([folder])
-    out["synthetic_1800x1350_jpeg"] = _agreement(synth, 2, lambda f: int(f.name.startswith("gram_positive")), tmp)
+    out["synthetic_1800x1350_jpeg"] = _agreement(synth, 2, lambda f: int(f.name.startswith("gram_positive")), tmp,
+                                                 size)
     return out
 
 
@@ -243,6 +244,8 @@ def main(argv=None) -> int:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--memory", default="1000,20000", help="folder sizes for the peak-memory check")
     ap.add_argument("--large-jpegs", type=int, default=120, help="synthetic 1800x1350 JPEGs for the draft check")
+    ap.add_argument("--no-real", action="store_true", help="leave ../shared's real photos out of the draft check")
+    ap.add_argument("--kill-images", type=int, default=4000, help="folder size for the SIGKILL + --resume check")
     ap.add_argument("--throughput-only", action="store_true")
     ap.add_argument("--name", default="predict")
     args = ap.parse_args(argv)
@@ -263,8 +266,8 @@ def main(argv=None) -> int:
                   "images": len(files), "threads": args.threads, "workers": args.workers}
         result["throughput"] = throughput(files, models, args.threads, args.workers, args.rounds)
         if not args.throughput_only:
-            result["draft_agreement"] = draft_agreement(tmp, args.large_jpegs)
-            result["kill_and_resume"] = kill_and_resume(models[("int8", 1)], folder, tmp)
+            result["draft_agreement"] = draft_agreement(tmp, args.large_jpegs, args.size, real=not args.no_real)
+            result["kill_and_resume"] = kill_and_resume(models[("int8", 1)], folder, tmp, args.kill_images)
             result["memory"] = [peak_memory(models[("int8", 1)], folder, int(n), tmp)
                                 for n in args.memory.split(",")]
     tp = result["throughput"]

@@ -1,10 +1,11 @@
 """Regenerate the README pictures: a contact sheet of synthetic Gram stains and (if the quickstart
 has run) its accuracy-vs-latency plot.
 
-    python benchmarks/make_docs_figures.py
+    python benchmarks/make_docs_figures.py [--out DIR]     # default: docs/
 """
 from __future__ import annotations
 
+import argparse
 import shutil
 import sys
 from pathlib import Path
@@ -26,14 +27,16 @@ def contact_sheet(path: Path, n: int = 6, size: int = 160, seed: int = 7) -> Non
     Image.fromarray(np.concatenate(rows, axis=0)).save(path, optimize=True)
 
 
-def main():
-    docs = ROOT / "docs"
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", default=str(ROOT / "docs"), help="folder the pictures go to")
+    args = ap.parse_args(argv)
+    docs = Path(args.out)
     contact_sheet(docs / "synth_examples.png")
     plot = ROOT / "runs" / "quickstart" / "report" / "accuracy_vs_latency.png"
     if plot.is_file():
         shutil.copy(plot, docs / "quickstart_accuracy_vs_latency.png")
     print(f"-> {docs}")
-
 
 if __name__ == "__main__":
     main()

@@ -19,7 +19,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import SHARED_WEIGHTS, require_real_weights, write_results  # noqa: E402
 
-VARIANTS = ["fp32", "int8", "int8-per-tensor"]
+VARIANTS = "fp32,int8,int8-per-tensor"
 MODES = {"normalized": dict(pixel_input=False, io_type="int8"), "pixels": dict(pixel_input=True, io_type="uint8")}
 
 
@@ -36,7 +36,8 @@ def real_run(work: Path, backbone: str) -> Path:
     return out
 
 
-def measure(run_dir: Path, name: str, work: Path, rounds: int, runs: int) -> list[dict]:
+def measure(run_dir: Path, name: str, work: Path, rounds: int, runs: int, variants=VARIANTS.split(","),
+            threads_list=(1, 2)) -> list[dict]:
     import numpy as np
 
     from gram_tf import data as data_mod
@@ -50,11 +51,11 @@ def measure(run_dir: Path, name: str, work: Path, rounds: int, runs: int) -> lis
     x, y, _ = data_mod.load_split(rows, "test", run["input_size"], run["preprocessing"]["resize"], progress=False)
     arts = {}
     for mode, settings in MODES.items():
-        manifest = convert_run(run_dir, VARIANTS, out_dir=work / f"{name}_{mode}", cfg=ConvertConfig(**settings),
+        manifest = convert_run(run_dir, list(variants), out_dir=work / f"{name}_{mode}", cfg=ConvertConfig(**settings),
                                progress=False, skip_existing=True)
         arts.update({(a["variant"], mode): a for a in manifest["artifacts"]})
     out = []
-    for threads in (1, 2):
+    for threads in threads_list:
         runners = {}
         for key, art in arts.items():
             interp = make_interpreter(art["path"], threads=threads)
@@ -67,7 +68,7 @@ def measure(run_dir: Path, name: str, work: Path, rounds: int, runs: int) -> lis
         end_to_end = time_interleaved({key: (lambda c=c: c.predict_arrays(batch)) for key, c in classifiers.items()},
                                       rounds=rounds, runs=max(3, runs // 6))
         for (variant, mode), art in arts.items():
-            probs = Classifier(art["path"], threads=threads).predict_arrays(x) if threads == 1 else None
+            probs = Classifier(art["path"], threads=threads).predict_arrays(x) if threads == threads_list[0] else None
             t = timing[(variant, mode)]
             out.append({"model": name, "backbone": run["backbone"], "input_size": run["input_size"],
                         "variant": variant, "input": mode, "io_type": art["io_type"],
@@ -95,16 +96,19 @@ def main() -> None:
     ap.add_argument("--no-real", action="store_true", help="skip the real-weights model")
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--runs", type=int, default=30)
+    ap.add_argument("--variants", default=VARIANTS)
+    ap.add_argument("--threads", default="1,2", help="LiteRT threads; accuracy is measured at the first")
     ap.add_argument("--work", default="/tmp/pixel_input")
     ap.add_argument("--out", default="pixel_input")
     args = ap.parse_args()
     work = Path(args.work)
     rows = []
+    how = dict(variants=args.variants.split(","), threads_list=tuple(int(t) for t in args.threads.split(",")))
     if args.quickstart:
-        rows += measure(Path(args.quickstart), "quickstart", work, args.rounds, args.runs)
+        rows += measure(Path(args.quickstart), "quickstart", work, args.rounds, args.runs, **how)
     if not args.no_real:
         require_real_weights()
-        rows += measure(real_run(work, args.backbone), f"{args.backbone}_real", work, args.rounds, args.runs)
+        rows += measure(real_run(work, args.backbone), f"{args.backbone}_real", work, args.rounds, args.runs, **how)
     if not rows:
         raise SystemExit("error: nothing to measure; pass --quickstart RUN_DIR or drop --no-real")
     from gram_tf.table import format_table

@@ -12,6 +12,7 @@ split one by one: those four classes measure little (same photo in train and tes
 that matter are the two GramStainR classes. This is a benchmark set, not a clinical one.
 
     python benchmarks/real_micrographs.py OUT_DIR     # writes OUT_DIR/images/... and OUT_DIR/manifest.csv
+    python benchmarks/real_micrographs.py OUT_DIR --source DIR   # photos laid out as ../shared/data/real
 """
 from __future__ import annotations
 
@@ -75,19 +76,21 @@ def _write_fields(src: Path, out: Path, boxes) -> int:
     return n
 
 
-def build(out_dir, val: float = 0.2, test: float = 0.25, seed: int = 0) -> Path:
-    """Write the fields and a grouped, stratified manifest; returns the manifest path (cached)."""
+def build(out_dir, val: float = 0.2, test: float = 0.25, seed: int = 0, source: Path = REAL) -> Path:
+    """Write the fields of the photos under `source` (gramstainr_reference/<class>/, mendeley_examples/<class>/)
+    and a grouped, stratified manifest; returns the manifest path (cached)."""
     from gram_tf.data import split_dataset, write_manifest
 
     out_dir = Path(out_dir)
     manifest = out_dir / "manifest.csv"
     if manifest.is_file():
         return manifest
-    if not REAL.is_dir():
-        raise SystemExit(f"error: {REAL} is missing; this benchmark needs ../shared/data/real")
+    source = Path(source)
+    if not source.is_dir():
+        raise SystemExit(f"error: {source} is missing; this benchmark needs ../shared/data/real")
     images = out_dir / "images"
-    n = (_write_fields(REAL / "gramstainr_reference", images, _gramstainr_boxes)
-         + _write_fields(REAL / "mendeley_examples", images, _mendeley_boxes))
+    n = (_write_fields(source / "gramstainr_reference", images, _gramstainr_boxes)
+         + _write_fields(source / "mendeley_examples", images, _mendeley_boxes))
     rows = split_dataset(images, val=val, test=test, seed=seed, group_pattern=GROUP_PATTERN, progress=False)
     write_manifest(rows, manifest)
     print(f"{n} fields -> {images}; manifest -> {manifest}")
@@ -97,5 +100,6 @@ def build(out_dir, val: float = 0.2, test: float = 0.25, seed: int = 0) -> Path:
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("out_dir")
+    ap.add_argument("--source", default=str(REAL), help="the photos (default: ../shared/data/real)")
     args = ap.parse_args()
-    build(args.out_dir)
+    build(args.out_dir, source=args.source)

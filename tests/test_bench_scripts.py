@@ -1,12 +1,26 @@
-"""The benchmark scripts' own logic: the sweep table and the int8 weight simulation."""
+"""The benchmark scripts: their own logic (the sweep table, the int8 weight simulation), a smoke run of every
+tool in benchmarks/ and tools/ at its smallest size, and an import check of the experiments."""
 from __future__ import annotations
 
+import ast
+import contextlib
+import csv
+import importlib.util
+import io
+import json
+import os
+import runpy
+import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+from .conftest import deadline
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
 
 def _row(variant, ms, acc, partitions=1, choice=""):
@@ -99,22 +113,214 @@ def test_activation_ranges_flags_per_image_scale_drift():
     assert wild["median_int8_steps_per_std"] < calm["median_int8_steps_per_std"] / 3
 
 
-def test_bench_int8_smoke_run_compares_onnx_runtime(tmp_path):
-    """The int8 benchmark end to end at the smallest size, ONNX Runtime included (its import broke once
-    behind a broad except that printed 'peers skipped')."""
-    import csv
-    import os
-    import subprocess
+# the scripts' own modules, imported by name once a script puts its folder on sys.path
+SCRIPT_MODULES = {p.stem for folder in ("benchmarks", "tools") for p in (ROOT / folder).glob("*.py")}
 
-    root = Path(__file__).resolve().parents[1]
-    cmd = [sys.executable, str(root / "benchmarks" / "bench_int8.py"), "--backbones", "mobilenet_v1_025",
-           "--variants", "fp32,int8", "--threads", "1", "--target-threads", "1", "--size", "32", "--train", "8",
-           "--test", "8", "--val", "8", "--runs", "2", "--rounds", "1", "--warmup", "1", "--fast-runs", "1",
-           "--calibration", "4", "--name", "smoke"]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=root,
-                          env={**os.environ, "GRAM_TF_RESULTS_DIR": str(tmp_path)})
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert "peers skipped" not in done.stdout, done.stdout[-2000:]
-    with open(tmp_path / "smoke.csv") as fh:
-        rows = list(csv.DictReader(fh))
-    assert {r["runtime"] for r in rows} >= {"litert", "onnxruntime"}
+
+def run_script(script: str, *args, results: Path, in_process: bool = True, timeout: int = 300) -> str:
+    """`python SCRIPT ARGS` from the repository root with GRAM_TF_RESULTS_DIR=results; its stdout.
+
+    In this process by default (one TensorFlow import for all the smoke runs, not one each): the script
+    runs as __main__ and its own modules (common, bench_int8, ...) are imported afresh, so common.RESULTS
+    reads the variable; the modules, sys.path, sys.argv and the environment are restored afterwards."""
+    path = ROOT / script
+    env = {"GRAM_TF_RESULTS_DIR": str(results)}
+    if not in_process:
+        done = subprocess.run([sys.executable, str(path), *map(str, args)], capture_output=True, text=True,
+                              timeout=timeout, cwd=ROOT, env={**os.environ, **env})
+        assert done.returncode == 0, done.stderr[-3000:]
+        return done.stdout
+    out = io.StringIO()
+    saved = {name: sys.modules.pop(name) for name in SCRIPT_MODULES if name in sys.modules}
+    try:
+        with pytest.MonkeyPatch.context() as mp, contextlib.redirect_stdout(out), deadline(timeout):
+            mp.chdir(ROOT)
+            mp.setenv("GRAM_TF_RESULTS_DIR", env["GRAM_TF_RESULTS_DIR"])
+            mp.setattr(sys, "argv", [str(path), *map(str, args)])
+            mp.setattr(sys, "path", list(sys.path))
+            try:
+                runpy.run_path(str(path), run_name="__main__")
+            except SystemExit as stop:
+                assert stop.code in (None, 0), f"{script} stopped: {stop.code}"
+    finally:
+        for name in SCRIPT_MODULES:
+            sys.modules.pop(name, None)
+        sys.modules.update(saved)
+    return out.getvalue()
+
+
+def read_csv(path: Path) -> list[dict]:
+    with open(path) as fh:
+        return list(csv.DictReader(fh))
+
+
+@pytest.fixture(scope="module")
+def int8_results(tmp_path_factory) -> Path:
+    """bench_int8.py end to end at the smallest size (its results feed sweep_table.py's smoke run too), in its
+    own process: ONNX Runtime and tf2onnx stay out of the test process."""
+    out = tmp_path_factory.mktemp("int8_results")
+    stdout = run_script("benchmarks/bench_int8.py", "--backbones", "mobilenet_v1_025", "--variants", "fp32,int8",
+                        "--threads", "1", "--target-threads", "1", "--size", "32", "--train", "8", "--test", "8",
+                        "--val", "8", "--runs", "2", "--rounds", "1", "--warmup", "1", "--fast-runs", "1",
+                        "--calibration", "4", "--name", "smoke", results=out, in_process=False)
+    (out / "stdout.txt").write_text(stdout)
+    return out
+
+
+def smoke_bench_int8(tmp_path, request):
+    """ONNX Runtime included: its import broke once behind a broad except that printed 'peers skipped'."""
+    out = request.getfixturevalue("int8_results")
+    assert "peers skipped" not in (out / "stdout.txt").read_text()
+    assert {r["runtime"] for r in read_csv(out / "smoke.csv")} >= {"litert", "onnxruntime"}
+
+
+def smoke_sweep_table(tmp_path, request):
+    out = request.getfixturevalue("int8_results")
+    stdout = run_script("benchmarks/sweep_table.py", "smoke", "--threads", "1", results=out)
+    assert "| mobilenet_v1_025 |" in stdout and "1 backbones; no int8-fast rows" in stdout
+
+
+def smoke_bench_variants(tmp_path, request):
+    run_script("benchmarks/bench_variants.py", "--backbones", "mobilenet_v1_025", "--variants", "fp32,int8",
+               "--threads", "1", "--size", "32", "--runs", "2", "--warmup", "1", "--calibration", "2",
+               "--name", "smoke", results=tmp_path)
+    rows = read_csv(tmp_path / "smoke.csv")
+    assert [r["variant"] for r in rows] == ["fp32", "int8"] and all(float(r["latency_ms_p50"]) > 0 for r in rows)
+    assert (tmp_path / "smoke.env.json").is_file()
+
+
+def smoke_int8_accuracy(tmp_path, request):
+    run_script("benchmarks/int8_accuracy.py", "--backbones", "mobilenet_v1_025", "--size", "32", "--train", "8",
+               "--test", "8", "--calibration", "4", "--more-calibration", "4", "--baselines", "fp32,int8",
+               "--techniques", "bc", "--name", "smoke", results=tmp_path)
+    variants = [r["variant"] for r in read_csv(tmp_path / "smoke.csv")]
+    assert variants == ["keras fp32", "weights-int8 (sim)", "fp32", "int8", "int8-cal4", "int8 + bc"]
+    assert read_csv(tmp_path / "smoke.ranges.csv")[0]["backbone"] == "mobilenet_v1_025"
+
+
+def smoke_bench_predict(tmp_path, request):
+    run_script("benchmarks/bench_predict.py", "--tiles", "4", "--tile-size", "48", "--size", "32", "--rounds", "1",
+               "--threads", "1", "--workers", "1", "--no-real", "--large-jpegs", "2", "--kill-images", "40",
+               "--memory", "20", "--name", "smoke", results=tmp_path)
+    result = json.loads((tmp_path / "smoke.json").read_text())
+    assert result["images"] == 4 and "end-to-end int8 b8" in result["throughput"]
+    assert result["kill_and_resume"]["exactly_one_row_per_image"]
+    assert result["memory"][0]["rows"] == 20
+    assert result["draft_agreement"]["synthetic_1800x1350_jpeg"]["images"] == 2
+
+
+def smoke_check_official(tmp_path, request):
+    run_script("benchmarks/check_official.py", "--size", "32", "--threads", "1", "--runs", "2", "--warmup", "1",
+               "--rounds", "1", "--name", "smoke", results=tmp_path)
+    rows = json.loads((tmp_path / "smoke.json").read_text())
+    assert [r["file"] for r in rows] == ["mnv2_035__fp32__b1.tflite", "mnv2_035__int8__b1.tflite"]
+    assert all(r["official_ms_mean"] > 0 and r["ours_ms_mean"] > 0 for r in rows)
+
+
+def smoke_pixel_input(tmp_path, request):
+    run = request.getfixturevalue("tiny_run")
+    run_script("benchmarks/pixel_input.py", "--quickstart", run, "--no-real", "--variants", "fp32,int8",
+               "--threads", "1", "--rounds", "1", "--runs", "2", "--work", tmp_path / "work", "--out", "smoke",
+               results=tmp_path)
+    rows = read_csv(tmp_path / "smoke.csv")
+    assert {(r["variant"], r["input"]) for r in rows} == {(v, m) for v in ("fp32", "int8")
+                                                         for m in ("normalized", "pixels")}
+    assert {r["io_type"] for r in rows if r["variant"] == "int8"} == {"int8", "uint8"}  # normalized, pixels
+
+
+def smoke_real_micrographs(tmp_path, request):
+    """Photos laid out as ../shared/data/real, tiny: 2 GramStainR classes x 4 photos, 2 Mendeley classes x 1."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for group, classes, photos, (w, h) in [("gramstainr_reference", ("Escherichia_coli", "Pseudomonas_aeruginosa"),
+                                            4, (128, 72)), ("mendeley_examples", ("cocci", "rods"), 1, (90, 90))]:
+        stem = "slide" if group.startswith("gram") else "culture"
+        for k, cls in enumerate(classes):
+            (tmp_path / "real" / group / cls).mkdir(parents=True)
+            for i in range(photos):
+                pixels = rng.integers(0, 255, (h, w, 4), dtype=np.uint8)
+                Image.fromarray(pixels).save(tmp_path / "real" / group / cls / f"{stem}{k}_{i}.png")
+    run_script("benchmarks/real_micrographs.py", tmp_path / "set", "--source", tmp_path / "real", results=tmp_path)
+    rows = read_csv(tmp_path / "set" / "manifest.csv")
+    assert len(rows) == 2 * 4 * 8 + 2 * 9  # 8 fields per GramStainR photo, 9 per Mendeley photo
+    splits = {}
+    for r in rows:
+        splits.setdefault(r["group"], set()).add(r["split"])
+        assert Image.open(tmp_path / "set" / r["path"]).size == (256, 256)
+    slides = {g: s for g, s in splits.items() if g.startswith("slide")}
+    assert len(slides) == 8 and all(len(s) == 1 for s in slides.values()), splits  # a photo's fields in one split
+
+
+def smoke_make_docs_figures(tmp_path, request):
+    from PIL import Image
+
+    run_script("benchmarks/make_docs_figures.py", "--out", tmp_path, results=tmp_path)
+    assert Image.open(tmp_path / "synth_examples.png").size == (6 * 160, 2 * 160)
+
+
+def smoke_backbone_catalogue(tmp_path, request):
+    """One backbone written elsewhere: the same data the registry records for it."""
+    from gram_tf.models.sizes import SIZES
+    from gram_tf.optimize.support_data import SUPPORT
+
+    run_script("tools/backbone_catalogue.py", "--backbones", "mobilenet_v1_025", "--out", tmp_path, results=tmp_path)
+    written = {}
+    for rel in ("gram_tf/models/sizes.py", "gram_tf/optimize/support_data.py"):
+        exec(compile((tmp_path / rel).read_text(), rel, "exec"), written)
+    assert written["SIZES"] == {"mobilenet_v1_025": SIZES["mobilenet_v1_025"]}
+    assert written["SUPPORT"] == {"mobilenet_v1_025": SUPPORT["mobilenet_v1_025"]}
+
+
+# every Python script in benchmarks/ and tools/ (not benchmarks/experiments/) -> its smoke run
+SMOKES = {
+    "benchmarks/bench_int8.py": smoke_bench_int8,
+    "benchmarks/sweep_table.py": smoke_sweep_table,
+    "benchmarks/bench_variants.py": smoke_bench_variants,
+    "benchmarks/int8_accuracy.py": smoke_int8_accuracy,
+    "benchmarks/bench_predict.py": smoke_bench_predict,
+    "benchmarks/check_official.py": smoke_check_official,
+    "benchmarks/pixel_input.py": smoke_pixel_input,
+    "benchmarks/real_micrographs.py": smoke_real_micrographs,
+    "benchmarks/make_docs_figures.py": smoke_make_docs_figures,
+    "tools/backbone_catalogue.py": smoke_backbone_catalogue,
+}
+# modules the scripts import, with no command line of their own (their smoke runs are the scripts')
+HELPERS = {"benchmarks/common.py"}
+
+
+@pytest.mark.parametrize("script", sorted(SMOKES))
+def test_script_smoke_run(script, tmp_path, request):
+    SMOKES[script](tmp_path, request)
+
+
+def test_every_script_has_a_smoke_run():
+    found = {p.relative_to(ROOT).as_posix() for folder in ("benchmarks", "tools") for p in (ROOT / folder).glob("*.py")}
+    assert found == set(SMOKES) | HELPERS, "add a smoke run to SMOKES in tests/test_bench_scripts.py"
+    for helper in HELPERS:
+        assert "__main__" not in (ROOT / helper).read_text(), f"{helper} has a command line: give it a smoke run"
+
+
+EXPERIMENTS = sorted((ROOT / "benchmarks" / "experiments").glob("*.py"))
+
+
+def gram_tf_imports(path: Path) -> list[tuple[str, str]]:
+    """(module, name) of every `from gram_tf... import name` in the file, function-level ones too."""
+    return [(node.module, alias.name) for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+            if isinstance(node, ast.ImportFrom) and not node.level and (node.module or "").split(".")[0] == "gram_tf"
+            for alias in node.names]
+
+
+@pytest.mark.parametrize("path", EXPERIMENTS, ids=lambda p: p.name)
+def test_experiment_imports_resolve(path):
+    """An experiment is not run here (it needs ../shared), but what it imports must exist: its top level
+    (the benchmarks/ tools, the experiments beside it) through `--help`, and every gram_tf name it imports."""
+    done = subprocess.run([sys.executable, str(path), "--help"], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert done.returncode == 0 and "usage:" in done.stdout, done.stderr[-2000:]
+    missing = []
+    for module, name in gram_tf_imports(path):
+        mod = importlib.import_module(module)
+        submodule = hasattr(mod, "__path__") and importlib.util.find_spec(f"{module}.{name}") is not None
+        if not hasattr(mod, name) and not submodule:
+            missing.append(f"from {module} import {name}")
+    assert not missing, f"{path.name}: {missing}"

@@ -1,6 +1,7 @@
 """The package layout's rules, checked over every import statement in gram_tf (function-level ones
 too): imports only go down the wings, deploy/ stays TensorFlow-free, the convert wing's floors hold,
-and no module imports one that imports it back (no cycles at all)."""
+and no module imports one that imports it back (no cycles at all). The scripts in benchmarks/ (with
+experiments/) and tools/ import only gram_tf's public names."""
 from __future__ import annotations
 
 import ast
@@ -9,6 +10,7 @@ from pathlib import Path
 import pytest
 
 PKG = Path(__file__).resolve().parents[1] / "gram_tf"
+SCRIPT_FOLDERS = ("benchmarks", "tools")
 
 # Floors, bottom to top. A module may import its own wing and anything on a lower floor.
 FLOORS = [
@@ -187,3 +189,36 @@ def test_the_checker_sees_a_loop_and_an_upward_import():
     fake = {"gram_tf.deploy.a": ({"gram_tf.models.b"}, set()), "gram_tf.models.b": ({"gram_tf.deploy.a"}, set())}
     assert cycles(fake) == [["gram_tf.deploy.a", "gram_tf.models.b"]]
     assert downward_violations(fake) == ["gram_tf.deploy.a imports gram_tf.models.b (floor 3 >= 1)"]
+
+
+def private_imports(source: str) -> list[str]:
+    """Every `gram_tf` import in `source` that names a private module or name (leading underscore; dunders
+    such as __version__ are public)."""
+    bad = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            pairs = [(alias.name, None) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and not node.level:
+            pairs = [(node.module or "", alias.name) for alias in node.names]
+        else:
+            continue
+        for mod, name in pairs:
+            parts = mod.split(".") + ([name] if name else [])
+            if parts[0] == "gram_tf" and any(p.startswith("_") and not p.endswith("__") for p in parts):
+                bad.append(f"line {node.lineno}: " + (f"from {mod} import {name}" if name else f"import {mod}"))
+    return bad
+
+
+def test_scripts_import_only_public_names():
+    scripts = [p for folder in SCRIPT_FOLDERS for p in sorted((PKG.parent / folder).rglob("*.py"))]
+    assert len({p.parent for p in scripts}) >= 3, "benchmarks/, benchmarks/experiments/ and tools/ hold no scripts?"
+    bad = {str(p.relative_to(PKG.parent)): v for p in scripts if (v := private_imports(p.read_text(encoding="utf-8")))}
+    assert not bad, f"scripts importing gram_tf's private names (make the name public or drop the import): {bad}"
+
+
+def test_the_script_checker_sees_private_imports():
+    """The rule above can fail: private modules and names are caught, public ones and dunders are not."""
+    source = ("import gram_tf._secret\nfrom gram_tf.train.transfer import _head_model, train\n"
+              "def f():\n    from gram_tf.models import __version__, build_classifier\n")
+    assert private_imports(source) == ["line 1: import gram_tf._secret",
+                                       "line 2: from gram_tf.train.transfer import _head_model"]

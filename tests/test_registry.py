@@ -19,7 +19,7 @@ def test_metadata(bb):
         assert bb.default_size % bb.patch_size == 0
     pre = validate_preprocessing({"resize": "squash", **bb.preprocessing}, bb.name)
     assert all(s > 0 for s in pre["std"])
-    assert bb.params and bb.macs, f"{bb.name}: no recorded params/MACs; run benchmarks/backbone_catalogue.py"
+    assert bb.params and bb.macs, f"{bb.name}: no recorded params/MACs; run tools/backbone_catalogue.py"
     assert backbone_support(bb.name)["prunable"] != "n/a", f"{bb.name}: no recorded TF-MOT support"
     for f in bb.imagenet_files:
         assert f.endswith(".h5")
@@ -39,7 +39,7 @@ def test_recorded_sizes_and_support_match_a_build(bb):
     model, _ = build_classifier(bb.name, 2, weights="none")
     try:
         assert measure_sizes(bb, model) == {"params": bb.params, "macs": bb.macs}, \
-            "recorded sizes are stale: run benchmarks/backbone_catalogue.py"
+            "recorded sizes are stale: run tools/backbone_catalogue.py"
         assert support_summary(model) == backbone_support(bb.name)
         # the safe loader's allowlist accepts every class the registry's models are saved with
         from gram_tf.models.safe_config import check_config

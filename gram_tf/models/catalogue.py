@@ -2,7 +2,7 @@
 
 `measure_sizes` builds one backbone to count what the registry records (parameters and MACs at
 the default size with a 2-class head); tests/test_registry.py holds the registry to it, and
-benchmarks/backbone_catalogue.py rewrites sizes.py from it.
+tools/backbone_catalogue.py rewrites sizes.py from it.
 """
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Parameters and MACs per registered backbone at its default size with a 2-class head (data).
 
-Written by benchmarks/backbone_catalogue.py; checked by tests/test_registry.py."""
+Written by tools/backbone_catalogue.py; checked by tests/test_registry.py."""
 SIZES: dict = {'mobilenet_v1_025': {'params': 219058, 'macs': 40774784},
  'mobilenet_v1_050': {'params': 830562, 'macs': 148986112},
  'mobilenet_v1_075': {'params': 1834514, 'macs': 324633984},

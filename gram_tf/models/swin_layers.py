@@ -34,7 +34,7 @@ def relative_position_index(window: int) -> np.ndarray:
     return (rel[0] * (2 * window - 1) + rel[1]).astype(np.int32)
 
 
-MASK_VALUE = -100.0  # timm's; the experiment in benchmarks/swin_mask_int8.py measures smaller ones
+MASK_VALUE = -100.0  # timm's; smaller ones measured no better (docs/transformers.md)
 
 
 def shifted_window_mask(grid: int, window: int, shift: int, value: float = None) -> np.ndarray:

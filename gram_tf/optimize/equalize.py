@@ -12,7 +12,7 @@ max) gives both the same range sqrt(r1_i r2_i); iterating over all pairs converg
 ReLU6 does not commute: relu6(x / s) * s clips at 6 s, not 6. `relu6="relu"` (DFQ's choice)
 replaces the cap by a plain ReLU on equalized pairs: the float model then differs only where an
 activation exceeded 6, and the int8 range of that tensor comes from calibration. Its cost on the
-float model is measured by the benchmark (`benchmarks/int8_recipes.py`), not assumed.
+float model is measured by the benchmark (`benchmarks/experiments/int8_recipes.py`), not assumed.
 `relu6="skip"` leaves such pairs alone (exact, but MobileNets then barely change).
 """
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Which layers of each backbone TF-MOT can prune and quantize-aware-train: a per-backbone catalogue.
 
-`SUPPORT` is data (written by benchmarks/backbone_catalogue.py, checked against a build by
+`SUPPORT` is data (written by tools/backbone_catalogue.py, checked against a build by
 tests/test_registry.py), so `gram-tf backbones` shows it without building a model.
 """
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """TF-MOT support per registered backbone: prunable and QAT-annotatable layers of all weighted ones (data).
 
-Written by benchmarks/backbone_catalogue.py; checked by tests/test_registry.py."""
+Written by tools/backbone_catalogue.py; checked by tests/test_registry.py."""
 SUPPORT: dict = {'mobilenet_v1_025': {'prunable': '15/28', 'qat': '88/88'},
  'mobilenet_v1_050': {'prunable': '15/28', 'qat': '88/88'},
  'mobilenet_v1_075': {'prunable': '15/28', 'qat': '88/88'},

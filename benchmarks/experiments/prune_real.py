@@ -16,7 +16,7 @@ Keras rows by the Keras model.
 Datasets: `real` (benchmarks/real_micrographs.py: 6 classes, 136 test fields) and `synth`
 (`gram-tf data synth --per-class 120 --size 224`, fields of one smear in one split).
 
-    python benchmarks/prune_real.py [--backbones mobilenet_v2_035,mobilenet_v2_050] [--datasets real,synth]
+    python benchmarks/experiments/prune_real.py [--backbones mobilenet_v2_035,mobilenet_v2_050] [--datasets real,synth]
         [--levels 0.5,0.7,0.75,0.8,0.85,0.9] [--old-levels 0.5,0.8] [--work /tmp/prune_real] [--out pruning_real]
 
 Writes benchmarks/results/<out>.{csv,json} (+ .env.json). Resumable: finished runs are reused.
@@ -31,7 +31,8 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+# the tools in benchmarks/ (common, real_micrographs) and the experiments beside this one
+sys.path[:0] = [str(Path(__file__).resolve().parents[1]), str(Path(__file__).resolve().parent)]
 from common import RESULTS, SHARED_WEIGHTS, environment, require_real_weights  # noqa: E402
 import real_micrographs  # noqa: E402
 

@@ -2,13 +2,13 @@
 activation calibration, per-tensor and per-channel (issue 16's table).
 
 For each backbone (dense, trained from the real ImageNet weights in ../shared/weights on
-benchmarks/real_micrographs.py's six classes, as benchmarks/prune_real.py trains them; plus that
+benchmarks/real_micrographs.py's six classes, as benchmarks/experiments/prune_real.py trains them; plus that
 script's pruned runs with `--pruned`), every recipe is converted through gram_tf.convert.recipe and
 measured on the 136 test fields by the artifact itself (LiteRT): accuracy, change against the fp32
 .tflite in pp, and top-1 agreement with the Keras model. Equalized / bias-corrected models are
 prepared once per (recipe, weight granularity) and calibrated with each method.
 
-    python benchmarks/int8_recipes.py [--backbones mobilenet_v2_035,mobilenet_v2_050,mobilenet_v1_025]
+    python benchmarks/experiments/int8_recipes.py [--backbones mobilenet_v2_035,mobilenet_v2_050,mobilenet_v1_025]
         [--pruned] [--work /tmp/prune_real] [--out int8_recipes]
 
 Writes benchmarks/results/<out>.{csv,json} (+ .env.json).
@@ -20,7 +20,8 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+# the tools in benchmarks/ (common, real_micrographs) and the experiments beside this one
+sys.path[:0] = [str(Path(__file__).resolve().parents[1]), str(Path(__file__).resolve().parent)]
 from common import RESULTS, environment, require_real_weights  # noqa: E402
 import prune_real  # noqa: E402
 import real_micrographs  # noqa: E402
@@ -89,7 +90,7 @@ def measure(run_dir: Path, plan: dict, sparsity: float) -> list[dict]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--backbones", default="mobilenet_v2_035,mobilenet_v2_050,mobilenet_v1_025")
-    ap.add_argument("--pruned", action="store_true", help="also the 80 %% runs of benchmarks/prune_real.py")
+    ap.add_argument("--pruned", action="store_true", help="also the 80 %% runs of benchmarks/experiments/prune_real.py")
     ap.add_argument("--work", default="/tmp/prune_real")
     ap.add_argument("--out", default="int8_recipes")
     args = ap.parse_args()
