@@ -183,7 +183,8 @@ def main(argv=None) -> int:
         summary.append({"set": name, "condition": "quiet", "method": "truth (first vs last)", "files": len(files),
                         "mean_abs_error_pct": round(float(np.mean(truth_err)), 1),
                         "max_abs_error_pct": round(float(np.max(truth_err)), 1), "inversions": None,
-                        "truth_in_ci": None, "noise_pct": None, "noise_warning": None, "wall_s": None})
+                        "truth_in_ci": None, "noise_pct": None, "noise_warning": None, "auto": None,
+                        "truth_auto": None, "wall_s": None})
         for (condition, method), (bench_rows, wall) in runs.items():
             errs, pairs, inside, noise = [], [], 0, None
             for f in files:

@@ -272,9 +272,32 @@ def smoke_backbone_catalogue(tmp_path, request):
     assert written["SUPPORT"] == {"mobilenet_v1_025": SUPPORT["mobilenet_v1_025"]}
 
 
+def smoke_bench_trust(tmp_path, request):
+    """Both methods, quiet and beside a burner, with evaluation: the rows compare each speed-up with the truth."""
+    from gram_tf.config import ConvertConfig
+    from gram_tf.convert import convert_run
+
+    models = tmp_path / "models"
+    convert_run(request.getfixturevalue("tiny_run"), ["fp32", "int8"], out_dir=models,
+                cfg=ConvertConfig(representative_samples=8, check_samples=4), progress=False)
+    stdout = run_script("benchmarks/bench_trust.py", "--set", f"tiny={models}", "--threads", "1", "--truth-rounds", "2",
+                        "--truth-runs", "2", "--eval", "--out", "smoke", results=tmp_path)
+    rows = read_csv(tmp_path / "smoke.csv")
+    assert {(r["condition"], r["method"]) for r in rows} == {(c, m) for c in ("quiet", "burner")
+                                                             for m in ("before", "after")}
+    assert all(r["file"].endswith("__int8.tflite") and float(r["truth_speedup"]) > 0 for r in rows)
+    after = [r for r in rows if r["method"] == "after"]
+    assert all(float(r["speedup_ci_low"]) <= float(r["bench_speedup"]) <= float(r["speedup_ci_high"]) for r in after)
+    summary = read_csv(tmp_path / "smoke.summary.csv")
+    assert summary[0]["method"] == "truth (first vs last)" and all(r["auto"] for r in summary[1:])
+    env = json.loads((tmp_path / "smoke.json").read_text())["environment"]
+    assert env["before"] == "current code, --rounds 1" and env["fresh_worker_s"] > 0 and "fresh worker" in stdout
+
+
 # every Python script in benchmarks/ and tools/ (not benchmarks/experiments/) -> its smoke run
 SMOKES = {
     "benchmarks/bench_int8.py": smoke_bench_int8,
+    "benchmarks/bench_trust.py": smoke_bench_trust,
     "benchmarks/sweep_table.py": smoke_sweep_table,
     "benchmarks/bench_variants.py": smoke_bench_variants,
     "benchmarks/int8_accuracy.py": smoke_int8_accuracy,

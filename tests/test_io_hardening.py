@@ -66,15 +66,16 @@ def images(tmp_path):
 def no_timing(monkeypatch):
     """bench's worker replaced: a test fails if anything is timed, unless it asks for fake timings."""
     from gram_tf.bench import litert
-    from gram_tf.deploy.timing import latency_stats
+    from gram_tf.deploy.timing import round_stats
 
     timed = []
 
-    def fake(kind, path, threads, runs, warmup, max_seconds):
-        timed.append(Path(path))
-        return {"init_ms": 1.0, "first_ms": 1.0, **latency_stats([1.0, 1.2]), "peak_rss_mb": 10.0}
+    def fake(jobs, rounds, runs, warmup, max_seconds=None, bar=None):
+        timed.extend(Path(path) for _, path, _ in jobs.values())
+        return {key: {"init_ms": 1.0, "first_ms": 1.0, **round_stats([[1.0, 1.2]] * rounds), "peak_rss_mb": 10.0}
+                for key in jobs}
 
-    monkeypatch.setattr(litert, "run_worker", fake)
+    monkeypatch.setattr(litert, "time_in_rounds", fake)
     return timed
 
 
