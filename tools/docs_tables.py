@@ -86,11 +86,15 @@ def environment(name: str) -> dict:
             d = load_json(file)
             if isinstance(d, dict):
                 fill(d.get("environment", d if file.endswith(".env.json") else {}))
-    if (RESULTS / f"{name}.peak.json").is_file():
-        peak = load_json(f"{name}.peak.json")
+    for peak_file in (f"{name}.peak.json", f"{name}.json"):
+        peak = load_json(peak_file) if (RESULTS / peak_file).is_file() else None
+        peak = peak.get("litert", peak) if isinstance(peak, dict) else None  # peak_runtimes.json: both runtimes
+        if not isinstance(peak, dict) or not isinstance(peak.get("cpu"), dict):
+            continue
         fill({"cpu": peak["cpu"]["cpu"], "isa": peak["cpu"]["flags"], "cores": peak.get("cores"),
               "date": peak.get("measured_at", "").replace("T", " ")[:16]})
-    if (RESULTS / f"{name}.csv").is_file() or (RESULTS / f"{name}.json").is_file():
+    data = load_json(f"{name}.json") if (RESULTS / f"{name}.json").is_file() else None
+    if (RESULTS / f"{name}.csv").is_file() or isinstance(data, list) or (isinstance(data, dict) and "rows" in data):
         r = rows(name)
         if r:
             fill({k: r[0].get(k) for k in ("cpu", "isa", "cores")})
@@ -220,7 +224,8 @@ def quickstart_pruning(up: str) -> str:
 
 def ci_time(up: str) -> str:
     env, run = environment("ci"), load_json("ci.json")["rows"][0]
-    return (f"{minsec(run['wall_s'])} on a {machine('ci')} ({run['summary']}; clean clone, "
+    skips = "" if run.get("skipped") else ", none skipped"
+    return (f"{minsec(run['wall_s'])} on a {machine('ci')} ({run['summary']}{skips}; clean clone, "
             f"{env['date'][:10]}; {link(up, 'ci.json')})")
 
 
@@ -413,6 +418,33 @@ def sweep_speed(up: str) -> str:
             f"this timing, {min(fast):.2f}x to {max(fast):.2f}x of fp32")
 
 
+# ---- benchmarks/results/README.md --------------------------------------------------------------------
+
+RUN_SUFFIXES = (".env.json", ".peak.json", ".fast.json", ".targets.json", ".ranges.csv", ".ranges.json",
+                ".official.json", ".csv", ".json")
+
+
+def run_names() -> list[str]:
+    """Every run in benchmarks/results: the file names without the suffixes of one run's files."""
+    names = set()
+    for path in RESULTS.iterdir():
+        for suffix in RUN_SUFFIXES:
+            if path.name.endswith(suffix):
+                names.add(path.name[: -len(suffix)])
+                break
+    return sorted(names)
+
+
+def results_machines(up: str) -> str:
+    body = []
+    for n in run_names():
+        env = environment(n)
+        sources = [f for f in (f"{n}.json", f"{n}.env.json", f"{n}.peak.json", f"{n}.csv") if (RESULTS / f).is_file()]
+        body.append([f"`{n}`", machine(n) if env.get("cpu") else "not recorded", env.get("date") or "not recorded",
+                     ", ".join(f"`{f}`" for f in sources)])
+    return "\n" + md_table(["run", "machine (CPU, ISA flags)", "date", "read from"], body) + "\n"
+
+
 # ---- the table of blocks -----------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -434,6 +466,7 @@ BLOCKS = [
     Block("README.md", "backbone-count", tuple(f"{n}.csv" for n in SWEEP), registry_count),
     Block("README.md", "ci-time", ("ci.json",), ci_time),
     Block("docs/development.md", "ci-time", ("ci.json",), ci_time),
+    Block("benchmarks/results/README.md", "machines", ("*.json", "*.env.json", "*.peak.json", "*.csv"), results_machines),
     Block("docs/study.md", "quickstart-wall", ("quickstart.json",), quickstart_wall),
     Block("docs/study.md", "quickstart", ("quickstart.csv", "quickstart.json"), quickstart_table),
     Block("docs/study.md", "quickstart-smaller", ("quickstart.csv",), quickstart_smaller),
