@@ -297,12 +297,12 @@ def _paper2_rows() -> dict[str, dict[str, dict]]:
     import yaml
 
     wanted = yaml.safe_load((ROOT / "configs" / "transformers.yaml").read_text())["backbones"]
-    out: dict[str, dict[str, dict]] = {}
+    out: dict[str, dict[str, dict]] = {b: {} for b in wanted}
     for name in PAPER2:
         for r in rows(name):
             if r["backbone"] in wanted and r["runtime"] == "litert" and r["threads"] == 2:
-                out.setdefault(r["backbone"], {})[r["variant"]] = r
-    missing = sorted(set(wanted) - set(out))
+                out[r["backbone"]][r["variant"]] = r
+    missing = [b for b in wanted if not out[b]]
     if missing:
         raise SystemExit(f"error: no rows for {', '.join(missing)} in {', '.join(PAPER2)}")
     return out
@@ -418,6 +418,43 @@ def sweep_speed(up: str) -> str:
             f"this timing, {min(fast):.2f}x to {max(fast):.2f}x of fp32")
 
 
+# ---- docs/transformers.md, docs/training.md --------------------------------------------------------
+
+def paper2_table(up: str) -> str:
+    from gram_tf.models import get_backbone
+
+    p, body = _paper2_rows(), []
+    for b in p:
+        v, bb = p[b], get_backbone(b)
+        # within 1 % int8-fast kept the full int8 graph (it adds only the float softmax): name int8
+        same = abs(v["int8"]["speedup_vs_fp32"] / v["int8-fast"]["speedup_vs_fp32"] - 1) < 0.01
+        best = "int8" if same else max(("int8", "int8-fast"), key=lambda k: v[k]["speedup_vs_fp32"])
+        same = " (int8; int8-fast the same graph)" if same else f" ({best})"
+        body.append([bb.family, b, v["fp32"]["input_size"], f"{bb.params / 1e6:.1f}M", f"{v['fp32']['macs'] / 1e9:.2f}",
+                     f"{v['fp32']['latency_ms_p50']:.1f}",
+                     *(f"{v[k]['latency_ms_p50']:.1f} ({v[k]['partitions']})" for k in ("int8", "int8-fast")),
+                     f"{v[best]['speedup_vs_fp32']:.2f}x" + same,
+                     " / ".join(f"{v[k]['accuracy']:.3f}" for k in ("fp32", "int8", "int8-fast"))])
+    headers = ["architecture", "backbone", "input", "params", "GMAC", "fp32 ms", "int8 ms (partitions)",
+               "int8-fast ms (partitions)", "fp32 / best int8", "accuracy fp32 / int8 / int8-fast"]
+    return ("\n" + caption(up, list(PAPER2), "LiteRT 2.3 with XNNPACK, batch 1, 2 threads") + "\n\n"
+            + md_table(headers, body) + "\n")
+
+
+def training_cache_table(up: str) -> str:
+    labels = {"memory": "`memory` (default)", "none": "`none` (backbone every epoch)"}
+    r = {row["cache"]: row for row in rows("training_cache")}
+    body = [[labels.get(k, f"`{k}`"), f"{x['wall_s']:.1f} s",
+             f"{x['feature_extraction_s']:.1f} s" if x["feature_extraction_s"] else "-",
+             f"{x['head_training_s']:.1f} s", f"{x['test_accuracy']:.3f}"] for k, x in r.items()]
+    epochs = {x["epochs"] for x in r.values()}.pop()
+    mem, none = r["memory"], r["none"]
+    headers = ["cache", "wall time", "backbone passes (feature extraction)", f"head training ({epochs} epochs)", "test accuracy"]
+    return ("\n" + caption(up, ["training_cache"], "TensorFlow's default threads") + "\n\n" + md_table(headers, body)
+            + f"\n\nCached features make the whole run {none['wall_s'] / mem['wall_s']:.1f}x faster and the epochs "
+            f"themselves {none['head_training_s'] / mem['head_training_s']:.1f}x faster.\n")
+
+
 # ---- benchmarks/results/README.md --------------------------------------------------------------------
 
 RUN_SUFFIXES = (".env.json", ".peak.json", ".fast.json", ".targets.json", ".ranges.csv", ".ranges.json",
@@ -467,6 +504,8 @@ BLOCKS = [
     Block("README.md", "ci-time", ("ci.json",), ci_time),
     Block("docs/development.md", "ci-time", ("ci.json",), ci_time),
     Block("benchmarks/results/README.md", "machines", ("*.json", "*.env.json", "*.peak.json", "*.csv"), results_machines),
+    Block("docs/transformers.md", "paper2", tuple(f"{n}.csv" for n in PAPER2), paper2_table),
+    Block("docs/training.md", "training-cache", ("training_cache.json",), training_cache_table),
     Block("docs/study.md", "quickstart-wall", ("quickstart.json",), quickstart_wall),
     Block("docs/study.md", "quickstart", ("quickstart.csv", "quickstart.json"), quickstart_table),
     Block("docs/study.md", "quickstart-smaller", ("quickstart.csv",), quickstart_smaller),
