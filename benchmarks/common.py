@@ -61,9 +61,10 @@ def export_artifact(model, out_dir: Path, backbone: str, variant: str, size: int
     return path
 
 
-def write_results(name: str, rows: list[dict]) -> Path:
+def write_results(name: str, rows: list[dict], environment_extra: dict | None = None) -> Path:
     """RESULTS/NAME.csv (one row per dict, columns of the first) and NAME.json (rows with the
-    environment: machine, versions, command, date), each written atomically."""
+    environment: machine, versions, command, date, plus `environment_extra`, e.g. a wall time),
+    each written atomically."""
     import csv
     import io
 
@@ -75,6 +76,6 @@ def write_results(name: str, rows: list[dict]) -> Path:
     writer.writeheader()
     writer.writerows(rows)
     atomic_write_text(RESULTS / f"{name}.csv", buf.getvalue())
-    atomic_write_json(RESULTS / f"{name}.json", {"environment": environment(), "rows": rows})
+    atomic_write_json(RESULTS / f"{name}.json", {"environment": {**environment(), **(environment_extra or {})}, "rows": rows})
     return RESULTS / f"{name}.csv"
 

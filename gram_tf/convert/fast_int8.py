@@ -1,6 +1,6 @@
 """int8-fast: profile-guided mixed int8/float, so int8 is never slower than float on this CPU.
 
-Measured on AVX2 CPUs without VNNI (gram_tf.deploy.profile, README "Why int8 is not 3x faster here"):
+Measured on AVX2 CPUs without VNNI (gram_tf.deploy.profile, docs/performance-x86.md "Why (measured, and read in the sources)"):
 XNNPACK's int8 GEMM runs at about the float FMA rate, and every op the delegate does not take in
 int8 (BATCH_MATMUL with a non-zero zero point, SOFTMAX, GELU, HARD_SWISH, LayerNorm's
 SQUARED_DIFFERENCE/RSQRT/SUB) falls back to slow builtin kernels and splits the graph.
