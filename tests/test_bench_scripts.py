@@ -294,10 +294,40 @@ def smoke_bench_trust(tmp_path, request):
     assert env["before"] == "current code, --rounds 1" and env["fresh_worker_s"] > 0 and "fresh worker" in stdout
 
 
+def smoke_quickstart(tmp_path, request):
+    """A whole study at the smallest size: its rows and its wall time land in the results folder."""
+    config = tmp_path / "tiny.yaml"
+    config.write_text(f"name: tiny\ntflite_dir: {tmp_path / 'tfl'}\nbackbones: [mobilenet_v1_025]\n"
+                      "data: {synth_per_class: 12, synth_size: 32}\n"
+                      "train: {input_size: 32, weights: none, epochs: 1, tensorboard: false}\nprune: {levels: []}\n"
+                      "convert: {variants: [fp32], representative_samples: 4, check_samples: 2}\n"
+                      "bench: {threads: [1], rounds: 2, runs: 2, warmup: 1, keras_reference: false}\n")
+    run_script("benchmarks/quickstart.py", "--config", config, results=tmp_path)
+    saved = json.loads((tmp_path / "quickstart.json").read_text())
+    assert [r["variant"] for r in saved["rows"]] == ["fp32"] and saved["environment"]["wall_s"] > 0
+    assert read_csv(tmp_path / "quickstart.csv")[0]["rounds"] == "2"
+
+
+def smoke_ci_timing(tmp_path, request):
+    out = tmp_path / "ci.json"
+    run_script("tools/ci_timing.py", out, "--wall-s", "557.1", "--summary", "= 619 passed, 2 skipped in 557.10s =",
+               results=tmp_path)
+    row = json.loads(out.read_text())["rows"][0]
+    assert (row["wall_s"], row["passed"], row["skipped"], row["failed"]) == (557, 619, 2, 0)
+
+
+def smoke_docs_tables(tmp_path, request):
+    """--check on the repository (tests/test_docs_tables.py covers the rewriting)."""
+    run_script("tools/docs_tables.py", "--check", results=tmp_path)
+
+
 # every Python script in benchmarks/ and tools/ (not benchmarks/experiments/) -> its smoke run
 SMOKES = {
     "benchmarks/bench_int8.py": smoke_bench_int8,
     "benchmarks/bench_trust.py": smoke_bench_trust,
+    "benchmarks/quickstart.py": smoke_quickstart,
+    "tools/ci_timing.py": smoke_ci_timing,
+    "tools/docs_tables.py": smoke_docs_tables,
     "benchmarks/sweep_table.py": smoke_sweep_table,
     "benchmarks/bench_variants.py": smoke_bench_variants,
     "benchmarks/int8_accuracy.py": smoke_int8_accuracy,
