@@ -540,3 +540,11 @@ def test_report_says_tied_within_noise_and_flags_a_noisy_machine(tmp_path):
     assert "**Latency conclusions unreliable**: timing noise 40 %" in text
     assert "unreliable" not in build_report(loud, tmp_path / "lax", max_noise_pct=50)["report"].read_text()
     assert stats.noise_warning(loud, 15.0).startswith("timing noise 40 % (fp32 round-to-round spread at 1 thread(s))")
+
+
+def test_among_tied_candidates_of_one_size_the_smaller_zip_wins():
+    """A pruned file is as large as its dense twin; it is the smaller one to ship."""
+    dense = {**_timed("int8", 0.90, 0.60, 0.55, 0.70, 1000), "zip_bytes": 800}
+    pruned = {**_timed("int8", 0.895, 0.62, 0.56, 0.71, 1000, sparsity=0.75), "zip_bytes": 300}
+    rows = [_timed("fp32", 0.90, 1.0, 0.95, 1.05, 4000), dense, pruned]
+    assert stats.select_auto(rows)[("r", "bb", 1)] is pruned

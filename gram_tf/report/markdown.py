@@ -76,8 +76,9 @@ def _auto_note(d: ResultView, detail: dict) -> str:
     others = [r for r in ties if r is not choice]
     if not others:
         return "fastest"
-    names = ", ".join(f"{r.get('variant')}" + (f"@s{fmt_sp(sparsity_of(r))}" if sparsity_of(r) else "") for r in others)
-    return f"tied within noise with {names}; smallest"
+    names = [f"{r.get('variant')}" + (f"@s{fmt_sp(sparsity_of(r))}" if sparsity_of(r) else "") for r in others]
+    shown = ", ".join(names[:4]) + (f" and {len(names) - 4} more" if len(names) > 4 else "")
+    return f"tied within noise with {shown}; smallest"
 
 
 def _section_summary(d: ResultView, autos: dict, max_drop: float, max_noise_pct: float) -> str:

@@ -303,8 +303,8 @@ def auto_choices(rows, max_drop: float = 0.01) -> dict:
     included) with known accuracy and latency_ms_p50 and accuracy >= ref accuracy - max_drop
     (absolute; 0.01 = 1 percentage point; float round-off tolerated). The fastest is the lowest
     latency_ms_p50; every candidate `tied` with it (latency CIs overlap) is as fast as far as the
-    measurement can tell, and among those the smallest size_bytes wins, then the more accurate,
-    then the lower p50. Without CIs (imported logs, old rows) this is the lowest p50.
+    measurement can tell, and among those the smallest size_bytes wins, then the smallest zip_bytes
+    (a pruned file), then the more accurate, then the lower p50. Without CIs (imported logs, old rows) this is the lowest p50.
 
     Returns {(run, backbone, threads): {"choice": row, "fastest": row, "tied": [rows tied with the
     fastest, the fastest included]}} (the row dicts themselves).
@@ -333,8 +333,13 @@ def auto_choices(rows, max_drop: float = 0.01) -> dict:
             v = to_float(r.get("size_bytes"))
             return math.inf if v is None else v
 
+        def zipped(r):  # a pruned file is as large as its dense twin; it is smaller to ship (zip)
+            v = to_float(r.get("zip_bytes"))
+            return math.inf if v is None else v
+
         fastest = min(cands, key=lambda r: (to_float(r.get("latency_ms_p50")), -to_float(r.get("accuracy")), size(r)))
         ties = [r for r in cands if r is fastest or tied(r, fastest)]
-        choice = min(ties, key=lambda r: (size(r), -to_float(r.get("accuracy")), to_float(r.get("latency_ms_p50"))))
+        choice = min(ties, key=lambda r: (size(r), zipped(r), -to_float(r.get("accuracy")),
+                                          to_float(r.get("latency_ms_p50"))))
         out[key] = {"choice": choice, "fastest": fastest, "tied": ties}
     return out

@@ -86,7 +86,7 @@ def fmt_x_ci(row, value=None) -> str:
     lo, hi = (to_float(row.get("speedup_ci_low")), to_float(row.get("speedup_ci_high"))) if row is not None else (None, None)
     if lo is None or hi is None:
         return fmt_x(x)
-    return ("≈" if lo <= 1.0 <= hi else "") + f"{fmt_x(x)} [{lo:.2f}, {hi:.2f}]"
+    return ("≈" if lo <= 1.0 <= hi and lo < hi else "") + f"{fmt_x(x)} [{lo:.2f}, {hi:.2f}]"
 
 
 def fmt_pp(x) -> str:
