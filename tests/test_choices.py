@@ -81,7 +81,7 @@ def test_report_budget_is_percentage_points(monkeypatch, argv, fraction):
     seen = {}
     monkeypatch.setattr(gram_tf.report, "load_results", lambda paths: [])
     monkeypatch.setattr(gram_tf.report, "build_report",
-                        lambda rows, out, max_drop: seen.update(max_drop=max_drop) or {"report": "r.md"})
+                        lambda rows, out, max_drop, **_: seen.update(max_drop=max_drop) or {"report": "r.md"})
     res = CliRunner().invoke(main, ["report", "r.csv", "--out", "o", *argv])
     assert res.exit_code == 0, res.output
     assert seen["max_drop"] == pytest.approx(fraction)
