@@ -81,13 +81,21 @@ def test_report_budget_is_percentage_points(monkeypatch, argv, fraction):
     seen = {}
     monkeypatch.setattr(gram_tf.report, "load_results", lambda paths: [])
     monkeypatch.setattr(gram_tf.report, "build_report",
-                        lambda rows, out, max_drop, **kw: seen.update(max_drop=max_drop) or {"report": "r.md"})
+                        lambda rows, out, max_drop, **_: seen.update(max_drop=max_drop) or {"report": "r.md"})
     res = CliRunner().invoke(main, ["report", "r.csv", "--out", "o", *argv])
     assert res.exit_code == 0, res.output
     assert seen["max_drop"] == pytest.approx(fraction)
     assert ("notice: --max-drop is deprecated" in res.output) == ("--max-drop" in argv)
 
 def test_prune_old_spelling_is_the_same_points(monkeypatch):
+    import gram_tf.optimize
+
+    seen = []
+    monkeypatch.setattr(gram_tf.optimize, "prune_run", lambda run_dir, cfg, seed: seen.append(cfg.max_drop_pp) or [])
+    for argv in (["--max-drop-pp", "1.5"], ["--max-drop", "1.5"]):  # prune's old spelling was in points already
+        res = CliRunner().invoke(main, ["prune", "r", *argv])
+        assert res.exit_code == 0, res.output
+    assert seen == [1.5, 1.5]
     res = CliRunner().invoke(main, ["prune", "r", "--max-drop", "1", "--max-drop-pp", "1"])
     assert res.exit_code == 2 and "pass only --max-drop-pp" in res.output
 

@@ -74,5 +74,8 @@ def test_cli_profile(mnv3, tmp_path):
     path.write_bytes(mnv3["int8"])
     out = CliRunner().invoke(main, ["profile", str(path), "--runs", "2", "--csv", str(tmp_path / "ops.csv")])
     assert out.exit_code == 0, out.output
-    assert "partition" in out.output and "HARD_SWISH" in out.output
+    d = delegation(str(path), 1)
+    assert out.stdout.splitlines()[0] == (f"{path.name}: {d['nodes']} nodes, {d['delegated_nodes']} in XNNPACK, "
+                                          f"{d['partitions']} partition(s); builtin fallbacks: {format_fallback(d)}")
+    assert "HARD_SWISH" in format_fallback(d) and d["partitions"] > 1
     assert (tmp_path / "ops.csv").read_text().startswith("index,op,dtype,delegated")

@@ -1,4 +1,6 @@
-"""Tests for the TensorFlow-free deployment runtime and the .tflite metadata embedding."""
+"""gram_tf.deploy, the TensorFlow-free deployment wing: .tflite metadata (ours and TFLITE_METADATA), the
+Classifier and its interpreter, image decoding, resize / normalize; and the gram_tf.runtime face.
+(deploy.stream, deploy.timing and deploy.profile have their own files.)"""
 from __future__ import annotations
 
 import json
