@@ -1,7 +1,9 @@
 """The README's quickstart numbers: run the one-command study, time it, keep its results.
 
-    python benchmarks/quickstart.py [--config configs/quickstart.yaml]
-Runs `gram-tf run CONFIG --out TMP` in a subprocess (minutes of CPU; run it on an otherwise idle
+    python benchmarks/quickstart.py [--config configs/quickstart.yaml] [--work DIR]
+Runs `gram-tf run CONFIG --out WORK --set tflite_dir=WORK/tflite_models` in a subprocess (WORK: a new
+folder, by default a temporary one that is removed afterwards; with --work the study and its artifacts
+stay there, e.g. for benchmarks/bench_trust.py) (minutes of CPU; run it on an otherwise idle
 machine), copies the study's results.csv to benchmarks/results/quickstart.csv and writes
 quickstart.json (the rows with the environment and the study's wall time `wall_s`). Then
 `python tools/docs_tables.py` rewrites the README's and docs/study.md's quickstart blocks.
@@ -26,9 +28,14 @@ NAME = "quickstart"
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--config", default="configs/quickstart.yaml")
+    ap.add_argument("--work", type=Path, default=None, help="a new folder for the study and its artifacts (kept)")
     args = ap.parse_args(argv)
-    with tempfile.TemporaryDirectory(prefix="gram_tf_quickstart_") as tmp:
-        command = ["gram-tf", "run", args.config, "--out", tmp]
+    if args.work is not None and args.work.exists() and any(args.work.iterdir()):
+        raise SystemExit(f"error: --work {args.work} is not empty; name a new folder")
+    with tempfile.TemporaryDirectory(prefix="gram_tf_quickstart_") as scratch:
+        tmp = str(args.work.resolve()) if args.work is not None else scratch
+        command = ["gram-tf", "run", str(Path(args.config).resolve()), "--out", tmp, "--set",
+                   f"tflite_dir={Path(tmp) / 'tflite_models'}"]
         start = time.perf_counter()
         proc = subprocess.run(command, cwd=ROOT)
         wall_s = time.perf_counter() - start

@@ -168,11 +168,11 @@ def _quickstart_label(r: dict) -> str:
 def quickstart_table(up: str) -> str:
     one = [r for r in rows("quickstart") if r["threads"] == 1 and (r["variant"] != "keras" or not r["sparsity_target"])]
     one.sort(key=lambda r: (r["variant"] == "keras", r["sparsity_target"], VARIANT_ORDER.index(r["variant"])))
-    ci = all(isinstance(r.get("latency_ms_ci_low"), float) for r in one if r["variant"] != "keras")
+    ci = all(isinstance(r.get("latency_ms_ci_low"), float) for r in one)
 
     def p50(r):
         ms = f"{r['latency_ms_p50']:.2f}"
-        return f"{ms} [{r['latency_ms_ci_low']:.2f}, {r['latency_ms_ci_high']:.2f}]" if ci and r["variant"] != "keras" else ms
+        return f"{ms} [{r['latency_ms_ci_low']:.2f}, {r['latency_ms_ci_high']:.2f}]" if ci else ms
 
     def speedup(r):
         x = r["speedup_vs_fp32"]
@@ -492,6 +492,30 @@ class Block:
     render: Callable[[str], str]  # (relative path up to the repository root) -> the block's text
 
 
+# ---- trusted benchmarks (docs/benchmark-and-report.md) ---------------------------------------------
+
+def bench_trust_table(up: str) -> str:
+    """How far bench's speed-ups are from an independent interleaved timing, before and after rounds."""
+    env = environment("bench_trust")
+    body = []
+    for r in rows("bench_trust.summary"):
+        short = lambda f: "-" if f in (None, "") else str(f).replace("mobilenet_v2_035__", "").replace(".tflite", "")
+        body.append([r["set"], r["condition"], r["method"], f"{r['mean_abs_error_pct']:.1f}",
+                     f"{r['max_abs_error_pct']:.1f}", "-" if r["inversions"] in (None, "") else r["inversions"],
+                     r["truth_in_ci"] or "-", "-" if r["noise_pct"] in (None, "") else f"{r['noise_pct']:.0f}",
+                     {"True": "yes", "False": "no"}.get(str(r["noise_warning"]), "-"), short(r["auto"]),
+                     " \\| ".join(short(x) for x in str(r["truth_auto"] or "").split(" | ")) or "-",
+                     "-" if r["wall_s"] in (None, "") else f"{r['wall_s']:.0f}"])
+    headers = ["set", "condition", "method", "mean \\|error\\| %", "max \\|error\\| %", "order flips",
+               "truth in CI", "noise %", "noise warning", "auto choice (1 pp)", "truth's fastest (within 5 %)",
+               "bench s"]
+    note = (f"{env.get('before', '')}; {env.get('burners', 1)} busy-looping process(es) beside the burner runs; "
+            f"a fresh worker process per visit would cost {env.get('fresh_worker_s')} s and "
+            f"{env.get('fresh_worker_rss_mb')} MB")
+    threads = f"{rows('bench_trust')[0]['threads']} threads"
+    return "\n" + caption(up, ["bench_trust"], threads) + f" *Before: {note}.*\n\n" + md_table(headers, body) + "\n"
+
+
 BLOCKS = [
     Block("README.md", "quickstart-wall", ("quickstart.json",), quickstart_wall),
     Block("README.md", "quickstart", ("quickstart.csv", "quickstart.json"), quickstart_table),
@@ -513,6 +537,8 @@ BLOCKS = [
     Block("docs/performance-x86.md", "sweep", tuple(f"{n}.csv" for n in SWEEP), sweep_table),
     Block("docs/performance-x86.md", "sweep-speed", tuple(f"{n}.csv" for n in SWEEP), sweep_speed),
     Block("docs/performance-x86.md", "backbone-count", tuple(f"{n}.csv" for n in SWEEP), registry_count),
+    Block("docs/benchmark-and-report.md", "bench-trust", ("bench_trust.csv", "bench_trust.summary.csv"),
+          bench_trust_table),
 ]
 
 
