@@ -86,3 +86,10 @@ def test_quickstart_table_shows_confidence_intervals_when_the_results_have_them(
     finally:
         for fn in (docs_tables.rows, docs_tables.load_json, docs_tables.environment):
             fn.cache_clear()
+
+
+def test_a_table_mixing_machines_is_refused():
+    # pruning_real ran on an Intel Xeon, its re-checks on an AMD EPYC: they need a table each
+    with pytest.raises(SystemExit, match="different machines"):
+        docs_tables.caption("", ["pruning_real", "pruning_real_check80"], "1 thread")
+    assert "AMD EPYC" in docs_tables.caption("", ["pruning_real_check80", "pruning_real_check85"], "1 thread")
