@@ -183,10 +183,10 @@ def main(argv=None) -> int:
         summary.append({"set": name, "condition": "quiet", "method": "truth (first vs last)", "files": len(files),
                         "mean_abs_error_pct": round(float(np.mean(truth_err)), 1),
                         "max_abs_error_pct": round(float(np.max(truth_err)), 1), "inversions": None,
-                        "truth_in_ci": None, "noise_pct": None, "noise_warning": None, "auto": None,
+                        "truth_in_ci": None, "noise_pct": None, "busy_cores": None, "noise_warning": None, "auto": None,
                         "truth_auto": None, "wall_s": None})
         for (condition, method), (bench_rows, wall) in runs.items():
-            errs, pairs, inside, noise = [], [], 0, None
+            errs, pairs, inside, noise, busy = [], [], 0, None, None
             for f in files:
                 if f.name == fp32:
                     continue
@@ -197,7 +197,7 @@ def main(argv=None) -> int:
                 pairs.append((ref[f.name], sp))
                 in_ci = None if lo is None else bool(lo <= ref[f.name] <= hi)
                 inside += bool(in_ci)
-                noise = _f(r.get("noise_pct"))
+                noise, busy = _f(r.get("noise_pct")), _f(r.get("busy_cores"))
                 rows.append({"set": name, "condition": condition, "method": method, "file": f.name,
                              "threads": args.threads, "truth_speedup": round(ref[f.name], 4),
                              "truth_p50_ms": round(t_first[f.name][0], 4), "bench_p50_ms": _f(r.get("latency_ms_p50")),
@@ -208,6 +208,7 @@ def main(argv=None) -> int:
                             "max_abs_error_pct": round(float(np.max(errs)), 1), "inversions": inversions(pairs),
                             "truth_in_ci": f"{inside}/{len(errs)}" if method == "after" else None,
                             "noise_pct": None if noise is None else round(noise, 1),
+                            "busy_cores": None if busy is None else round(busy, 2),
                             "noise_warning": bool(bench_rows["_warning"]) if method == "after" else None,
                             "auto": bench_rows.get("_auto"), "truth_auto": truth_auto(bench_rows, ref, fp32),
                             "wall_s": round(wall, 1)})

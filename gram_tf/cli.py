@@ -427,6 +427,9 @@ def bench_group():
 @click.option("--max-noise", type=float, default=BenchConfig.max_noise_pct, show_default=True,
               callback=_in_range("bench.max_noise_pct"),
               help="warn when the fp32 model's round-to-round spread exceeds this (%)")
+@click.option("--max-busy-cores", type=float, default=BenchConfig.max_busy_cores, show_default=True,
+              callback=_in_range("bench.max_busy_cores"),
+              help="also unreliable when other processes kept more cores than this busy while timing")
 @click.option("--out", "out", type=click.Path(), default="results.csv", show_default=True,
               help="results CSV (a .json twin is written beside it)")
 @click.option("--no-eval", is_flag=True, help="time only; skip the test-split evaluation")
@@ -436,8 +439,8 @@ def bench_group():
               help="also time each file with LiteRT's official Python benchmark tool and report official/ours")
 @click.option("--no-verify", is_flag=True,
               help="skip the check of each file's sha256 against its artifact manifest or sidecar")
-def bench_cmd(paths, threads, rounds, runs, warmup, max_seconds, max_noise, out, no_eval, no_keras, device,
-              check_official, no_verify):
+def bench_cmd(paths, threads, rounds, runs, warmup, max_seconds, max_noise, max_busy_cores, out, no_eval, no_keras,
+              device, check_official, no_verify):
     """Time .tflite files with LiteRT (batch 1) in interleaved rounds and evaluate them on the test split of
     their run's split file."""
     from .bench import bench_paths, discover
@@ -449,7 +452,7 @@ def bench_cmd(paths, threads, rounds, runs, warmup, max_seconds, max_noise, out,
     csv_path, json_path = write_results(rows, out)
     click.echo(format_table(rows, SUMMARY_COLUMNS))
     click.echo(f"results -> {csv_path} and {json_path}")
-    warn = noise_warning(rows, max_noise)
+    warn = noise_warning(rows, max_noise, max_busy_cores)
     if warn:
         click.echo(f"warning: {warn}", err=True)
     if check_official:
@@ -535,14 +538,18 @@ def peak_cmd(threads, as_json):
 @click.option("--max-noise", type=float, default=BenchConfig.max_noise_pct, show_default=True,
               callback=_in_range("bench.max_noise_pct"),
               help="mark latency conclusions unreliable above this fp32 round-to-round spread (%)")
-def report_cmd(results, out, max_drop_pp, deprecated_max_drop_pp, max_noise):
+@click.option("--max-busy-cores", type=float, default=BenchConfig.max_busy_cores, show_default=True,
+              callback=_in_range("bench.max_busy_cores"),
+              help="also unreliable when other processes kept more cores than this busy while timing")
+def report_cmd(results, out, max_drop_pp, deprecated_max_drop_pp, max_noise, max_busy_cores):
     """Markdown report + plots from one or more results files."""
     from .report import build_report, load_results
 
     if deprecated_max_drop_pp is not None:  # --max-drop-pp has a default: the old spelling, when given, wins
         max_drop_pp = deprecated_max_drop_pp
     rows = load_results(results)
-    made = build_report(rows, out, max_drop=max_drop_pp / 100, max_noise_pct=max_noise)  # the library takes a fraction
+    made = build_report(rows, out, max_drop=max_drop_pp / 100, max_noise_pct=max_noise,  # the library takes a fraction
+                        max_busy_cores=max_busy_cores)
     auto = made.get("auto") or {}
     table = [{"backbone": k if isinstance(k, str) else "/".join(map(str, k)),
               "auto": f"{r.get('variant')} (sparsity {r.get('sparsity_target')})",

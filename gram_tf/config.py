@@ -235,6 +235,9 @@ class BenchConfig:
     # round-to-round spread of the fp32 model above which latency conclusions are marked unreliable (%):
     # a quiet machine measured 2-6 %, one with a CPU-burning neighbour 20-60 % (docs/benchmark-and-report.md)
     max_noise_pct: float = _num(15.0, hi=1000, **_POS)
+    # CPU other processes may use while timing (cores, averaged) before latencies are marked unreliable: a
+    # steady neighbour slows every round alike, so it shows in no spread (docs/benchmark-and-report.md)
+    max_busy_cores: float = _num(0.5, 0, 4096)
     keras_reference: bool = True
     device: Optional[str] = None  # label of this machine in result rows; None -> its CPU model
 

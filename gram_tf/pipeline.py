@@ -236,7 +236,8 @@ def _run_study(cfg: StudyConfig, root: Path, tflite_dir: Path, progress: bool) -
     files = sorted(tflite_dir / f for f in dict.fromkeys(artifacts))
     if not files:
         raise GramTFError(f"no artifacts in {tflite_dir}; check convert.variants")
-    timing = {k: v for k, v in dataclasses.asdict(cfg.bench).items() if k != "max_noise_pct"}  # a report setting
+    # the noise guard's limits only change the report, not the timing
+    timing = {k: v for k, v in dataclasses.asdict(cfg.bench).items() if k not in ("max_noise_pct", "max_busy_cores")}
     bkey = config_hash({"bench": timing, "files": [sha256_file(f) for f in files]})
     results_csv = root / "results.csv"
     rec = stages.done("bench", bkey)
@@ -252,10 +253,10 @@ def _run_study(cfg: StudyConfig, root: Path, tflite_dir: Path, progress: bool) -
         write_results(rows, results_csv)
         stages.finish("bench", bkey, {"rows": len(rows)})
     stages.start("report", skipped=False)
-    warn = noise_warning(rows, cfg.bench.max_noise_pct)
+    warn = noise_warning(rows, cfg.bench.max_noise_pct, cfg.bench.max_busy_cores)
     if warn and progress:
         print(f"warning: {warn}", flush=True)
     made = build_report(rows, root / "report", max_drop=cfg.report.max_drop_pp / 100, title=f"gram_tf study: {cfg.name}",
-                        max_noise_pct=cfg.bench.max_noise_pct)
+                        max_noise_pct=cfg.bench.max_noise_pct, max_busy_cores=cfg.bench.max_busy_cores)
     return {"rows": rows, "report": made["report"], "auto": made.get("auto"),
             "stages": {"ran": stages.ran, "skipped": stages.skipped}, "root": str(root)}

@@ -286,3 +286,33 @@ def test_check_official_interleaves_rounds_and_takes_medians(monkeypatch, tmp_pa
                                                                                                      1.667, 3)
     assert [c[0] for c in calls] == ["ours", "official"] * 12
     assert calls[:6] == [(who, "a.tflite", 1, 7, 2) for who in ("ours", "official") * 3]
+
+
+def test_neighbour_meter_counts_other_processes_cpu_and_not_ours():
+    import time
+
+    from gram_tf.bench.device import NeighbourMeter
+
+    burner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.3)
+        theirs, ours = NeighbourMeter().start(), NeighbourMeter([burner.pid]).start()
+        time.sleep(1.0)
+        busy_theirs, busy_ours = theirs.stop(), ours.stop()
+    finally:
+        burner.kill()
+        burner.wait()
+    # the burner is a neighbour to one meter and one of "our" timing processes to the other
+    assert busy_theirs - busy_ours > 0.5 and busy_ours >= 0.0
+
+
+def test_noise_guard_flags_a_steady_neighbour_that_leaves_no_spread():
+    from gram_tf.report.stats import noise_warning
+
+    quiet = [{"variant": "fp32", "threads": 2, "device": "d", "noise_pct": 3.0, "busy_cores": 0.1}]
+    assert noise_warning(quiet, 15.0, 0.5) is None
+    busy = [{**quiet[0], "busy_cores": 1.0}]
+    warn = noise_warning(busy, 15.0, 0.5)
+    assert warn.startswith("other processes kept 1.0 cores busy while timing (limit 0.5)") and "unreliable" in warn
+    both = noise_warning([{**busy[0], "noise_pct": 30.0}], 15.0, 0.5)
+    assert both.startswith("timing noise 30 %") and "; other processes kept 1.0 cores" in both

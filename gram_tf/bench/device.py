@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import platform
+import time
 from pathlib import Path
 from typing import Optional
 
@@ -58,3 +59,50 @@ def device_info(label: Optional[str] = None) -> dict:
               "isa": "+".join(flags["flags"]) or None, "os": platform.system(), "arch": platform.machine(),
               "runtime_version": litert_version()}
     return {c: values[c] for c in DEVICE_COLUMNS}  # a schema device column this does not fill: KeyError
+
+
+class NeighbourMeter:
+    """How much CPU other processes used while we timed, in cores (Linux /proc; None elsewhere).
+
+    A steady neighbour (a build, another benchmark) does not show as round-to-round spread: it slows
+    every round alike and changes the ranking of multi-threaded models. The machine's busy time minus
+    ours (this process and the timing workers, `pids`) over the wall time catches it."""
+
+    def __init__(self, pids=()):
+        self.pids = list(pids)
+        self._start = None
+
+    @staticmethod
+    def _machine_busy_s() -> float:
+        with open("/proc/stat") as fh:
+            fields = [int(v) for v in fh.readline().split()[1:9]]  # user nice system idle iowait irq softirq steal
+        return (sum(fields) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
+
+    def _ours_s(self) -> float:
+        total = sum(os.times()[:2])
+        for pid in self.pids:
+            try:
+                with open(f"/proc/{pid}/stat") as fh:
+                    stat = fh.read().rsplit(")", 1)[1].split()
+                total += (int(stat[11]) + int(stat[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+            except (OSError, IndexError, ValueError):
+                pass
+        return total
+
+    def start(self) -> "NeighbourMeter":
+        try:
+            self._start = (time.perf_counter(), self._machine_busy_s(), self._ours_s())
+        except (OSError, ValueError, AttributeError):
+            self._start = None
+        return self
+
+    def stop(self) -> Optional[float]:
+        """Cores other processes kept busy on average since `start` (>= 0), or None if unknown."""
+        if self._start is None:
+            return None
+        try:
+            wall = time.perf_counter() - self._start[0]
+            others = (self._machine_busy_s() - self._start[1]) - (self._ours_s() - self._start[2])
+        except (OSError, ValueError):
+            return None
+        return max(0.0, others / wall) if wall > 0 else None

@@ -30,7 +30,7 @@ from ..models import load_model
 from ..deploy.timing import round_stats, run_rounds
 from ..report.schema import ROW_COLUMNS, add_noise_columns, add_relative_columns
 from ..train import evaluate_keras
-from .device import device_info
+from .device import NeighbourMeter, device_info
 
 
 def run_worker(kind: str, path, threads: int, runs: int, warmup: int, max_seconds) -> dict:
@@ -60,6 +60,7 @@ class WarmWorker:
                                       stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._err, text=True,
                                       env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
         self.ready = None
+        self.pid = self._proc.pid
 
     def _failed(self) -> GramTFError:
         self._err.seek(0)
@@ -117,6 +118,7 @@ def time_in_rounds(jobs: dict, rounds: int, runs: int, warmup: int, max_seconds=
             workers[key] = WarmWorker(kind, path, threads, warmup)
         ready = {key: w.wait_ready() for key, w in workers.items()}
         budget = None if max_seconds is None else max_seconds / rounds
+        meter = NeighbourMeter(w.pid for w in workers.values()).start()
 
         def on_visit(key, r):
             if bar is not None:
@@ -124,11 +126,13 @@ def time_in_rounds(jobs: dict, rounds: int, runs: int, warmup: int, max_seconds=
 
         visits = run_rounds({k: (lambda w=w: w.visit(runs, budget)) for k, w in workers.items()}, rounds,
                             on_visit=on_visit)
+        busy = meter.stop()
     finally:
         closing = {key: w.close() for key, w in workers.items()}
     out = {}
     for key, v in visits.items():
-        out[key] = {**ready[key], **round_stats(v), "peak_rss_mb": closing[key].get("peak_rss_mb")}
+        out[key] = {**ready[key], **round_stats(v), "peak_rss_mb": closing[key].get("peak_rss_mb"),
+                    "busy_cores": busy}
     return out
 
 

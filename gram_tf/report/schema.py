@@ -49,6 +49,8 @@ _TABLE = [
     ("timing_source", str), ("accuracy_source", str),
     # the machine's timing noise during this benchmark: the fp32 reference's spread_pct (add_noise_columns)
     ("noise_pct", float),
+    # CPU other processes kept busy while this row was timed, in cores (gram_tf.bench.device.NeighbourMeter)
+    ("busy_cores", float),
     # what the full-integer variants got on their way to int8 (gram_tf.convert.recipe tag, e.g. cle+bc)
     ("int8_recipe", str),
 ]

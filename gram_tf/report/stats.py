@@ -18,6 +18,7 @@ from typing import Iterable, Sequence
 import numpy as np
 from scipy import stats as _st
 
+from ..config import BenchConfig
 from ..metrics import within_drop
 from .schema import is_reference, reference_key, to_float
 
@@ -277,15 +278,22 @@ def noisy(rows, max_noise_pct: float) -> list:
     return [(dev, t, n) for (dev, t), n in seen.items()]
 
 
-def noise_warning(rows, max_noise_pct: float) -> str | None:
-    """One line for a benchmark whose fp32 round-to-round spread exceeds `max_noise_pct`, else None."""
+def noise_warning(rows, max_noise_pct: float, max_busy_cores: float = BenchConfig.max_busy_cores) -> str | None:
+    """One line for a benchmark whose fp32 round-to-round spread exceeds `max_noise_pct`, or while
+    which other processes kept more than `max_busy_cores` cores busy; else None."""
+    problems = []
     bad = noisy(rows, max_noise_pct)
-    if not bad:
+    if bad:
+        worst = max(n for _, _, n in bad)
+        where = ", ".join(sorted({f"{t} thread(s)" for _, t, _ in bad}))
+        problems.append(f"timing noise {worst:.0f} % (fp32 round-to-round spread at {where}) exceeds "
+                        f"{max_noise_pct:g} %")
+    busy = [b for b in (to_float(r.get("busy_cores")) for r in rows) if b is not None]
+    if busy and max(busy) > max_busy_cores:
+        problems.append(f"other processes kept {max(busy):.1f} cores busy while timing (limit {max_busy_cores:g})")
+    if not problems:
         return None
-    worst = max(n for _, _, n in bad)
-    where = ", ".join(sorted({f"{t} thread(s)" for _, t, _ in bad}))
-    return (f"timing noise {worst:.0f} % (fp32 round-to-round spread at {where}) exceeds {max_noise_pct:g} %: "
-            "latency conclusions are unreliable; re-run on a quiet machine or with more rounds")
+    return "; ".join(problems) + ": latency conclusions are unreliable; re-run on a quiet machine or with more rounds"
 
 
 def select_auto(rows, max_drop: float = 0.01) -> dict:
