@@ -37,6 +37,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import ROOT, write_results  # noqa: E402
 
+from gram_tf.config import BenchConfig  # noqa: E402
+
 BURN = "while True: pass"
 
 
@@ -102,8 +104,10 @@ def bench(folder: Path, threads: int, method: str, before_src, evaluate: bool) -
 
             auto = list(select_auto(load_results([out]), max_drop=0.01).values())
             rows["_auto"] = Path(auto[0]["path"]).name if auto else ""
-        rows["_warning"] = next((line for line in proc.stdout.splitlines() + proc.stderr.splitlines()
-                                 if line.startswith("warning: timing noise")), "")
+        from gram_tf.report import load_results
+        from gram_tf.report.stats import noise_warning
+
+        rows["_warning"] = noise_warning(load_results([out]), BenchConfig.max_noise_pct, BenchConfig.max_busy_cores) or ""
         return rows, wall
 
 
@@ -145,6 +149,7 @@ def main(argv=None) -> int:
     ap.add_argument("--truth-runs", type=int, default=20)
     ap.add_argument("--before-src", default=None, help="a checkout of the code before rounds (its repository root)")
     ap.add_argument("--conditions", default="quiet,burner")
+    ap.add_argument("--repeats", type=int, default=1, help="times each (condition, method) is benched, interleaved")
     ap.add_argument("--out", default="bench_trust")
     ap.add_argument("--eval", action="store_true", help="evaluate too, and compare the auto choices (1 pp)")
     args = ap.parse_args(argv)
@@ -166,52 +171,63 @@ def main(argv=None) -> int:
         fp32 = fp32_of(files).name
         t_first = truth(files, args.threads, args.truth_rounds, args.truth_runs)
         runs = {}
-        for condition in args.conditions.split(","):
-            burners = [subprocess.Popen([sys.executable, "-c", BURN]) for _ in range(args.burners)] \
-                if condition == "burner" else []
-            try:
-                time.sleep(0.5 if burners else 0.0)
-                for method in ("before", "after"):
-                    runs[(condition, method)] = bench(folder, args.threads, method, args.before_src, args.eval)
-            finally:
-                for p in burners:
-                    p.kill()
-                    p.wait()
+        for rep in range(args.repeats):  # conditions and methods interleaved, so drift hits them alike
+            for condition in args.conditions.split(","):
+                burners = [subprocess.Popen([sys.executable, "-c", BURN]) for _ in range(args.burners)] \
+                    if condition == "burner" else []
+                try:
+                    time.sleep(0.5 if burners else 0.0)
+                    for method in ("before", "after"):
+                        runs.setdefault((condition, method), []).append(
+                            bench(folder, args.threads, method, args.before_src, args.eval))
+                finally:
+                    for p in burners:
+                        p.kill()
+                        p.wait()
         t_last = truth(files, args.threads, args.truth_rounds, args.truth_runs)
         ref = {k: float(np.sqrt(t_first[k][1] * t_last[k][1])) for k in t_first}  # geometric mean of both
         truth_err = [abs(t_first[k][1] / t_last[k][1] - 1) * 100 for k in t_first if k != fp32]
         summary.append({"set": name, "condition": "quiet", "method": "truth (first vs last)", "files": len(files),
-                        "mean_abs_error_pct": round(float(np.mean(truth_err)), 1),
+                        "repeats": 1, "mean_abs_error_pct": round(float(np.mean(truth_err)), 1),
                         "max_abs_error_pct": round(float(np.max(truth_err)), 1), "inversions": None,
                         "truth_in_ci": None, "noise_pct": None, "busy_cores": None, "noise_warning": None, "auto": None,
                         "truth_auto": None, "wall_s": None})
-        for (condition, method), (bench_rows, wall) in runs.items():
-            errs, pairs, inside, noise, busy = [], [], 0, None, None
-            for f in files:
-                if f.name == fp32:
-                    continue
-                r = bench_rows[f.name]
-                sp, lo, hi = _f(r.get("speedup_vs_fp32")), _f(r.get("speedup_ci_low")), _f(r.get("speedup_ci_high"))
-                err = (sp / ref[f.name] - 1) * 100
-                errs.append(abs(err))
-                pairs.append((ref[f.name], sp))
-                in_ci = None if lo is None else bool(lo <= ref[f.name] <= hi)
-                inside += bool(in_ci)
-                noise, busy = _f(r.get("noise_pct")), _f(r.get("busy_cores"))
-                rows.append({"set": name, "condition": condition, "method": method, "file": f.name,
-                             "threads": args.threads, "truth_speedup": round(ref[f.name], 4),
-                             "truth_p50_ms": round(t_first[f.name][0], 4), "bench_p50_ms": _f(r.get("latency_ms_p50")),
-                             "bench_speedup": sp, "speedup_ci_low": lo, "speedup_ci_high": hi, "truth_in_ci": in_ci,
-                             "error_pct": round(err, 1), "noise_pct": noise})
+        for (condition, method), repeats in runs.items():
+            errs, flips, inside, n_ci, noises, busies, warned, autos, walls = [], [], 0, 0, [], [], 0, [], []
+            for rep, (bench_rows, wall) in enumerate(repeats):
+                pairs = []
+                for f in files:
+                    if f.name == fp32:
+                        continue
+                    r = bench_rows[f.name]
+                    sp, lo, hi = _f(r.get("speedup_vs_fp32")), _f(r.get("speedup_ci_low")), _f(r.get("speedup_ci_high"))
+                    err = (sp / ref[f.name] - 1) * 100
+                    errs.append(abs(err))
+                    pairs.append((ref[f.name], sp))
+                    in_ci = None if lo is None else bool(lo <= ref[f.name] <= hi)
+                    inside, n_ci = inside + bool(in_ci), n_ci + (in_ci is not None)
+                    rows.append({"set": name, "condition": condition, "method": method, "repeat": rep, "file": f.name,
+                                 "threads": args.threads, "truth_speedup": round(ref[f.name], 4),
+                                 "truth_p50_ms": round(t_first[f.name][0], 4),
+                                 "bench_p50_ms": _f(r.get("latency_ms_p50")), "bench_speedup": sp,
+                                 "speedup_ci_low": lo, "speedup_ci_high": hi, "truth_in_ci": in_ci,
+                                 "error_pct": round(err, 1), "noise_pct": _f(r.get("noise_pct")),
+                                 "busy_cores": _f(r.get("busy_cores"))})
+                flips.append(inversions(pairs))
+                noises += [x for x in [_f(bench_rows[fp32].get("noise_pct"))] if x is not None]
+                busies += [x for x in [_f(bench_rows[fp32].get("busy_cores"))] if x is not None]
+                warned += bool(bench_rows["_warning"])
+                autos.append(bench_rows.get("_auto") or "")
+                walls.append(wall)
             summary.append({"set": name, "condition": condition, "method": method, "files": len(files),
-                            "mean_abs_error_pct": round(float(np.mean(errs)), 1),
-                            "max_abs_error_pct": round(float(np.max(errs)), 1), "inversions": inversions(pairs),
-                            "truth_in_ci": f"{inside}/{len(errs)}" if method == "after" else None,
-                            "noise_pct": None if noise is None else round(noise, 1),
-                            "busy_cores": None if busy is None else round(busy, 2),
-                            "noise_warning": bool(bench_rows["_warning"]) if method == "after" else None,
-                            "auto": bench_rows.get("_auto"), "truth_auto": truth_auto(bench_rows, ref, fp32),
-                            "wall_s": round(wall, 1)})
+                            "repeats": len(repeats), "mean_abs_error_pct": round(float(np.mean(errs)), 1),
+                            "max_abs_error_pct": round(float(np.max(errs)), 1), "inversions": sum(flips),
+                            "truth_in_ci": f"{inside}/{n_ci}" if n_ci else None,
+                            "noise_pct": round(max(noises), 1) if noises else None,
+                            "busy_cores": round(max(busies), 2) if busies else None,
+                            "noise_warning": f"{warned}/{len(repeats)}" if method == "after" else None,
+                            "auto": " | ".join(f"{a} x{autos.count(a)}" for a in dict.fromkeys(autos)),
+                            "truth_auto": truth_auto(repeats[0][0], ref, fp32), "wall_s": round(float(np.mean(walls)), 1)})
     path = write_results(args.out, rows)
     write_results(f"{args.out}.summary", summary)
     meta = Path(path).with_suffix(".json")

@@ -1070,15 +1070,15 @@ def bench_trust_table(up: str) -> str:
     body = []
     for r in rows("bench_trust.summary"):
         short = lambda f: "-" if f in (None, "") else str(f).replace("mobilenet_v2_035__", "").replace(".tflite", "")
-        body.append([r["set"], r["condition"], r["method"], f"{r['mean_abs_error_pct']:.1f}",
+        body.append([r["set"], r["condition"], r["method"], r.get("repeats") or 1, f"{r['mean_abs_error_pct']:.1f}",
                      f"{r['max_abs_error_pct']:.1f}", "-" if r["inversions"] in (None, "") else r["inversions"],
                      r["truth_in_ci"] or "-", "-" if r["noise_pct"] in (None, "") else f"{r['noise_pct']:.0f}",
                      "-" if r.get("busy_cores") in (None, "") else f"{r['busy_cores']:.2f}",
-                     {"True": "yes", "False": "no"}.get(str(r["noise_warning"]), "-"), short(r["auto"]),
+                     r["noise_warning"] or "-", " \\| ".join(short(x) for x in str(r["auto"] or "").split(" | ")) or "-",
                      " \\| ".join(short(x) for x in str(r["truth_auto"] or "").split(" | ")) or "-",
                      "-" if r["wall_s"] in (None, "") else f"{r['wall_s']:.0f}"])
-    headers = ["set", "condition", "method", "mean \\|error\\| %", "max \\|error\\| %", "order flips",
-               "truth in CI", "noise %", "others' cores", "noise warning", "auto choice (1 pp)", "truth's fastest (within 5 %)",
+    headers = ["set", "condition", "method", "runs", "mean \\|error\\| %", "max \\|error\\| %", "order flips",
+               "truth in CI", "noise %", "others' cores", "unreliable (runs)", "auto choice (1 pp)", "truth's fastest (within 5 %)",
                "bench s"]
     note = (f"{env.get('before', '')}; {env.get('burners', 1)} busy-looping process(es) beside the burner runs; "
             f"a fresh worker process per visit would cost {env.get('fresh_worker_s')} s and "

@@ -36,7 +36,7 @@ _TABLE = [
     ("latency_ms_p99", float),
     ("first_ms", float), ("init_ms", float), ("images_per_s", float), ("peak_rss_mb", float), ("runs", int),
     # timing in rounds (gram_tf.deploy.timing): p50 is the median of the round medians, with its 95 % CI;
-    # round_ms lists the round medians (';'-separated), spread_pct is (max - min) / median of them
+    # round_ms lists the round medians (';'-separated), spread_pct is their interquartile range / median
     ("rounds", int), ("latency_ms_ci_low", float), ("latency_ms_ci_high", float), ("round_ms", str),
     ("spread_pct", float),
     # speed-up: the median per-round ratio fp32 / model (paired), with its 95 % CI
