@@ -233,7 +233,7 @@ class BenchConfig:
     # end a timing loop)
     max_seconds: Optional[float] = _num(None, hi=10 ** 6, **_POS)
     # round-to-round spread of the fp32 model above which latency conclusions are marked unreliable (%):
-    # a quiet machine measured 2-6 %, one with a CPU-burning neighbour 20-60 % (docs/benchmark-and-report.md)
+    # (benchmarks/results/bench_trust.summary.csv has what quiet and busy machines measured)
     max_noise_pct: float = _num(15.0, hi=1000, **_POS)
     # CPU other processes may use while timing (cores, averaged) before latencies are marked unreliable: a
     # steady neighbour slows every round alike, so it shows in no spread (docs/benchmark-and-report.md)

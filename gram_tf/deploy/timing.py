@@ -161,7 +161,7 @@ def paired_speedup(reference_medians, medians, level: float = CI_LEVEL) -> tuple
 def time_interleaved(runners: dict, rounds: int = 5, runs: int = 30, warmup: int = 5) -> dict:
     """Latency of several callables in this process, timed in rotated rounds (`run_rounds`).
 
-    On a shared 2-vCPU machine the speed drifts by 20-30 % over minutes (measured); timing
+    On a shared 2-vCPU machine the speed drifts over minutes (docs/benchmark-and-report.md); timing
     variants one after another turns that drift into fake speed-ups. Returns {key: `round_stats`
     columns, plus the lowest and highest round median (the drift the numbers carry)}.
     """
