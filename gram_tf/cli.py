@@ -409,6 +409,16 @@ class _DefaultGroup(_Group):
         return super().parse_args(ctx, args)
 
 
+def _noise_guard(fn):
+    """The noise guard's limits (bench.max_noise_pct, bench.max_busy_cores): `bench` warns, `report` marks."""
+    fn = click.option("--max-busy-cores", type=float, default=BenchConfig.max_busy_cores, show_default=True,
+                      callback=_in_range("bench.max_busy_cores"),
+                      help="latencies are unreliable when other processes kept more cores busy while timing")(fn)
+    return click.option("--max-noise", type=float, default=BenchConfig.max_noise_pct, show_default=True,
+                        callback=_in_range("bench.max_noise_pct"),
+                        help="latencies are unreliable above this fp32 round-to-round spread (%)")(fn)
+
+
 @main.group("bench", cls=_DefaultGroup)
 def bench_group():
     """Time .tflite files on this machine (`bench PATHS`, i.e. `bench run`) or import device logs."""
@@ -424,12 +434,7 @@ def bench_group():
 @click.option("--warmup", type=int, default=BenchConfig.warmup, show_default=True, callback=_in_range("bench.warmup"))
 @click.option("--max-seconds", type=float, default=None, help="time budget per model and thread count (all rounds)",
               callback=_in_range("bench.max_seconds"))
-@click.option("--max-noise", type=float, default=BenchConfig.max_noise_pct, show_default=True,
-              callback=_in_range("bench.max_noise_pct"),
-              help="warn when the fp32 model's round-to-round spread exceeds this (%)")
-@click.option("--max-busy-cores", type=float, default=BenchConfig.max_busy_cores, show_default=True,
-              callback=_in_range("bench.max_busy_cores"),
-              help="also unreliable when other processes kept more cores than this busy while timing")
+@_noise_guard
 @click.option("--out", "out", type=click.Path(), default="results.csv", show_default=True,
               help="results CSV (a .json twin is written beside it)")
 @click.option("--no-eval", is_flag=True, help="time only; skip the test-split evaluation")
@@ -535,12 +540,7 @@ def peak_cmd(threads, as_json):
               callback=_in_range("report.max_drop_pp"),
               help="accuracy allowed to be lost vs fp32 for the 'auto' choice, in percentage points (1 = 1 pp)")
 @_deprecated("--max-drop", "--max-drop-pp", "report.max_drop_pp")
-@click.option("--max-noise", type=float, default=BenchConfig.max_noise_pct, show_default=True,
-              callback=_in_range("bench.max_noise_pct"),
-              help="mark latency conclusions unreliable above this fp32 round-to-round spread (%)")
-@click.option("--max-busy-cores", type=float, default=BenchConfig.max_busy_cores, show_default=True,
-              callback=_in_range("bench.max_busy_cores"),
-              help="also unreliable when other processes kept more cores than this busy while timing")
+@_noise_guard
 def report_cmd(results, out, max_drop_pp, deprecated_max_drop_pp, max_noise, max_busy_cores):
     """Markdown report + plots from one or more results files."""
     from .report import build_report, load_results

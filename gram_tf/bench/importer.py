@@ -16,7 +16,7 @@ from ..deploy import MANIFEST_NAME
 from ..deploy.classifier import recorded_sha256
 from ..io_utils import compressed_sizes, read_json, sha256_file
 from ..report.schema import ROW_COLUMNS, add_relative_columns
-from .litert import TestSet, add_metrics, artifact_info, base_row, evaluate_tflite
+from .litert import TestSet, add_metrics, artifact_info, base_row
 from .logs import parse_log
 
 
@@ -66,7 +66,7 @@ def import_logs(logs, models_dir, device: str, threads: Optional[int] = None, ev
         raise GramTFError("name the device the logs come from: --device NAME (e.g. 'Galaxy S10')")
     models_dir = Path(models_dir)
     artifacts = _artifacts(models_dir)
-    testset, evals, rows = TestSet(), {}, []
+    testset, rows = TestSet(), []
     for log in map(Path, logs):
         parsed = parse_log(log)
         stem = _match(log, parsed["model"], artifacts)
@@ -93,11 +93,7 @@ def import_logs(logs, models_dir, device: str, threads: Optional[int] = None, ev
                    timing_source=f"{parsed['tool']}: {log.name}" + ("" if p50 is not None else " (p50 = mean: the log has no median)"),
                    accuracy_source="local evaluation of the same file (sha256 checked)")
         if evaluate and info.get("data_manifest"):
-            if local not in evals:
-                x, y = testset.get(info["data_manifest"], info["input_size"], info["preprocessing"]["resize"],
-                                   info["labels"])
-                evals[local] = evaluate_tflite(local, x, y, info["labels"], verify=False)  # verified above
-            add_metrics(row, evals[local])
+            add_metrics(row, testset.evaluate(local, info))  # verified above
         rows.append(row)
     add_relative_columns(rows)
     return [{c: r.get(c) for c in ROW_COLUMNS} for r in rows]

@@ -137,10 +137,12 @@ def time_in_rounds(jobs: dict, rounds: int, runs: int, warmup: int, max_seconds=
 
 
 class TestSet:
-    """Decoded test images per (data manifest, size, resize rule), shared by every model."""
+    """Decoded test images per (data manifest, size, resize rule), shared by every model, and each
+    artifact's metrics on them."""
 
     def __init__(self):
         self._cache = {}
+        self._metrics = {}
 
     def get(self, manifest, size, resize, labels):
         key = (str(manifest), size, resize)
@@ -154,6 +156,17 @@ class TestSet:
         if list(manifest_labels) != list(labels):
             raise GramTFError(f"labels of the model {labels} differ from the data manifest {manifest} ({manifest_labels})")
         return x, y
+
+    def of(self, info: dict):
+        """The test images and labels of an artifact (its manifest entry `info`)."""
+        return self.get(info["data_manifest"], info["input_size"], info["preprocessing"]["resize"], info["labels"])
+
+    def evaluate(self, path, info: dict) -> dict:
+        """Metrics of one .tflite on its run's test split, computed once per file (already verified)."""
+        if path not in self._metrics:
+            x, y = self.of(info)
+            self._metrics[path] = evaluate_tflite(path, x, y, info["labels"], verify=False)
+        return self._metrics[path]
 
 
 def evaluate_tflite(path, images, y, labels, threads: int = 2, verify: bool = True) -> dict:
@@ -252,7 +265,6 @@ def bench_paths(paths, threads=(1,), runs: int = 10, warmup: int = 5, max_second
             bar.close()
     testset = TestSet()
     rows = []
-    evals = {}
     for f in files:
         info = infos[f]
         for t in threads:
@@ -260,11 +272,7 @@ def bench_paths(paths, threads=(1,), runs: int = 10, warmup: int = 5, max_second
             row.update(compressed_sizes(f))
             row.update(threads=t, runtime="litert", **timings[("tflite", f, t)], **here)
             if evaluate and info.get("data_manifest"):
-                if f not in evals:
-                    x, y = testset.get(info["data_manifest"], info["input_size"], info["preprocessing"]["resize"],
-                                       info["labels"])
-                    evals[f] = evaluate_tflite(f, x, y, info["labels"], verify=False)  # verified above
-                add_metrics(row, evals[f])
+                add_metrics(row, testset.evaluate(f, info))
             rows.append(row)
     for model_path, (f, info) in keras_models.items():
         metrics = None
@@ -286,7 +294,7 @@ def bench_paths(paths, threads=(1,), runs: int = 10, warmup: int = 5, max_second
 
 
 def _evaluate_keras(model_path, testset, info) -> dict:
-    x, y = testset.get(info["data_manifest"], info["input_size"], info["preprocessing"]["resize"], info["labels"])
+    x, y = testset.of(info)
     return evaluate_keras(load_model(model_path), x, y, info["preprocessing"], info["labels"])
 
 
