@@ -67,9 +67,9 @@ def _timing_lines(d: ResultView, max_noise_pct: float, max_busy_cores: float) ->
     busy = [b for b in (to_float(r.get("busy_cores")) for r in d.rows) if b is not None]
     if busy:
         out.append(f"- Other processes' CPU use while timing: up to {max(busy):.2f} cores")
-    warn = stats.noise_warning(d.rows, max_noise_pct, max_busy_cores)
-    if warn:
-        out.append(f"- **Latency conclusions unreliable**: {warn}.")
+    problems = stats.noise_problems(d.rows, max_noise_pct, max_busy_cores)
+    if problems:
+        out.append(f"- **Latency conclusions unreliable**: {'; '.join(problems)}; {stats.ADVICE}.")
     return out
 
 

@@ -278,9 +278,18 @@ def noisy(rows, max_noise_pct: float) -> list:
     return [(dev, t, n) for (dev, t), n in seen.items()]
 
 
+ADVICE = "re-run on a quiet machine or with more rounds"
+
+
 def noise_warning(rows, max_noise_pct: float, max_busy_cores: float = BenchConfig.max_busy_cores) -> str | None:
     """One line for a benchmark whose fp32 round-to-round spread exceeds `max_noise_pct`, or while
     which other processes kept more than `max_busy_cores` cores busy; else None."""
+    problems = noise_problems(rows, max_noise_pct, max_busy_cores)
+    return "; ".join(problems) + f": latency conclusions are unreliable; {ADVICE}" if problems else None
+
+
+def noise_problems(rows, max_noise_pct: float, max_busy_cores: float = BenchConfig.max_busy_cores) -> list:
+    """What makes a benchmark's latencies unreliable, one phrase per problem (see `noise_warning`)."""
     problems = []
     bad = noisy(rows, max_noise_pct)
     if bad:
@@ -291,9 +300,7 @@ def noise_warning(rows, max_noise_pct: float, max_busy_cores: float = BenchConfi
     busy = [b for b in (to_float(r.get("busy_cores")) for r in rows) if b is not None]
     if busy and max(busy) > max_busy_cores:
         problems.append(f"other processes kept {max(busy):.1f} cores busy while timing (limit {max_busy_cores:g})")
-    if not problems:
-        return None
-    return "; ".join(problems) + ": latency conclusions are unreliable; re-run on a quiet machine or with more rounds"
+    return problems
 
 
 def select_auto(rows, max_drop: float = 0.01) -> dict:
