@@ -970,6 +970,49 @@ def pixel_input_table(up: str) -> str:
             + md_table(headers, body) + "\n")
 
 
+def pixel_input_costs(up: str) -> str:
+    """What pixel input costs, per kind of variant, from pixel_input.csv's pixels rows."""
+    rs = rows("pixel_input")
+    px = [r for r in rs if r["input"] == "pixels"]
+    norm = {(r["model"], r["variant"], r["threads"]): r for r in rs if r["input"] == "normalized"}
+    integer = lambda r: r["io_type"] != "float32"  # noqa: E731
+    pct = lambda xs: rng([100 * (x - 1) for x in xs], "{:.0f}", " %")  # noqa: E731
+    inv = lambda t: [r["latency_vs_normalized"] for r in px if integer(r) and r["threads"] == t]  # noqa: E731
+    real = [r for r in px if r["model"] == "mobilenet_v2_035_real" and r["threads"] == 1]
+    scored = [r for r in px if r["threads"] == 1]
+    moved = [r for r in scored if r["test_accuracy"] != norm[(r["model"], r["variant"], 1)]["test_accuracy"]]
+    same = "the rest are equal" if moved else "all are equal"
+    moves = "; ".join(f"on the {r['model']} model {r['variant']} gets {r['accuracy_delta_pp']:+.2f} pp "
+                      f"({round(r['accuracy_delta_pp'] * r['test_images'] / 100):+d} of {r['test_images']} images right)"
+                      for r in moved)
+    pred = [r["predict_vs_normalized"] for r in px if integer(r) and r["threads"] == 1]
+    real_acc = ", ".join(f"{r['variant']} {r['test_accuracy']:.3f}" for r in real)
+    return (f"\n- **Accuracy: nothing.** Every real-weights artifact classifies the {real[0]['test_images']} real test "
+            f"images exactly as before ({real_acc})"
+            f"{'; ' + moves + ' (calibration sees a slightly different input tensor)' if moves else ''}, {same}. "
+            f"Agreement with Keras is unchanged.\n"
+            f"- **Float models: nothing** (invoke {rng([r['latency_vs_normalized'] for r in px if not integer(r)])}): "
+            f"the subtract and multiply by scalars are two cheap XNNPACK passes.\n"
+            f"- **Integer models: the invoke is {pct(inv(1))} slower at 1 thread, {pct(inv(2))} at 2.** The graph gains "
+            f"the uint8-to-int8 QUANTIZE (a builtin kernel: XNNPACK does not take it, and it runs single-threaded) and "
+            f"an int8 subtract and multiply. A per-channel mean/std or BGR backbone gets one 1x1 convolution instead "
+            f"(the first form tried, a subtract and multiply by 3-vectors, was slower: XNNPACK broadcasts a last axis "
+            f"of 3 slowly).\n"
+            f"- **`gram-tf predict`: {rng([100 * (1 - x) for x in pred], '{:.0f}', ' %')} less time per image at 1 "
+            f"thread for integer models** ({rng(pred)} of the normalized model's), the same for float "
+            f"({rng([r['predict_vs_normalized'] for r in px if not integer(r) and r['threads'] == 1])}): the caller no "
+            f"longer normalizes and quantizes each image (a table lookup per pixel); a uint8 pixel model takes the "
+            f"decoded bytes as they are. At 2 threads the per-image figures "
+            f"({rng([r['predict_vs_normalized'] for r in px if r['threads'] == 2])}) move between two runs of the same "
+            f"command on this 2-core VM (they share the cores with the interpreter's threads), so they show no "
+            f"direction.\n")
+
+
+def pixel_input_invoke(up: str) -> str:
+    x = [r["latency_vs_normalized"] for r in rows("pixel_input") if r["input"] == "pixels" and r["io_type"] != "float32"]
+    return rng([100 * (v - 1) for v in x], "{:.0f}", " %")
+
+
 PREDICT_WAYS = (  # (label, fp32 key, int8 key) in predict.json's throughput
     ("decode + resize only, 2 threads (bound 1)", "decode-only (2 threads)", "decode-only (2 threads)"),
     ("decode + resize only, 1 thread", "decode-only (1 thread)", "decode-only (1 thread)"),
@@ -1147,6 +1190,8 @@ BLOCKS = [
     Block("docs/int8-accuracy.md", "int8-accuracy", ("int8_accuracy.csv",), int8_accuracy_table),
     Block("docs/int8-accuracy.md", "int8-ranges", ("int8_ranges.ranges.csv",), int8_ranges_table),
     Block("docs/phones.md", "pixel-input", ("pixel_input.csv", "pixel_input.json"), pixel_input_table),
+    Block("docs/phones.md", "pixel-input-costs", ("pixel_input.csv",), pixel_input_costs),
+    Block("docs/phones.md", "pixel-input-invoke", ("pixel_input.csv",), pixel_input_invoke),
     Block("docs/deploy.md", "predict", ("predict.json", "predict.env.json"), predict_table),
     Block("docs/deploy.md", "predict-bounds", ("predict.json",), predict_bounds),
     Block("docs/benchmark-and-report.md", "official", ("official_check.official.json", "official_check_224.json"), official_tables),
