@@ -1001,6 +1001,12 @@ def int8_recipes_table(variant: str, sparsity: float, up: str) -> str:
             + md_table(["recipe", *nets], body) + "\n")
 
 
+def recipes_prepare_seconds(up: str) -> str:
+    secs = [r["prepare_seconds"] for r in rows("int8_recipes") if "cle" in r["recipe"] and "bc" in r["recipe"]
+            and "float" not in r["recipe"] and isinstance(r.get("prepare_seconds"), float)]
+    return rng(secs, "{:.0f}", " s")
+
+
 def _acc(name: str) -> dict[tuple[str, str], dict]:
     return {(r["backbone"], r["variant"]): r for r in rows(name)}
 
@@ -1340,6 +1346,7 @@ BLOCKS = [
     Block("docs/pruning.md", "pruning-smallest", ("pruning_real.csv",), pruning_smallest),
     Block("docs/pruning.md", "pruning-findings", ("pruning_real.csv", "int8_recipes.csv"), pruning_findings),
     Block("docs/pruning.md", "pruning-quickstart", ("quickstart.csv",), pruning_quickstart),
+    Block("docs/quantization.md", "recipes-prepare-seconds", ("int8_recipes.csv",), recipes_prepare_seconds),
     Block("docs/quantization.md", "search-vs-percentile", ("pruning_real.csv",), search_vs_percentile),
     Block("docs/quantization.md", "search-seconds", ("pruning_real.csv",), search_seconds),
     Block("docs/quantization.md", "recipes-per-tensor", ("int8_recipes.csv",), lambda up: int8_recipes_table("int8-per-tensor", 0.0, up)),
