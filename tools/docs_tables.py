@@ -803,8 +803,8 @@ def pruning_check_table(up: str) -> str:
     return "".join(pruning_size_table(n, up) for n in ("pruning_real_check80", "pruning_real_check85"))
 
 
-def pruning_smallest(up: str) -> str:
-    """Per run: the smallest artifact within 1 pp of the dense fp32 .tflite (the script's last lines)."""
+def _smallest() -> list[tuple[str, str, dict, dict]]:
+    """Per pruning_real run: (data, backbone, the smallest artifact within 1 pp of the dense fp32 .tflite, that fp32 row)."""
     from gram_tf.metrics import within_drop
 
     out = []
@@ -812,12 +812,170 @@ def pruning_smallest(up: str) -> str:
         rs = [r for r in rows("pruning_real") if (r["dataset"], r["backbone"]) == (d, b) and r.get("zip_bytes") not in ("", None)]
         dense = next(r for r in rs if r["recipe"] == "dense" and r["variant"] == "fp32")
         ok = [r for r in rs if r["recipe"] in ("dense", "new") and within_drop(dense["test_accuracy"], r["test_accuracy"], 0.01)]
-        r = min(ok, key=lambda r: r["zip_bytes"])
+        out.append((d, b, min(ok, key=lambda r: r["zip_bytes"]), dense))
+    return out
+
+
+def pruning_smallest(up: str) -> str:
+    """Per run: the smallest artifact within 1 pp of the dense fp32 .tflite (the script's last lines)."""
+    out = []
+    for d, b, r, dense in _smallest():
         recipe = " (search)" if r["int8_recipe"].endswith("search") else ""
         out.append(f"- {d} / {b}: {r['sparsity_target']:.0%} `{r['variant']}`{recipe}, test {r['test_accuracy']:.3f} vs "
                    f"{dense['test_accuracy']:.3f}, zip {r['zip_bytes'] / 1e3:.0f} KB = **{dense['zip_bytes'] / r['zip_bytes']:.1f}x** "
                    f"smaller than the dense fp32 `.tflite` ({mb(dense['zip_bytes'])})")
     return "\n" + "\n".join(out) + "\n"
+
+
+def lvl(s: float) -> str:
+    """0.85 -> '85 %'."""
+    return f"{100 * s:.0f} %"
+
+
+def _pruned(data: str, backbone: str) -> dict:
+    """(recipe, level, variant[, calibration]) -> row of one pruning_real run (calibration: search / percentile)."""
+    out = {}
+    for r in rows("pruning_real"):
+        if (r["dataset"], r["backbone"]) == (data, backbone):
+            key = (r["recipe"], r["sparsity_target"], r["variant"])
+            if r["variant"] == "int8-per-tensor":
+                key += ("search" if r["int8_recipe"].endswith("search") else "percentile",)
+            out[key] = r
+    return out
+
+
+def pruning_quickstart(up: str) -> str:
+    k = {s: _qs("keras", s) for s in (0.0, 0.5)}
+    return (f"50 % pruned {k[0.5]['accuracy']:.3f}, dense {k[0.0]['accuracy']:.3f} (Keras, {k[0.0]['n_test']} test images, "
+            f"{link(up, 'quickstart.csv')})")
+
+
+def _search_vs_percentile():
+    """pruned int8-per-tensor of pruning_real: ({(run, level): pp search - percentile}, wins, losses,
+    {calibration: seconds per conversion})."""
+    diff, secs = {}, {"percentile": [], "search": []}
+    for k in dict.fromkeys((r["dataset"], r["backbone"]) for r in rows("pruning_real")):
+        R = _pruned(*k)
+        for key, r in R.items():
+            if key[0] == "new" and key[2] == "int8-per-tensor":
+                secs[key[3]].append(r["seconds"])
+                if key[3] == "search":
+                    diff[(k, key[1])] = 100 * (r["test_accuracy"] - R[(*key[:3], "percentile")]["test_accuracy"])
+    return (diff, [x for x, d in diff.items() if d > 0.01], [x for x, d in diff.items() if d < -0.01], secs)
+
+
+def search_vs_percentile(up: str) -> str:
+    diff, win, lose, secs = _search_vs_percentile()
+    return (f"on the {len(diff)} pruned MobileNetV2s of {link(up, 'pruning_real.csv')} it beat percentile by "
+            f"{rng([diff[x] for x in win], '{:.1f}', ' pp')} in {len(win)}, tied in {len(diff) - len(win) - len(lose)} and "
+            f"lost in {len(lose)}")
+
+
+def search_seconds(up: str) -> str:
+    secs = _search_vs_percentile()[3]
+    return (f"{rng(secs['search'], '{:.0f}', ' s')} per `search` conversion against "
+            f"{rng(secs['percentile'], '{:.0f}', ' s')} for percentile, MobileNetV2 at 224 px on 2 cores, "
+            f"{link(up, 'pruning_real.csv')}")
+
+
+def pruning_findings(up: str) -> str:
+    """The bullets under pruning.md's tables, from pruning_real.csv (and int8_recipes.csv for the old int8)."""
+    runs = list(dict.fromkeys((r["dataset"], r["backbone"]) for r in rows("pruning_real")))
+    R = {k: _pruned(*k) for k in runs}
+
+    def acc(k, level, variant, *cal):
+        return R[k][("dense" if level == 0 else "new", level, variant, *cal)]["test_accuracy"]
+
+    def name(k):
+        return f"{k[1]} ({k[0]})"
+
+    dense = {k: R[k][("dense", 0.0, "keras")]["test_accuracy"] for k in runs}
+    levels = sorted({key[1] for k in runs for key in R[k] if key[0] == "new"})
+    top, mid = levels[-1], levels[:-1]
+    span = f"{lvl(mid[0])} to {lvl(mid[-1])}"
+    pp = lambda a, b: 100 * (a - b)  # noqa: E731
+    at = lambda k, s: pp(acc(k, s, "keras"), dense[k])  # noqa: E731
+    lines = []
+
+    old80 = " / ".join(f"{R[k][('old', 0.8, 'keras')]['test_accuracy']:.3f}" for k in runs)
+    new80 = " / ".join(f"{acc(k, 0.8, 'keras'):.3f}" for k in runs)
+    lines.append(f"The collapse is gone at 80 %: {new80} where the old recipe gave {old80} ({', '.join(map(name, runs))}). "
+                 f"The new recipe against dense from {span}: "
+                 + "; ".join(f"{name(k)} {rng([at(k, s) for s in mid], '{:+.1f}', ' pp')} ({lvl(mid[0])}: {at(k, mid[0]):+.1f})"
+                             for k in runs) + ".")
+
+    def picked(k):
+        return next(f"{lvl(key[1])}" for key, r in R[k].items()
+                    if key[0] == "new" and key[2] == "keras" and r["chosen_by_max_drop"] in (True, "True"))
+
+    lines.append(f"{lvl(top)} is too far for these two small networks on a few hundred images: "
+                 f"{'; '.join(f'{name(k)} {at(k, top):+.1f} pp' for k in runs)}. `--max-drop-pp 1` (validation) picks "
+                 f"{', '.join(f'{picked(k)} for {name(k)}' for k in runs)}, never {lvl(top)}.")
+
+    small = {(d, b): dense["zip_bytes"] / r["zip_bytes"] for d, b, r, dense in _smallest()}
+    hit = [k for k in runs if small[k] >= 15]
+    lines.append("**The study's \"15x smaller without losing accuracy\"**, the smallest artifact within 1 pp of the dense "
+                 "fp32 `.tflite` (the list above): " + "; ".join(f"{name(k)} {small[k]:.1f}x" for k in runs)
+                 + f", {len(hit)} of {len(runs)} reach it.")
+
+    real = [k for k in runs if k[0] == "real"]
+    accs = sorted({r["test_accuracy"] for k in real for r in R[k].values()})
+    image_pp = 100 / round(1 / min(b - a for a, b in zip(accs, accs[1:])))  # one image of the real test split
+    lines.append("Per-channel `int8` of the pruned models against their own fp32 `.tflite` from "
+                 f"{span}: " + "; ".join(f"{name(k)} {rng([pp(acc(k, s, 'int8'), acc(k, s, 'fp32')) for s in mid], '{:+.1f}', ' pp')}"
+                                         for k in runs)
+                 + f"; at {lvl(top)}: " + ", ".join(f"{acc(k, top, 'fp32'):.3f} -> {acc(k, top, 'int8'):.3f}" for k in runs)
+                 + f" ({', '.join(map(name, runs))}). One test image of the real set is {image_pp:.2f} pp.")
+
+    old = pick("int8_recipes", backbone="mobilenet_v2_050", sparsity_target=0.8, variant="int8", recipe="minmax")
+    lines.append(f"Before issue 16's recipe became the default for pruned models, the converter's own int8 of "
+                 f"MobileNetV2-0.5 at 80 % gave {old['test_accuracy']:.3f} ({old['delta_pp_vs_fp32']:+.1f} pp; "
+                 f"{link(up, 'int8_recipes.csv')}).")
+
+    size = [100 * (1 - R[k][("dense" if s == 0 else "new", s, "int8-per-tensor", "percentile")]["zip_bytes"]
+                   / R[k][("dense" if s == 0 else "new", s, "int8")]["zip_bytes"]) for k in runs for s in [0.0, *levels]]
+    vs_pc = {(k, s): pp(acc(k, s, "int8-per-tensor", "percentile"), acc(k, s, "int8")) for k in runs for s in mid}
+    worse = [(k, s) for (k, s), d in vs_pc.items() if d < -1.5]
+    lines.append(f"**`int8-per-tensor` is the size lever of a pruned model**, and the default for "
+                 f"`convert.pruned_variants` (`fp32`, `int8`, `int8-per-tensor`). Per-channel int8 stores a float scale "
+                 f"and an int64 zero point per output channel for every kernel and every bias; they do not compress. "
+                 f"One scale per tensor saves them: its zip is {rng(size, '{:.0f}', ' %')} smaller than per-channel's at "
+                 f"every level. Its accuracy (percentile calibration) against per-channel from {span}: "
+                 f"{rng(vs_pc.values(), '{:+.1f}', ' pp')}"
+                 + (f", below -1.5 pp for {', '.join(f'{name(k)} at {lvl(s)} ({vs_pc[(k, s)]:+.1f})' for k, s in worse)}"
+                    if worse else "") + ".")
+
+    diff, win, lose, secs = _search_vs_percentile()
+
+    def where(ks):
+        return "; ".join(f"{name(k)} at {', '.join(f'{lvl(s)}' for kk, s in ks if kk == k)}"
+                         for k in dict.fromkeys(k for k, _ in ks))
+
+    def lost(k, s):
+        return (f"{name(k)} at {lvl(s)}: {acc(k, s, 'int8-per-tensor', 'search'):.3f} against "
+                f"{acc(k, s, 'int8-per-tensor', 'percentile'):.3f}")
+
+    d0 = runs[0]
+    lines.append(f"No fixed calibration wins everywhere, hence `search`, which picks on validation: over the {len(diff)} "
+                 f"pruned per-tensor artifacts above it beats percentile by {rng([diff[x] for x in win], '{:.1f}', ' pp')} "
+                 f"in {len(win)} ({where(win)}), ties in {len(diff) - len(win) - len(lose)} and loses in {len(lose)}"
+                 + (f" ({'; '.join(lost(k, s) for k, s in lose)})" if lose else "")
+                 + f"; on the dense {d0[1]} ({d0[0]}) it gives {acc(d0, 0.0, 'int8-per-tensor', 'search'):.3f} against "
+                 f"percentile's {acc(d0, 0.0, 'int8-per-tensor', 'percentile'):.3f}, so a dense run's `auto` stays "
+                 f"percentile. Per-tensor conversions took {rng(secs['search'], '{:.0f}', ' s')} each with `search`, "
+                 f"{rng(secs['percentile'], '{:.0f}', ' s')} with percentile (224 px, 2 cores).")
+
+    cost = {}
+    for k in runs:
+        for key, r in R[k].items():
+            if key[2] == "keras" and key[0] != "dense" and k[0] == "real":
+                cost.setdefault((key[0], k[1]), []).append(r["seconds"])
+    lines.append("Cost per level on 2 cores (224 px, real set: refit, 8 fine-tune epochs, a validation pass per "
+                 "epoch): " + "; ".join(f"{rec} recipe {b} {rng(v, '{:.0f}', ' s')}" for (rec, b), v in sorted(cost.items()))
+                 + ". The sweep re-prunes every level when the level list changes (deterministic: the same accuracies "
+                 "come back).")
+    return "\n" + "\n".join(f"- {line}" for line in lines) + "\n"
+
 
 # ---- docs/quantization.md, docs/int8-accuracy.md -------------------------------------------------
 
@@ -841,6 +999,12 @@ def int8_recipes_table(variant: str, sparsity: float, up: str) -> str:
                               f"{by[(recipe, b)]['agreement_vs_keras']:.3f}" for b in nets)])
     return ("\n" + caption(up, ["int8_recipes"], "accuracy only (no timing)") + "\n\n"
             + md_table(["recipe", *nets], body) + "\n")
+
+
+def recipes_prepare_seconds(up: str) -> str:
+    secs = [r["prepare_seconds"] for r in rows("int8_recipes") if "cle" in r["recipe"] and "bc" in r["recipe"]
+            and "float" not in r["recipe"] and isinstance(r.get("prepare_seconds"), float)]
+    return rng(secs, "{:.0f}", " s")
 
 
 def _acc(name: str) -> dict[tuple[str, str], dict]:
@@ -968,6 +1132,49 @@ def pixel_input_table(up: str) -> str:
     return ("\n" + caption(up, ["pixel_input"], "LiteRT 2.3, interleaved rounds of 30 invokes; `predict` = "
                            "`Classifier.predict_arrays` on 16 decoded images, per image") + "\n\n"
             + md_table(headers, body) + "\n")
+
+
+def pixel_input_costs(up: str) -> str:
+    """What pixel input costs, per kind of variant, from pixel_input.csv's pixels rows."""
+    rs = rows("pixel_input")
+    px = [r for r in rs if r["input"] == "pixels"]
+    norm = {(r["model"], r["variant"], r["threads"]): r for r in rs if r["input"] == "normalized"}
+    integer = lambda r: r["io_type"] != "float32"  # noqa: E731
+    pct = lambda xs: rng([100 * (x - 1) for x in xs], "{:.0f}", " %")  # noqa: E731
+    inv = lambda t: [r["latency_vs_normalized"] for r in px if integer(r) and r["threads"] == t]  # noqa: E731
+    real = [r for r in px if r["model"] == "mobilenet_v2_035_real" and r["threads"] == 1]
+    scored = [r for r in px if r["threads"] == 1]
+    moved = [r for r in scored if r["test_accuracy"] != norm[(r["model"], r["variant"], 1)]["test_accuracy"]]
+    same = "the rest are equal" if moved else "all are equal"
+    moves = "; ".join(f"on the {r['model']} model {r['variant']} gets {r['accuracy_delta_pp']:+.2f} pp "
+                      f"({round(r['accuracy_delta_pp'] * r['test_images'] / 100):+d} of {r['test_images']} images right)"
+                      for r in moved)
+    pred = [r["predict_vs_normalized"] for r in px if integer(r) and r["threads"] == 1]
+    real_acc = ", ".join(f"{r['variant']} {r['test_accuracy']:.3f}" for r in real)
+    return (f"\n- **Accuracy: nothing.** Every real-weights artifact classifies the {real[0]['test_images']} real test "
+            f"images exactly as before ({real_acc})"
+            f"{'; ' + moves + ' (calibration sees a slightly different input tensor)' if moves else ''}, {same}. "
+            f"Agreement with Keras is unchanged.\n"
+            f"- **Float models: nothing** (invoke {rng([r['latency_vs_normalized'] for r in px if not integer(r)])}): "
+            f"the subtract and multiply by scalars are two cheap XNNPACK passes.\n"
+            f"- **Integer models: the invoke is {pct(inv(1))} slower at 1 thread, {pct(inv(2))} at 2.** The graph gains "
+            f"the uint8-to-int8 QUANTIZE (a builtin kernel: XNNPACK does not take it, and it runs single-threaded) and "
+            f"an int8 subtract and multiply. A per-channel mean/std or BGR backbone gets one 1x1 convolution instead "
+            f"(the first form tried, a subtract and multiply by 3-vectors, was slower: XNNPACK broadcasts a last axis "
+            f"of 3 slowly).\n"
+            f"- **`gram-tf predict`: {rng([100 * (1 - x) for x in pred], '{:.0f}', ' %')} less time per image at 1 "
+            f"thread for integer models** ({rng(pred)} of the normalized model's), the same for float "
+            f"({rng([r['predict_vs_normalized'] for r in px if not integer(r) and r['threads'] == 1])}): the caller no "
+            f"longer normalizes and quantizes each image (a table lookup per pixel); a uint8 pixel model takes the "
+            f"decoded bytes as they are. At 2 threads the per-image figures "
+            f"({rng([r['predict_vs_normalized'] for r in px if r['threads'] == 2])}) move between two runs of the same "
+            f"command on this 2-core VM (they share the cores with the interpreter's threads), so they show no "
+            f"direction.\n")
+
+
+def pixel_input_invoke(up: str) -> str:
+    x = [r["latency_vs_normalized"] for r in rows("pixel_input") if r["input"] == "pixels" and r["io_type"] != "float32"]
+    return rng([100 * (v - 1) for v in x], "{:.0f}", " %")
 
 
 PREDICT_WAYS = (  # (label, fp32 key, int8 key) in predict.json's throughput
@@ -1137,6 +1344,11 @@ BLOCKS = [
     Block("docs/pruning.md", "pruning-size", ("pruning_real.csv",), lambda up: pruning_size_table("pruning_real", up)),
     Block("docs/pruning.md", "pruning-check", ("pruning_real_check80.csv", "pruning_real_check85.csv"), pruning_check_table),
     Block("docs/pruning.md", "pruning-smallest", ("pruning_real.csv",), pruning_smallest),
+    Block("docs/pruning.md", "pruning-findings", ("pruning_real.csv", "int8_recipes.csv"), pruning_findings),
+    Block("docs/pruning.md", "pruning-quickstart", ("quickstart.csv",), pruning_quickstart),
+    Block("docs/quantization.md", "recipes-prepare-seconds", ("int8_recipes.csv",), recipes_prepare_seconds),
+    Block("docs/quantization.md", "search-vs-percentile", ("pruning_real.csv",), search_vs_percentile),
+    Block("docs/quantization.md", "search-seconds", ("pruning_real.csv",), search_seconds),
     Block("docs/quantization.md", "recipes-per-tensor", ("int8_recipes.csv",), lambda up: int8_recipes_table("int8-per-tensor", 0.0, up)),
     Block("docs/quantization.md", "recipes-per-channel", ("int8_recipes.csv",), lambda up: int8_recipes_table("int8", 0.0, up)),
     Block("docs/quantization.md", "recipes-pruned", ("int8_recipes.csv",), lambda up: int8_recipes_table("int8", 0.8, up)),
@@ -1147,6 +1359,8 @@ BLOCKS = [
     Block("docs/int8-accuracy.md", "int8-accuracy", ("int8_accuracy.csv",), int8_accuracy_table),
     Block("docs/int8-accuracy.md", "int8-ranges", ("int8_ranges.ranges.csv",), int8_ranges_table),
     Block("docs/phones.md", "pixel-input", ("pixel_input.csv", "pixel_input.json"), pixel_input_table),
+    Block("docs/phones.md", "pixel-input-costs", ("pixel_input.csv",), pixel_input_costs),
+    Block("docs/phones.md", "pixel-input-invoke", ("pixel_input.csv",), pixel_input_invoke),
     Block("docs/deploy.md", "predict", ("predict.json", "predict.env.json"), predict_table),
     Block("docs/deploy.md", "predict-bounds", ("predict.json",), predict_bounds),
     Block("docs/benchmark-and-report.md", "official", ("official_check.official.json", "official_check_224.json"), official_tables),
