@@ -217,8 +217,27 @@ def quickstart_pruning(up: str) -> str:
              f"{mb(i5['zip_bytes'])}, {f0['zip_bytes'] / i5['zip_bytes']:.1f}x smaller than fp32, with the "
              f"channels the pruned model never reads zeroed by the int8 recipe); p50 latency fp32 "
              f"{f0['latency_ms_p50']:.2f} -> {f5['latency_ms_p50']:.2f} ms, int8 {i0['latency_ms_p50']:.2f} -> "
-             f"{i5['latency_ms_p50']:.2f} ms (the quickstart, 96 px, 1 thread, one sequential run)"]]
+             f"{i5['latency_ms_p50']:.2f} ms (the quickstart, 96 px, 1 thread, one study run)"]]
     return "\n" + caption(up, ["quickstart"], "1 thread") + "\n\n" + md_table(["finding", "measured"], body) + "\n"
+
+
+def quickstart_ci(up: str) -> str:
+    """How wide the quickstart's accuracy CIs are and whether any variant differs from fp32 (the report's
+    bootstrap and McNemar on the rows' per-image `correct`)."""
+    from gram_tf.report.stats import bootstrap_ci, mcnemar
+
+    one = [r for r in rows("quickstart") if r["threads"] == 1]
+    correct = {id(r): str(r["correct"]).zfill(r["n_test"]) for r in one}  # read as a number: leading zeros back
+    half = [100 * (hi - lo) / 2 for lo, hi in (bootstrap_ci(correct[id(r)]) for r in one)]
+    ref = {r["sparsity_target"]: correct[id(r)] for r in one if r["variant"] == "fp32"}
+    p = {f"{r['variant']} at {r['sparsity_target']:g}": mcnemar(ref[r["sparsity_target"]], correct[id(r)])["p_value"]
+         for r in one if r["variant"] not in ("fp32", "keras")}
+    sig = [k for k, v in p.items() if v < 0.05]
+    verdict = (f"so {', '.join(sig)} differ{'s' if len(sig) == 1 else ''} significantly from fp32" if sig else
+               "so none of the accuracy differences from fp32 is significant")
+    return (f"The 95 % bootstrap CIs of accuracy on {one[0]['n_test']} test images are "
+            f"±{min(half):.0f} to ±{max(half):.0f} pp (McNemar against fp32: p >= {min(p.values()):.2f}), "
+            f"{verdict}")
 
 
 # ---- the test suite's time (README, docs/development.md) -------------------------------------------
@@ -737,6 +756,68 @@ def p2_findings(up: str) -> str:
             f"`int8-fast` here (the study's 6 images/s was a phone).")
 
 
+def p2_mobilevit_xxs_flips(up: str) -> str:
+    """MobileViT-XXS at 64 px in p2_variants: check images int8 / int8-fast disagree on, and the 256 px change."""
+    n = 12  # the check images of benchmarks/p2_variants.py (see the p2-variants caption)
+    a = {r["variant"]: r["top1_agreement"] for r in rows("p2_variants")
+         if r["backbone"] == "mobilevit_xxs" and r["sparsity"] == 0.0}
+    if any(abs(n * a[k] - round(n * a[k])) > 1e-6 for k in ("int8", "int8-fast")):
+        raise SystemExit(f"error: p2_variants.csv: agreements are not in twelfths; update n in {__file__}")
+    v = {r["variant"]: r for r in rows("p2_mobilevit") if r["backbone"] == "mobilevit_xxs" and r["runtime"] == "litert"
+         and r["threads"] == 2}
+    return (f"full int8 flips {round(n * (1 - a['int8']))} of {n} check images (probe probabilities near 0.5 on random "
+            f"features; at 256 px the benchmark's accuracy changed by "
+            f"{100 * (v['int8']['accuracy'] - v['fp32']['accuracy']):+.0f} pp, {link(up, 'p2_mobilevit.csv')}), "
+            f"`int8-fast` {round(n * (1 - a['int8-fast']))}")
+
+
+def swin_partitions(up: str) -> str:
+    v = {r["variant"]: r for r in rows("p2_224") if r["backbone"] == "swin_tiny" and r["runtime"] == "litert"
+         and r["threads"] == 2}
+    return (f"Swin-tiny int8: {v['int8']['partitions']} partitions; `int8-fast`: {v['int8-fast']['partitions']}; "
+            f"{link(up, 'p2_224.csv')}")
+
+
+P2_NEW = ("mobilevit", "poolformer", "swin", "beit")  # the four families gram_tf ported for the second paper
+
+
+def p2_fp32_partitions(up: str) -> str:
+    names = (*PAPER2, "p2_poolformer_s24")
+    fp32 = [r for n in names for r in rows(n) if r["variant"] == "fp32" and r["runtime"] == "litert"
+            and r["backbone"].startswith(P2_NEW)]
+    split = sorted({f"{r['backbone']} {r['partitions']} ({r['fallback_ops']})" for r in fp32 if r["partitions"] != 1})
+    files = ", ".join(link(up, f"{n}.csv") for n in names)
+    if split:
+        return f"the fp32 graph is one partition except {', '.join(split)} ({files})"
+    return f"every new backbone's fp32 graph ({len({r['backbone'] for r in fp32})} of them, {files}) is one partition with no fallback"
+
+
+def swin_mask(up: str) -> str:
+    m = {int(r["mask"]): r for r in rows("swin_mask_int8")}
+    a, b, c = m[-100], m[-30], m[-10]
+    cos = rng([r["int8_cosine"] for r in (a, b, c)], "{:.4f}", "")
+    cos += " all three" if "-" not in cos else ""
+    sci = lambda x: f"{x:.0e}".replace("e-0", "e-")  # noqa: E731
+    return (f"widens the calibrated range of the masked blocks' softmax inputs {a['widest_logit_range'] / c['widest_logit_range']:.0f}x "
+            f"({a['widest_logit_range']:.0f} vs {c['widest_logit_range']:.0f} with a -10 mask; unmasked blocks "
+            f"{a['median_logit_range']:.0f}), yet the full-int8 features' error is the same (relative L2 "
+            f"{a['int8_rel_l2']:.4f} at -100, {b['int8_rel_l2']:.4f} at -30, {c['int8_rel_l2']:.4f} at -10; cosine "
+            f"{cos}), and -10 is not the same softmax in float "
+            f"(features move by {sci(c['float_max_abs_change_vs_first'])}; -30 by {sci(b['float_max_abs_change_vs_first'])}; "
+            f"{link(up, 'swin_mask_int8.csv')})")
+
+
+def mobilevit_xxs_guard(up: str) -> str:
+    """conversion.md: why the guard also runs when the only accurate candidates are slower than fp32."""
+    fast = load_json("p2_mobilevit.fast.json")["mobilevit_xxs"]
+    ref, cands = fast["float_val_accuracy"], fast["candidates"]
+    ok = [k for k, c in cands.items() if k != "accuracy-guarded" and ref - c["val_accuracy"] <= fast["max_drop"]]
+    i8 = pick("p2_mobilevit", backbone="mobilevit_xxs", variant="int8", threads=2, runtime="litert")
+    only = "the only candidate" if ok == ["full-int8"] else f"one of {len(ok)} candidates"
+    return (f"MobileViT-XXS full int8 was {1 / i8['speedup_vs_fp32']:.1f}x slower than fp32 and {only} within "
+            f"{100 * fast['max_drop']:.0f} pp ({link(up, 'p2_mobilevit.csv')}, {link(up, 'p2_mobilevit.fast.json')})")
+
+
 def training_cache_table(up: str) -> str:
     labels = {"memory": "`memory` (default)", "none": "`none` (backbone every epoch)"}
     r = {row["cache"]: row for row in rows("training_cache")}
@@ -1214,6 +1295,28 @@ def predict_bounds(up: str) -> str:
             f"here, which a decode-bound folder does not see")
 
 
+def predict_memory(up: str) -> str:
+    m = load_json("predict.json")["memory"]
+    return ", ".join(f"{r['peak_rss_mb']:.0f} MB for {r['images']:,} images".replace(",", " ") for r in m)
+
+
+def predict_draft(up: str) -> str:
+    d = load_json("predict.json")["draft_agreement"]
+    ms, real = d["real_decode_ms_per_image"], d["real_gramstainr"]
+    same = "same top-1 on all" if min(real[v]["top1_agreement"] for v in ("fp32", "int8")) == 1 else "top-1 changed on some of the"
+    return (f"{ms['exact'] / ms['draft']:.1f}x less decoding for {ms['size'].split()[0]} photos "
+            f"({ms['exact']:.0f} -> {ms['draft']:.0f} ms), {same} {real['images']} real GramStainR photos "
+            f"(fp32 and int8, {link(up, 'predict.json')})")
+
+
+def predict_resume(up: str) -> str:
+    k = load_json("predict.json")["kill_and_resume"]
+    if not (k["killed"] and k["exactly_one_row_per_image"]):
+        raise SystemExit("error: predict.json: the kill-and-resume check did not give one row per image; fix and rerun "
+                         "benchmarks/bench_predict.py")
+    return f"checked at {k['images']:,} images by the benchmark".replace(",", " ")
+
+
 def _official(name: str, groups: dict[str, str], up: str) -> str:
     """official / ours (mean latency) per group of files and thread count, from NAME's official rows."""
     data = load_json(f"{name}.json" if name.endswith("_224") else f"{name}.official.json")
@@ -1303,6 +1406,7 @@ BLOCKS = [
     Block("README.md", "headline-real-weights", ("int8_recipes.csv",), headline_recipes),
     Block("README.md", "headline-intel-xeon", tuple(f"{n}.csv" for n in PAPER2), headline_intel),
     Block("README.md", "backbone-count", tuple(f"{n}.csv" for n in SWEEP), registry_count),
+    Block("README.md", "quickstart-ci", ("quickstart.csv",), quickstart_ci),
     Block("README.md", "ci-time", ("ci.json",), ci_time),
     Block("README.md", "drift", ("int8.csv",), drift),
     Block("docs/development.md", "ci-time", ("ci.json",), ci_time),
@@ -1312,6 +1416,9 @@ BLOCKS = [
     Block("docs/study.md", "quickstart-wall", ("quickstart.json",), quickstart_wall),
     Block("docs/study.md", "quickstart", ("quickstart.csv", "quickstart.json"), quickstart_table),
     Block("docs/study.md", "quickstart-smaller", ("quickstart.csv",), quickstart_smaller),
+    Block("docs/study.md", "quickstart-ci", ("quickstart.csv",), quickstart_ci),
+    Block("docs/README.md", "backbone-count", SWEEP_FILES, registry_count),
+    Block("docs/conversion.md", "mobilevit-xxs-guard", ("p2_mobilevit.csv", "p2_mobilevit.fast.json"), mobilevit_xxs_guard),
     Block("docs/performance-x86.md", "int8", ("int8.csv",), int8_table),
     Block("docs/performance-x86.md", "sweep", tuple(f"{n}.csv" for n in SWEEP), sweep_table),
     Block("docs/performance-x86.md", "sweep-speed", tuple(f"{n}.csv" for n in SWEEP), sweep_speed),
@@ -1340,6 +1447,11 @@ BLOCKS = [
     Block("docs/transformers.md", "p2-peaks", tuple(f"{n}.peak.json" for n in PAPER2), p2_peaks),
     Block("docs/transformers.md", "p2-other-sizes", ("p2_mobilevit.csv", "p2_poolformer_s24.csv"), p2_other_sizes),
     Block("docs/transformers.md", "p2-findings", tuple(f"{n}.csv" for n in PAPER2), p2_findings),
+    Block("docs/transformers.md", "mobilevit-xxs-flips", ("p2_variants.csv", "p2_mobilevit.csv"), p2_mobilevit_xxs_flips),
+    Block("docs/transformers.md", "p2-fp32-partitions", (*(f"{n}.csv" for n in PAPER2), "p2_poolformer_s24.csv"),
+          p2_fp32_partitions),
+    Block("docs/transformers.md", "swin-partitions", ("p2_224.csv",), swin_partitions),
+    Block("docs/transformers.md", "swin-mask", ("swin_mask_int8.csv",), swin_mask),
     Block("docs/pruning.md", "pruning-accuracy", ("pruning_real.csv",), pruning_accuracy),
     Block("docs/pruning.md", "pruning-size", ("pruning_real.csv",), lambda up: pruning_size_table("pruning_real", up)),
     Block("docs/pruning.md", "pruning-check", ("pruning_real_check80.csv", "pruning_real_check85.csv"), pruning_check_table),
@@ -1363,6 +1475,9 @@ BLOCKS = [
     Block("docs/phones.md", "pixel-input-invoke", ("pixel_input.csv",), pixel_input_invoke),
     Block("docs/deploy.md", "predict", ("predict.json", "predict.env.json"), predict_table),
     Block("docs/deploy.md", "predict-bounds", ("predict.json",), predict_bounds),
+    Block("docs/deploy.md", "predict-memory", ("predict.json",), predict_memory),
+    Block("docs/deploy.md", "predict-draft", ("predict.json",), predict_draft),
+    Block("docs/deploy.md", "predict-resume", ("predict.json",), predict_resume),
     Block("docs/benchmark-and-report.md", "official", ("official_check.official.json", "official_check_224.json"), official_tables),
     Block("docs/benchmark-and-report.md", "bench-trust", ("bench_trust.csv", "bench_trust.summary.csv"),
           bench_trust_table),
