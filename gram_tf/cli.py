@@ -15,7 +15,7 @@ import click
 from . import __version__
 from .config import _CHOICES, RENAMED, BenchConfig, ConvertConfig, Range, ReportConfig, field_range
 from .errors import GramTFError, one_line
-from .metrics import SUMMARY
+from .metrics import REFER, SUMMARY
 from .table import format_table
 
 
@@ -118,6 +118,7 @@ def _either(new_value, old_value, new: str, old: str):
 
 _WORKERS = Range(1, 1024)  # decode threads of predict
 _TOP_K = Range(1, 1000)  # classes shown per image
+_SCORE = Range(0, 1)  # predict --min-confidence: a top score
 _DEVICE_THREADS = Range(1, 1024)  # bench import: the phone's threads, not this machine's cores
 
 
@@ -541,7 +542,11 @@ def peak_cmd(threads, as_json):
               help="accuracy allowed to be lost vs fp32 for the 'auto' choice, in percentage points (1 = 1 pp)")
 @_deprecated("--max-drop", "--max-drop-pp", "report.max_drop_pp")
 @_noise_guard
-def report_cmd(results, out, max_drop_pp, deprecated_max_drop_pp, max_noise, max_busy_cores):
+@click.option("--selective-target", type=float, default=ReportConfig.selective_target,
+              callback=_in_range("report.selective_target"),
+              help="accuracy (a fraction) whose coverage the selective-prediction section states per artifact "
+                   "[default: the dense fp32 model's in-domain accuracy]")
+def report_cmd(results, out, max_drop_pp, deprecated_max_drop_pp, max_noise, max_busy_cores, selective_target):
     """Markdown report + plots from one or more results files."""
     from .report import build_report, load_results
 
@@ -549,7 +554,7 @@ def report_cmd(results, out, max_drop_pp, deprecated_max_drop_pp, max_noise, max
         max_drop_pp = deprecated_max_drop_pp
     rows = load_results(results)
     made = build_report(rows, out, max_drop=max_drop_pp / 100, max_noise_pct=max_noise,  # the library takes a fraction
-                        max_busy_cores=max_busy_cores)
+                        max_busy_cores=max_busy_cores, selective_target=selective_target)
     auto = made.get("auto") or {}
     table = [{"backbone": k if isinstance(k, str) else "/".join(map(str, k)),
               "auto": f"{r.get('variant')} (sparsity {r.get('sparsity_target')})",
@@ -607,7 +612,13 @@ def inspect_cmd(model, as_json):
               callback=_in_range("train.input_size"))
 @click.option("--no-verify", is_flag=True,
               help="skip the check of the file's sha256 against its artifact manifest or sidecar")
-def predict_cmd(model, paths, info, top_k, as_json, as_csv, out, resume, threads, workers, labels, size, no_verify):
+@click.option("--no-temperature", is_flag=True,
+              help="show the model's own scores, not those after the temperature in its metadata (same labels)")
+@click.option("--min-confidence", type=float, default=None, callback=_in_range(_SCORE), metavar="P",
+              help=f"label images whose top score is below P '{REFER}' (selective prediction; the report "
+                   "gives the coverage each P keeps)")
+def predict_cmd(model, paths, info, top_k, as_json, as_csv, out, resume, threads, workers, labels, size, no_verify,
+                no_temperature, min_confidence):
     """Classify images with a .tflite using LiteRT only (no TensorFlow needed)."""
     from . import deploy
 
@@ -630,7 +641,8 @@ def predict_cmd(model, paths, info, top_k, as_json, as_csv, out, resume, threads
         labels = [line.strip() for line in Path(labels).read_text().splitlines() if line.strip()]
     elif labels:
         labels = [s.strip() for s in labels.split(",") if s.strip()]
-    clf = deploy.Classifier(model, threads=threads, labels=labels, input_size=size, verify=not no_verify)
+    clf = deploy.Classifier(model, threads=threads, labels=labels, input_size=size, verify=not no_verify,
+                            temperature=not no_temperature, min_confidence=min_confidence)
     files = deploy.find_images(paths)
     if out:
         summary = deploy.predict_to_file(clf, files, out, top_k=top_k, resume=resume, workers=workers)
@@ -651,7 +663,10 @@ def predict_cmd(model, paths, info, top_k, as_json, as_csv, out, resume, threads
     for e in errors:
         click.echo(f"skipped: {e['error']}", err=True)
     if not as_json and not as_csv:
-        click.echo(f"{len(results)} classified, {len(errors)} skipped", err=True)
+        referred = sum(bool(r.get("referred")) for r in results)
+        click.echo(f"{len(results)} classified, {len(errors)} skipped"
+                   + (f", {referred} referred to a human (top score < {min_confidence:g})"
+                      if min_confidence is not None else ""), err=True)
     if not results:
         sys.exit(1)
 

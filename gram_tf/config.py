@@ -245,6 +245,9 @@ class BenchConfig:
 @dataclass
 class ReportConfig:
     max_drop_pp: float = _num(1.0, 0, 100)  # accuracy points lost vs fp32 allowed for the "auto" choice
+    # selective prediction: the accuracy (a fraction) whose coverage the report states per artifact;
+    # None -> the dense fp32 model's in-domain accuracy (docs/generalization.md)
+    selective_target: Optional[float] = _num(None, 0, 1, lo_open=True)
 
 
 @dataclass

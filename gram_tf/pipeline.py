@@ -257,6 +257,7 @@ def _run_study(cfg: StudyConfig, root: Path, tflite_dir: Path, progress: bool) -
     if warn and progress:
         print(f"warning: {warn}", flush=True)
     made = build_report(rows, root / "report", max_drop=cfg.report.max_drop_pp / 100, title=f"gram_tf study: {cfg.name}",
-                        max_noise_pct=cfg.bench.max_noise_pct, max_busy_cores=cfg.bench.max_busy_cores)
+                        max_noise_pct=cfg.bench.max_noise_pct, max_busy_cores=cfg.bench.max_busy_cores,
+                        selective_target=cfg.report.selective_target)
     return {"rows": rows, "report": made["report"], "auto": made.get("auto"),
             "stages": {"ran": stages.ran, "skipped": stages.skipped}, "root": str(root)}

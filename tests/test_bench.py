@@ -41,6 +41,13 @@ def test_rows_have_every_column_with_sane_values(rows, synth_manifest):
         assert r["images_per_s"] == pytest.approx(1000.0 / r["latency_ms_p50"], rel=1e-6)
         assert 0 <= r["accuracy"] <= 1 and r["n_test"] == n_test and len(r["correct"]) == n_test
         assert 0 < r["loss"] and 0 <= r["auc"] <= 1 and 0 <= r["f1_macro"] <= 1
+        # calibration before and after the run's temperature (the same T for the Keras reference)
+        assert 0 <= r["ece"] <= 1 and 0 <= r["ece_adaptive"] <= 1 and 0 <= r["brier"] <= 2
+        assert r["temperature"] == by[("fp32", 1)]["temperature"] > 0
+        assert 0 <= r["ece_ts"] <= 1 and 0 <= r["brier_ts"] <= 2 and r["nll_ts"] > 0
+        scores = [float(v) for v in r["confidence"].split(";")]
+        assert len(scores) == n_test and min(scores) >= 0.5 - 1e-4  # two classes: the top score is >= 0.5
+        assert len(r["confidence_ts"].split(";")) == n_test
         assert 5 < r["peak_rss_mb"] < 4000 and r["init_ms"] > 0 and r["first_ms"] > 0
         assert r["runs"] == 12 and r["rounds"] == 3 and r["macs"] > 0 and r["gmacs_per_s"] > 0
         rounds = [float(v) for v in r["round_ms"].split(";")]

@@ -101,6 +101,11 @@ def test_manifest_records_sizes_hashes_and_metadata(converted, tiny_run):
     meta = read_metadata(art["path"])
     assert meta["labels"] == art["labels"] and meta["input_size"] == 64 and meta["variant"] == "int8"
     assert arts["qat-int8"]["qat_float_layers"] is not None
+    # one temperature per run, fitted on the validation split, in every artifact's metadata and entry
+    fit = art["temperature_fit"]
+    assert fit["split"] == "val" and fit["n"] > 0 and fit["nll_after"] <= fit["nll_before"] + 1e-12
+    assert {read_metadata(a["path"])["temperature"] for a in arts.values()} == {art["temperature"]}
+    assert isinstance(art["temperature"], float) and art["temperature"] > 0
 
 
 @pytest.fixture(scope="module")
@@ -280,7 +285,8 @@ def test_mediapipe_image_classifier_gives_the_labels_and_scores_of_predict(conve
     for variant, art in arts.items():
         got = answer[art["path"]]
         assert "error" not in got, (variant, got)
-        ours, errors = Classifier(art["path"]).predict_paths(input_size_pngs)
+        # MediaPipe shows the model's own scores: the run's temperature is gram_tf metadata it does not read
+        ours, errors = Classifier(art["path"], temperature=False).predict_paths(input_size_pngs)
         assert not errors and len(ours) == len(input_size_pngs) >= 20
         for row in ours:
             theirs = got["scores"][row["path"]]

@@ -348,6 +348,102 @@ def test_missing_interpreter_says_what_to_install(models, monkeypatch):
         Classifier(models["paths"]["fp32"])
 
 
+def _with_temperature(models, tmp_path, t) -> Path:
+    path = tmp_path / "calibrated.tflite"
+    path.write_bytes(embed_metadata(models["raw"]["fp32"], dict(META, temperature=t)))
+    return path
+
+
+def _slide_folder(tmp_path, n=8) -> Path:
+    folder = tmp_path / "slides"
+    folder.mkdir()
+    for i, img in enumerate(random_images(n, seed=11)):
+        Image.fromarray(img).save(folder / f"{i:02d}.png")
+    return folder
+
+
+def test_temperature_from_the_metadata_is_applied_and_can_be_turned_off(models, tmp_path):
+    from gram_tf.metrics import apply_temperature
+
+    path = _with_temperature(models, tmp_path, 2.5)
+    batch = random_images(16, seed=10)
+    own = Classifier(models["paths"]["fp32"]).predict_arrays(batch)  # exported without a temperature
+    assert Classifier(models["paths"]["fp32"]).temperature is None
+    on = Classifier(path)
+    assert on.recorded_temperature == on.temperature == 2.5
+    scaled = on.predict_arrays(batch)
+    np.testing.assert_allclose(scaled, apply_temperature(own, 2.5), atol=1e-5)
+    assert (scaled.argmax(1) == own.argmax(1)).all() and scaled.max(1).max() < own.max(1).max()
+    off = Classifier(path, temperature=False)
+    assert off.temperature is None and off.recorded_temperature == 2.5
+    np.testing.assert_allclose(off.predict_arrays(batch), own, atol=1e-6)
+    for bad in ("hot", 0, -1.0, True):
+        with pytest.raises(GramTFError, match="temperature"):
+            Classifier(_with_temperature(models, tmp_path, bad))
+
+
+def test_predict_cli_applies_the_temperature_unless_told_not_to(models, tmp_path):
+    from click.testing import CliRunner
+
+    from gram_tf.cli import main
+
+    folder = _slide_folder(tmp_path)
+    path = _with_temperature(models, tmp_path, 3.0)
+
+    def probs(*opts):
+        res = CliRunner().invoke(main, ["predict", str(path), str(folder), "--json", *opts])
+        assert res.exit_code == 0, res.output
+        return {Path(r["path"]).name: r["prob"] for r in json.loads(res.stdout)["results"]}
+
+    own = {Path(r["path"]).name: r["prob"] for r in Classifier(models["paths"]["fp32"]).predict_paths([folder])[0]}
+    scaled, unscaled = probs(), probs("--no-temperature")
+    assert unscaled == pytest.approx(own, abs=1e-6)
+    sure = [k for k in own if own[k] > 0.51]
+    assert sure and all(scaled[k] < own[k] - 1e-4 for k in sure)  # softer scores, same files
+
+
+def test_min_confidence_refers_rows_in_every_output_format(models, tmp_path):
+    from click.testing import CliRunner
+
+    from gram_tf.cli import main
+    from gram_tf.metrics import REFER
+
+    folder = _slide_folder(tmp_path)
+    model = str(models["paths"]["fp32"])
+    results, _ = Classifier(model).predict_paths([folder])
+    scores = sorted(r["prob"] for r in results)
+    cut = (scores[3] + scores[4]) / 2  # four images below it
+    low = {Path(r["path"]).name for r in results if r["prob"] < cut}
+    assert len(low) == 4
+
+    rows, _ = Classifier(model, min_confidence=cut).predict_paths([folder], top_k=2)
+    for r in rows:
+        name = Path(r["path"]).name
+        assert r["referred"] == (name in low)
+        assert (r["label"] == REFER) == (name in low)
+        assert r["top_k"][0][0] in LABELS  # the model's guess stays in the row
+    runner = CliRunner()
+    opts = ["predict", model, str(folder), "--min-confidence", f"{cut:.6f}"]
+    table = runner.invoke(main, opts)
+    assert table.exit_code == 0, table.output
+    lines = [ln for ln in table.stdout.splitlines() if ".png" in ln]
+    assert sorted(Path(ln.split()[0]).name for ln in lines if REFER in ln) == sorted(low)
+    assert "4 referred to a human" in table.stderr
+    as_csv = runner.invoke(main, [*opts, "--csv"]).stdout.splitlines()[1:]
+    assert sorted(Path(ln.split(",")[0]).name for ln in as_csv if f",{REFER}," in ln) == sorted(low)
+    doc = json.loads(runner.invoke(main, [*opts, "--json"]).stdout)
+    assert sorted(Path(r["path"]).name for r in doc["results"] if r["label"] == REFER and r["referred"]) == sorted(low)
+    out = tmp_path / "rows.jsonl"
+    assert runner.invoke(main, [*opts, "--out", str(out)]).exit_code == 0
+    streamed = [json.loads(ln) for ln in out.read_text().splitlines()]
+    assert sorted(Path(r["path"]).name for r in streamed if r["label"] == REFER) == sorted(low)
+    out_csv = tmp_path / "rows.csv"
+    assert runner.invoke(main, [*opts, "--out", str(out_csv)]).exit_code == 0
+    assert sum(f",{REFER}," in ln for ln in out_csv.read_text().splitlines()) == 4
+    bad = runner.invoke(main, [*opts[:3], "--min-confidence", "1.5"])
+    assert bad.exit_code == 2 and "--min-confidence" in bad.output
+
+
 def test_runtime_imports_no_tensorflow(models, tmp_path):
     blocker = tmp_path / "blocker"
     for pkg in ("tensorflow", "tf_keras", "keras"):

@@ -30,6 +30,10 @@ def test_run_end_to_end_then_resume_without_recomputing(tmp_path):
     assert names == ["mobilenet_v1_025__fp32.tflite", "mobilenet_v1_025__int8.tflite",
                      "mobilenet_v1_025__pruned50-fp32.tflite"]
     assert (root / "report" / "report.md").is_file() and (root / "results.csv").is_file()
+    # every artifact's calibration and selective prediction, with the reliability diagram
+    md = (root / "report" / "report.md").read_text(encoding="utf-8")
+    assert "## 8. Calibration" in md and "## 9. Selective prediction" in md and "](reliability.png)" in md
+    assert (root / "report" / "reliability.png").is_file() and (root / "report" / "accuracy_coverage.png").is_file()
     # the study's artifacts are phone-ready: both metadata entries, labels packed, uint8 pixels in
     from gram_tf.deploy import list_metadata_names, read_packed_files
 

@@ -183,6 +183,63 @@ def test_build_report_files(report, rows):
     assert load_results([out / "results.csv"]) == rows
 
 
+def _with_scores(rows):
+    """The fixture rows with calibration columns and per-image scores: right answers score 0.9 (0.8 after the
+    temperature), wrong ones 0.6 (0.55), so keeping the images at >= 0.8 keeps exactly the right ones."""
+    out = []
+    for r in rows:
+        c = r["correct"] or ""  # a row without per-image results gets no scores either
+        out.append(dict(r, ece=0.12, ece_adaptive=0.15, brier=0.2, temperature=1.75, ece_ts=0.04,
+                        ece_adaptive_ts=0.05, brier_ts=0.18, nll_ts=0.3,
+                        confidence=";".join("0.9" if x == "1" else "0.6" for x in c) or None,
+                        confidence_ts=";".join("0.8" if x == "1" else "0.55" for x in c) or None))
+    return out
+
+
+def test_calibration_and_selective_prediction_sections(rows, tmp_path):
+    scored = _with_scores(rows)
+    res = build_report(scored, tmp_path)
+    md = Path(res["report"]).read_text(encoding="utf-8")
+    assert sorted(Path(p).name for p in res["plots"] if Path(p).name in ("reliability.png", "accuracy_coverage.png")) \
+        == ["accuracy_coverage.png", "reliability.png"]
+    for name in ("reliability.png", "accuracy_coverage.png"):
+        assert (tmp_path / name).read_bytes()[:8] == PNG_MAGIC and f"]({name})" in md
+    s8 = _section(md, 8)
+    assert "## 8. Calibration" in s8
+    assert _cells(_table_line(s8, A, "0", "int8", "litert"))[4:] == [
+        "0.120", "0.150", "0.200", f"{_find(rows, A, 'int8')['loss']:.3f}", "1.75", "0.040", "0.050", "0.180", "0.300"]
+    s9 = _section(md, 9)
+    assert "## 9. Selective prediction" in s9
+    for bb, ref in ((A, 0.9), (B, 0.925)):
+        for r in [x for x in scored if x["backbone"] == bb and x["threads"] == 1 and x["correct"]]:
+            acc = r["correct"].count("1") / len(r["correct"])
+            line = _cells(_table_line(s9, bb, fmt_sp(r["sparsity_target"]), r["variant"], r["runtime"]))
+            # below the fp32 accuracy: only the right answers (>= 0.8) can be kept; at or above it: every image
+            want = ("100.0%", "0.55") if acc >= ref - 1e-9 else (f"{100 * acc:.1f}%", "0.8")
+            assert line[5:8] == [f"{100 * ref:.1f}%", *want], (bb, r["variant"], line)
+    # a target the config names
+    named = build_report(scored, tmp_path / "named", selective_target=1.0)
+    s9 = _section(Path(named["report"]).read_text(encoding="utf-8"), 9)
+    line = _cells(_table_line(s9, B, "0", "int8-per-tensor", "litert"))
+    assert line[5:8] == ["100.0%", "75.0%", "0.8"] and "`report.selective_target`" in s9
+    # rows without scores: the sections say so, no plot is drawn
+    plain = build_report(rows, tmp_path / "plain")
+    assert {"reliability.png", "accuracy_coverage.png"} <= set(plain["skipped_plots"])
+    assert "No row has per-image scores" in Path(plain["report"]).read_text(encoding="utf-8")
+
+
+def test_score_columns_are_checked_on_reading(tmp_path):
+    row = {c: None for c in COLUMNS}
+    row.update(run="r", backbone="b", variant="fp32", runtime="litert", sparsity_target=0, threads=1, accuracy=1.0,
+               latency_ms_p50=1.0, confidence="0.9;0.95")
+    assert normalize_row(row)["confidence"] == "0.9;0.95"
+    assert normalize_row(dict(row, confidence=[0.5, 1.0]))["confidence"] == "0.5;1"  # a JSON writer's list
+    with pytest.raises(ValueError, match="confidence_ts"):
+        normalize_row(dict(row, confidence_ts="0.9;high"))
+    with pytest.raises(ValueError, match="'confidence'"):
+        normalize_row(dict(row, confidence="1.2"))
+
+
 def test_report_sections_and_content(report):
     _, _, md = report
     for n, heading in [(1, "Summary"), (2, "Models and configurations"), (3, "Per-channel vs per-tensor int8"),

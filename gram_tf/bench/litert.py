@@ -170,9 +170,11 @@ class TestSet:
 
 
 def evaluate_tflite(path, images, y, labels, threads: int = 2, verify: bool = True) -> dict:
-    clf = Classifier(str(path), threads=threads, verify=verify)
+    """Metrics of the model's own scores, and (`_ts` keys) of the scores after the temperature recorded
+    in its metadata, which is what `gram-tf predict` shows by default."""
+    clf = Classifier(str(path), threads=threads, verify=verify, temperature=False)
     probs = clf.predict_arrays(images)
-    return classification_metrics(y, probs, labels)
+    return classification_metrics(y, probs, labels, temperature=clf.recorded_temperature)
 
 
 def artifact_info(path: Path, verify: bool = True) -> dict:
@@ -295,7 +297,8 @@ def bench_paths(paths, threads=(1,), runs: int = 10, warmup: int = 5, max_second
 
 def _evaluate_keras(model_path, testset, info) -> dict:
     x, y = testset.of(info)
-    return evaluate_keras(load_model(model_path), x, y, info["preprocessing"], info["labels"])
+    return evaluate_keras(load_model(model_path), x, y, info["preprocessing"], info["labels"],
+                          temperature=info.get("temperature"))
 
 
 def base_row(f: Path, info: dict, run_name) -> dict:
@@ -308,8 +311,12 @@ def base_row(f: Path, info: dict, run_name) -> dict:
     }
 
 
+# the metrics (gram_tf.metrics.classification_metrics keys) a result row carries under the same name
+_ROW_METRICS = ("accuracy", "loss", "f1_macro", "auc", "correct", "ece", "ece_adaptive", "brier", "confidence",
+                "temperature", "ece_ts", "ece_adaptive_ts", "brier_ts", "nll_ts", "confidence_ts")
+
+
 def add_metrics(row: dict, m: dict) -> None:
-    row.update(accuracy=m["accuracy"], loss=m["loss"], f1_macro=m["f1_macro"], auc=m["auc"],
-               n_test=m["n"], correct=m["correct"])
+    row.update(n_test=m["n"], **{k: m.get(k) for k in _ROW_METRICS})
 
 

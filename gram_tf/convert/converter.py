@@ -293,8 +293,9 @@ def io_details(path) -> dict:
 
 
 def check_artifact(path, keras_probs: np.ndarray, images: np.ndarray, max_disagreement: float) -> dict:
-    """Run the artifact in LiteRT on the check images and compare with the Keras probabilities."""
-    clf = Classifier(str(path), threads=2)
+    """Run the artifact in LiteRT on the check images and compare with the Keras probabilities (the
+    artifact's own scores: its temperature would move them away from the Keras model's)."""
+    clf = Classifier(str(path), threads=2, temperature=False)
     probs = clf.predict_arrays(images)
     agree = float(np.mean(probs.argmax(1) == keras_probs.argmax(1)))
     diff = np.abs(probs - keras_probs)

@@ -18,7 +18,8 @@ def blob_probs(blob: bytes, images: np.ndarray, labels, size, preprocessing) -> 
     try:
         with open(path, "wb") as fh:
             fh.write(blob)
-        clf = Classifier(path, threads=2, labels=labels, input_size=size, preprocessing=preprocessing)
+        clf = Classifier(path, threads=2, labels=labels, input_size=size, preprocessing=preprocessing,
+                         temperature=False)
         return clf.predict_arrays(images)
     finally:
         os.unlink(path)

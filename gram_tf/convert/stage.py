@@ -20,6 +20,7 @@ from .. import __version__
 from ..deploy import MANIFEST_NAME, check_labels, embed_metadata, package_model, pixel_input
 from ..errors import GramTFError
 from ..io_utils import atomic_path, atomic_write_json, compressed_sizes, folder_lock, read_json, sha256_file
+from ..metrics import apply_temperature, fit_temperature, nll
 from ..models import get_backbone, load_model
 from ..optimize import quantize_aware
 from ..run import MODEL_FILE, library_versions, load_run
@@ -199,6 +200,7 @@ def _convert_specs(run_dir: Path, run: dict, specs: list, out_dir: Path, cfg: Co
                   "keras_sizes": keras_model_sizes(run_dir), "versions": library_versions()}
     meta_extra = {"sparsity_target": sparsity,
                   "gelu": run.get("train", {}).get("gelu", GELU_FORMS[0]) if get_backbone(run["backbone"]).patch_size else None}
+    temperature = None  # fitted once, before the first artifact that is exported
     entries = []
     iterator = specs
     if progress:
@@ -215,6 +217,9 @@ def _convert_specs(run_dir: Path, run: dict, specs: list, out_dir: Path, cfg: Co
             if same_recipe and previous.get("preprocessing") == artifact_pre:
                 entries.append(previous)
                 continue
+        if temperature is None:
+            temperature = run_temperature(model, rows, run, validation)
+            meta_extra["temperature"] = temperature["temperature"]
         source_model, ref, qat_report = model, keras_probs, None
         if spec.training:
             source_model, qat_report = _quantization_aware(run_dir, run, rows, spec.training, cfg, seed, progress)
@@ -230,7 +235,7 @@ def _convert_specs(run_dir: Path, run: dict, specs: list, out_dir: Path, cfg: Co
             options=spec.config_options(cfg) if spec.config_options else None,
             recipe=recipe, sparsity_target=sparsity,
             check=(check_x, ref, cfg.max_disagreement) if ref is not None else None, meta_extra=meta_extra,
-            entry_extra={**run_fields,
+            entry_extra={**run_fields, **temperature,
                          "qat_float_layers": [f["layer"] for f in qat_report["float"]] if qat_report else None})
         entries.append(entry)
         if entry["flagged"]:
@@ -241,6 +246,22 @@ def _convert_specs(run_dir: Path, run: dict, specs: list, out_dir: Path, cfg: Co
     manifest = _merge_manifest(out_dir / MANIFEST_NAME, entries, header)
     tf_keras.backend.clear_session()
     return {**manifest, "artifacts": entries, "manifest_path": str(out_dir / MANIFEST_NAME)}
+
+
+def run_temperature(model, rows, run: dict, validation=None) -> dict:
+    """The run's temperature (gram_tf.metrics.fit_temperature) on its validation split, by the NLL of the
+    Keras model's probabilities (softmax outputs: their logs are the logits up to a constant), with the
+    fit's record: {"temperature": T or None, "temperature_fit": {...} or None}. None without a
+    validation split: the test split must stay unseen, and the artifacts then show the model's scores."""
+    if not data_mod.split_rows(rows, "val"):
+        return {"temperature": None, "temperature_fit": None}
+    if validation is None:
+        validation = _validation_images(rows, run)  # the val split here (checked above)
+    x, y = validation
+    probs = predict_probs(model, x, run["preprocessing"])
+    t = fit_temperature(y, probs)
+    return {"temperature": t, "temperature_fit": {
+        "split": "val", "n": int(len(y)), "nll_before": nll(y, probs), "nll_after": nll(y, apply_temperature(probs, t))}}
 
 
 def _validation_images(rows, run):

@@ -18,6 +18,7 @@ import numpy as np
 
 from ..errors import GramTFError, one_line
 from ..io_utils import read_capped, require_regular_file, sha256_file
+from ..metrics import REFER, apply_temperature
 from .imaging import DEFAULT_PREPROCESSING, IN_GRAPH, find_images, load_resized, normalize, validate_preprocessing
 from .interpreter import interpreter_class
 from .stream import batched, decode_stream
@@ -135,10 +136,19 @@ class Classifier:
     Attributes: ``labels``, ``input_size``, ``preprocessing``, ``input_details``,
     ``output_details``, ``meta`` (the metadata dict, {} if none), ``meta_source``
     ("embedded", the sidecar path, or None) and ``warnings`` (list of str).
+
+    ``temperature``: divide the model's logits by the temperature recorded in its metadata (fitted on
+    the run's validation split at export; docs/generalization.md) before the scores are returned. It
+    never changes the top-1 label, only how sure the scores say it is; ``False`` gives the model's own
+    scores. ``recorded_temperature`` is the metadata's value (None for a model exported without one),
+    ``temperature`` the one applied (None when off or absent).
+    ``min_confidence``: result rows whose top score is below it get the label REFER ("refer to a
+    human") and ``"referred": True``; their scores stay in the row.
     """
 
     def __init__(self, model_path, threads=None, labels=None, input_size=None,
-                 preprocessing=None, verify: bool = True):
+                 preprocessing=None, verify: bool = True, temperature: bool = True,
+                 min_confidence: Optional[float] = None):
         self.model_path = Path(model_path)
         self.warnings: list[str] = []
         where = str(self.model_path)
@@ -151,6 +161,7 @@ class Classifier:
         self._set_labels(where, labels)
         self._set_input_size(where, input_size)
         self._set_preprocessing(where, preprocessing)
+        self._set_temperature(where, temperature, min_confidence)
         self._outputs_logits = False
         self._batch_shape: tuple | None = None
         self._pixel_table: np.ndarray | None = None
@@ -254,6 +265,21 @@ class Classifier:
             pp.update(preprocessing)
         self.preprocessing = validate_preprocessing(pp, where)
 
+    def _set_temperature(self, where: str, use: bool, min_confidence) -> None:
+        t = self.meta.get("temperature")
+        if t is not None and (isinstance(t, bool) or not isinstance(t, (int, float)) or not np.isfinite(t) or t <= 0):
+            raise GramTFError(f"{where}: metadata temperature {str(t)[:40]!r} is not a positive number; re-export "
+                              "the model with 'gram-tf convert', or predict with --no-temperature")
+        self.recorded_temperature = None if t is None else float(t)
+        self.temperature = self.recorded_temperature if use else None
+        if min_confidence is not None and (isinstance(min_confidence, bool) or not isinstance(min_confidence, (int, float))
+                                           or not 0.0 <= min_confidence <= 1.0):
+            raise GramTFError(f"min_confidence must be a score in [0, 1], got {str(min_confidence)[:40]!r}")
+        self.min_confidence = min_confidence
+        if min_confidence is not None and REFER in self.labels:
+            raise GramTFError(f"{where}: a class is named {REFER!r}, which min_confidence writes for referred "
+                              "images; rename the class (--labels)")
+
     # ---------------------------------------------------------------------------- checks
     def _check_io(self, where: str) -> None:
         ins, outs = self.input_details, self.output_details
@@ -349,7 +375,7 @@ class Classifier:
         else:
             x = self._quantize_input(normalize(batch, self.preprocessing))
         y = self._dequantize_output(self._run(x))
-        return self._to_probabilities(y)
+        return apply_temperature(self._to_probabilities(y), self.temperature)
 
     def _input_from_pixels(self, batch: np.ndarray) -> np.ndarray:
         """uint8 pixels -> model input through a 256-entry table per channel: the same values as
@@ -433,8 +459,13 @@ class Classifier:
     def _result(self, path: Path, row: np.ndarray, k: int) -> dict:
         order = np.argsort(-row, kind="stable")
         top = [[self.labels[i], float(row[i])] for i in order[:k]]
-        return {"path": str(path), "label": top[0][0], "prob": top[0][1], "top_k": top,
-                "probs": {label: float(p) for label, p in zip(self.labels, row)}}
+        out = {"path": str(path), "label": top[0][0], "prob": top[0][1], "top_k": top,
+               "probs": {label: float(p) for label, p in zip(self.labels, row)}}
+        if self.min_confidence is not None:
+            out["referred"] = top[0][1] < self.min_confidence
+            if out["referred"]:
+                out["label"] = REFER  # top_k keeps the model's guess for whoever looks next
+        return out
 
 
 def _quant_params(detail: dict) -> tuple[float | None, float]:

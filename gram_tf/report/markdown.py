@@ -20,6 +20,7 @@ from ..errors import GramTFError, one_line
 from ..metrics import within_drop
 from ..io_utils import atomic_write_text
 from . import stats
+from .calibration import calibration_sections
 from .plots import plot_accuracy_vs_latency, plot_sizes, plot_sparsity, pruned_groups
 from .schema import (devices_of, normalize_row, reference_model_key, sparsity_of, threads_of,
                      to_float, write_results)
@@ -474,13 +475,15 @@ def _section_devices(rows: list[dict], devices: list, max_drop: float) -> str:
 
 def build_report(rows: Iterable[dict], out_dir, max_drop: float = 0.01, title: str = "gram_tf report",
                  max_noise_pct: float = BenchConfig.max_noise_pct,
-                 max_busy_cores: float = BenchConfig.max_busy_cores) -> dict:
+                 max_busy_cores: float = BenchConfig.max_busy_cores, selective_target: float | None = None) -> dict:
     """Write report.md, results.csv and the PNG plots into out_dir (created if needed).
 
     rows: result rows (typed by `load_results`, or raw benchmark dicts: they are normalized here).
     max_drop: accuracy drop allowed for the auto choice, absolute (0.01 = 1 percentage point).
     max_noise_pct, max_busy_cores: the noise guard (fp32 round-to-round spread, other processes' CPU use while
     timing) above which the summary marks latency conclusions unreliable.
+    selective_target: accuracy (fraction) whose coverage section 9 states per artifact; None = the dense
+    fp32 model's in-domain accuracy.
     Every file is written atomically (temp file in out_dir + os.replace).
 
     Returns {"report": Path, "results_csv": Path, "plots": [Path, ...],
@@ -542,6 +545,10 @@ def build_report(rows: Iterable[dict], out_dir, max_drop: float = 0.01, title: s
     ]
     if len(devices) > 1:
         parts += [_section_devices(all_rows, devices, max_drop), ""]
+    calib_md, calib_plots, calib_skipped = calibration_sections(d, out, selective_target)
+    parts += [calib_md, ""]
+    plots += calib_plots
+    skipped.update(calib_skipped)
     report_path = out / "report.md"
     atomic_write_text(report_path, "\n".join(parts))
     auto_out = {f"{k[0]}/{k[1]}/threads={k[2]}": _auto_summary(d, k, r) for k, r in auto.items()}

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from ..io_utils import atomic_write_bytes
+from ..metrics import reliability_bins
 from . import stats
 from .view import ResultView, fmt_sp, model_key, variant_rank
 
@@ -168,5 +169,52 @@ def plot_sparsity(d: ResultView, groups, path: Path) -> None:
         for ax in (ax1, ax2):
             ax.grid(True, alpha=0.3)
             ax.legend(fontsize=8)
+    fig.tight_layout()
+    _save_fig(fig, path)
+
+
+def plot_reliability(groups, path: Path, n_bins: int) -> None:
+    """Reliability diagrams, one row per backbone: [(title, before, after)], each a list of (variant
+    label, per-image top scores, per-image correctness); the right panel (after the temperature) only
+    when some row has scores after it."""
+    cols = 2 if any(after for _, _, after in groups) else 1
+    fig = _figure(5.2 * cols + 1.8, 4.2 * len(groups))
+    for i, (title, before, after) in enumerate(groups):
+        for j, (curves, when) in enumerate([(before, "model's scores"), (after, "after temperature")][:cols]):
+            ax = fig.add_subplot(len(groups), cols, cols * i + j + 1)
+            ax.plot([0, 1], [0, 1], color="gray", linestyle="--", linewidth=1, label="calibrated")
+            for k, (label, conf, correct) in enumerate(curves):
+                bins = reliability_bins(conf, correct, n_bins)
+                ax.plot([b["confidence"] for b in bins], [b["accuracy"] for b in bins],
+                        marker=_MARKERS[k % len(_MARKERS)], linewidth=1.2, label=label)
+            ax.set_xlim(0, 1.02)
+            ax.set_ylim(0, 1.02)
+            ax.set_xlabel("mean top score in the bin")
+            ax.set_ylabel("accuracy in the bin")
+            ax.set_title(f"{title}: {when}", fontsize=10)
+            ax.grid(True, alpha=0.3)
+            if j == cols - 1:
+                ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), title="variant")
+    fig.tight_layout()
+    _save_fig(fig, path)
+
+
+def plot_accuracy_coverage(groups, path: Path) -> None:
+    """Accuracy vs coverage, one panel per backbone: [(title, [(variant label, curve)], target)] with a
+    curve from gram_tf.metrics.accuracy_coverage and the target accuracy (None: no line)."""
+    fig = _figure(8, 3.8 * len(groups))
+    for i, (title, curves, target) in enumerate(groups):
+        ax = fig.add_subplot(len(groups), 1, i + 1)
+        for k, (label, curve) in enumerate(curves):
+            ax.plot([100.0 * c for _, c, _ in curve], [100.0 * a for _, _, a in curve],
+                    marker=_MARKERS[k % len(_MARKERS)], markersize=3, linewidth=1.2, label=label)
+        if target is not None:
+            ax.axhline(100.0 * target, color="k", linestyle="--", linewidth=1, label="target")
+        ax.set_xlim(0, 101)
+        ax.set_xlabel("coverage: images kept (%)")
+        ax.set_ylabel("accuracy on the images kept (%)")
+        ax.set_title(title, fontsize=10)
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), title="variant")
     fig.tight_layout()
     _save_fig(fig, path)

@@ -19,6 +19,7 @@ import numpy as np
 from ..deploy.timing import paired_speedup, parse_rounds
 from ..errors import GramTFError, one_line
 from ..io_utils import atomic_write_json, atomic_write_text
+from ..metrics import format_scores, parse_scores
 
 # Every column and its type, in the canonical order the benchmark writes them: the column list and the
 # type sets the reader converts with are both derived from this one table.
@@ -32,6 +33,10 @@ _TABLE = [
     ("size_bytes", int), ("gzip_bytes", int), ("zip_bytes", int), ("sparsity", float),
     ("weight_quantization", str), ("io_type", str),
     ("accuracy", float), ("loss", float), ("f1_macro", float), ("auc", float), ("n_test", int),
+    # confidence calibration (gram_tf.metrics; `loss` is the NLL): before and after the run's temperature,
+    # fitted on its validation split at convert time (docs/generalization.md)
+    ("ece", float), ("ece_adaptive", float), ("brier", float),
+    ("temperature", float), ("ece_ts", float), ("ece_adaptive_ts", float), ("brier_ts", float), ("nll_ts", float),
     ("latency_ms_mean", float), ("latency_ms_std", float), ("latency_ms_p50", float), ("latency_ms_p90", float),
     ("latency_ms_p99", float),
     ("first_ms", float), ("init_ms", float), ("images_per_s", float), ("peak_rss_mb", float), ("runs", int),
@@ -44,6 +49,9 @@ _TABLE = [
     ("size_ratio_vs_fp32", float), ("macs", int), ("gmacs_per_s", float),
     ("input_size", int),
     ("flagged", bool), ("correct", str),  # correct: one '0'/'1' per test image
+    # per-image top scores, ';'-joined (gram_tf.metrics.format_scores), before and after the temperature:
+    # the selective-prediction curve and the reliability diagram are drawn from them at report time
+    ("confidence", str), ("confidence_ts", str),
     *_DEVICE,
     # where its numbers come from
     ("timing_source", str), ("accuracy_source", str),
@@ -154,6 +162,9 @@ class _BadValue(ValueError):
     pass
 
 
+SCORE_COLUMNS = ("confidence", "confidence_ts")  # per-image scores, checked by parse_scores on reading
+
+
 def _to_number(col: str, v):
     """Convert one value of a numeric column; None for missing; raises _BadValue if not a number."""
     if v is None:
@@ -201,6 +212,8 @@ def _to_str(col: str, v, n_test=None):
         return s.zfill(int(n_test)) if n_test else s
     if col == "correct" and isinstance(v, (list, tuple)):
         return "".join("1" if bool(x) else "0" for x in v) or None
+    if col in SCORE_COLUMNS and isinstance(v, (list, tuple, int, float)) and not isinstance(v, bool):
+        return format_scores(v if isinstance(v, (list, tuple)) else [v])  # a JSON writer's list or one number
     s = str(v)
     if col == "correct":
         s = s.strip()
@@ -237,6 +250,11 @@ def normalize_row(row: dict) -> dict:
         out.setdefault(k, None)
     if out.get("correct") is not None and set(out["correct"]) - {"0", "1"}:
         raise ValueError(f"column 'correct' may only contain '0' and '1', got {out['correct'][:20]!r}")
+    for col in SCORE_COLUMNS:
+        try:
+            parse_scores(out.get(col))
+        except ValueError as e:
+            raise ValueError(f"column {col!r}: {e}") from None
     return out
 
 

@@ -12,7 +12,8 @@ N_BOOT = 2000
 ALPHA = 0.05
 # report order of variants: the variant table's order, then the Keras reference row
 VARIANT_ORDER = [*variant_names(), "keras"]
-PLOT_FILES = ("accuracy_vs_latency.png", "size_per_variant.png", "sparsity_vs_accuracy.png")
+PLOT_FILES = ("accuracy_vs_latency.png", "size_per_variant.png", "sparsity_vs_accuracy.png", "reliability.png",
+              "accuracy_coverage.png")
 
 
 def fmt_p(p) -> str:

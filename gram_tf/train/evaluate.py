@@ -13,9 +13,10 @@ def predict_probs(model, images: np.ndarray, preprocessing: dict, batch_size: in
     return model.predict(make_dataset(images, None, preprocessing, batch_size), verbose=0)
 
 
-def evaluate_keras(model, images, y, preprocessing, labels) -> dict:
+def evaluate_keras(model, images, y, preprocessing, labels, temperature=None) -> dict:
+    """classification_metrics of the model's probabilities (with a `temperature`: also after it)."""
     probs = predict_probs(model, images, preprocessing)
-    return classification_metrics(y, probs, labels)
+    return classification_metrics(y, probs, labels, temperature=temperature)
 
 
 def plot_confusion(cm, labels, path, title="") -> None:
