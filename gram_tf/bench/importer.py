@@ -98,6 +98,7 @@ def import_logs(logs, models_dir, device: str, threads: Optional[int] = None, ev
                                    info["labels"])
                 evals[local] = evaluate_tflite(local, x, y, info["labels"], verify=False)  # verified above
             add_metrics(row, evals[local])
+            row["dataset"] = testset.split[str(info["data_manifest"])]
         rows.append(row)
     add_relative_columns(rows)
     return [{c: r.get(c) for c in ROW_COLUMNS} for r in rows]
