@@ -2,8 +2,8 @@
 
 data (synthesise or a folder) -> split -> external test sets (data.external: folders, or synthetic
 renderings in a shifted style made here) -> per backbone: train -> prune levels -> convert variants
--> bench (timing on the test split; accuracy on it and on every external set) -> report. Each stage records a key (hash of its config and inputs) in
-<out>/<name>/stages/; a stage whose key matches and whose outputs exist is skipped, so an
+-> bench (timing on the test split; accuracy on it and on every external set) -> report. Each stage
+records a key (hash of its config and inputs) in <out>/<name>/stages/; a stage whose key matches and whose outputs exist is skipped, so an
 interrupted or extended study resumes where it stopped.
 """
 from __future__ import annotations
@@ -110,8 +110,8 @@ def _external_stage(cfg: StudyConfig, root: Path, manifest: Path, stages: _Stage
     synth = {n: e for n, e in cfg.data.external.items() if e.synth_style is not None}
     folder = {n: Path(e.dir) if e.dir is not None else root / EXTERNAL_DIR / n for n, e in cfg.data.external.items()}
     if synth:
-        key = config_hash({"external": {n: dataclasses.asdict(e) for n, e in synth.items()}, "per_class": cfg.data.synth_per_class, "size": cfg.data.synth_size,
-                           "seed": cfg.seed})
+        key = config_hash({"external": {n: dataclasses.asdict(e) for n, e in synth.items()},
+                           "per_class": cfg.data.synth_per_class, "size": cfg.data.synth_size, "seed": cfg.seed})
         if stages.done("external", key) is not None and all(folder[n].is_dir() for n in synth):
             stages.start("external", skipped=True)
         else:
@@ -284,9 +284,9 @@ def _run_study(cfg: StudyConfig, root: Path, tflite_dir: Path, progress: bool) -
     if not files:
         raise GramTFError(f"no artifacts in {tflite_dir}; check convert.variants")
     timing = {k: v for k, v in dataclasses.asdict(cfg.bench).items() if k != "max_noise_pct"}  # a report setting
+    labels = data_mod.manifest_labels(data_mod.read_manifest(manifest))
     bkey = config_hash({"bench": timing, "files": [sha256_file(f) for f in files]}
-                       | ({"external": _external_hashes(external, data_mod.manifest_labels(data_mod.read_manifest(manifest)))}
-                          if external else {}))
+                       | ({"external": _external_hashes(external, labels)} if external else {}))
     results_csv = root / "results.csv"
     rec = stages.done("bench", bkey)
     if rec is not None and results_csv.is_file():

@@ -375,8 +375,9 @@ def _external_rows(external: dict, files, infos, keras_models, run_name, here) -
         for name in external:
             x, y = sets.get(name, info["input_size"], info["preprocessing"]["resize"], info["labels"])
             row = base_row(f, info, run_name)
-            row.update(variant="keras", runtime="keras", path=str(model_path), size_bytes=Path(model_path).stat().st_size,
-                       weight_quantization="none", io_type="float32", flagged=None, dataset=name, **here)
+            row.update(variant="keras", runtime="keras", path=str(model_path),
+                       size_bytes=Path(model_path).stat().st_size, weight_quantization="none", io_type="float32",
+                       flagged=None, dataset=name, **here)
             add_metrics(row, _metrics(y, predict_probs(model, x, info["preprocessing"]), info["labels"]))
             rows.append(row)
     return rows

@@ -89,10 +89,13 @@ def _auto_on_text(rows, auto_on: str) -> str:
     if sets == [None]:
         return "on the test split" + (" (auto_on external, but there are no external test sets)"
                                       if auto_on == "external" else "")
-    return f"on every external test set ({named})" if None not in sets else f"on the test split and on every external test set ({named})"
+    if None not in sets:
+        return f"on every external test set ({named})"
+    return f"on the test split and on every external test set ({named})"
 
 
-def _section_summary(d: ResultView, autos: dict, max_drop: float, max_noise_pct: float, on: str = "on the test split") -> str:
+def _section_summary(d: ResultView, autos: dict, max_drop: float, max_noise_pct: float,
+                     on: str = "on the test split") -> str:
     n_tests = sorted({m.n_test for m in d.models.values() if m.n_test is not None})
     out = ["## 1. Summary", ""]
     out.append(f"- Runs: {', '.join(d.runs) or 'n/a'}")

@@ -53,7 +53,8 @@ def shift_rows(d: ResultView, rows) -> list[dict]:
                 if paired_in and paired_ext else None
             out.append({
                 "set": name, "key": k, "n": None if c is None else int(c.size),
-                "accuracy_in": None if m is None else m.accuracy, "fp32_accuracy_in": None if ref is None else ref.accuracy,
+                "accuracy_in": None if m is None else m.accuracy,
+                "fp32_accuracy_in": None if ref is None else ref.accuracy,
                 "accuracy_ext": row.get("accuracy"), "fp32_accuracy_ext": (ref_row or {}).get("accuracy"),
                 "drop_in": drop_in, "drop_ext": drop_ext, "excess": excess,
                 "agreement": stats.agreement(row.get("predicted"), (ref_row or {}).get("predicted")),
