@@ -14,6 +14,7 @@ import click
 
 from . import __version__
 from .config import _CHOICES, RENAMED, BenchConfig, ConvertConfig, Range, ReportConfig, field_range
+from .data.synth.style import STYLE_NAMES, STYLES
 from .errors import GramTFError, one_line
 from .metrics import REFER, SUMMARY
 from .table import format_table
@@ -145,12 +146,14 @@ def data():
 @click.option("--seed", type=int, default=0, show_default=True, callback=_in_range("seed"))
 @click.option("--fields-per-specimen", type=int, default=4, show_default=True,
               help="images that share one specimen (its id is in the file name: _sNNNN_)")
-def data_synth(out, per_class, size, seed, fields_per_specimen):
+@click.option("--style", type=click.Choice(STYLE_NAMES), default=STYLE_NAMES[0], show_default=True,
+              help="a shift a lab meets, for an external test set: " + "; ".join(f"{s.name}: {s.shift}" for s in STYLES))
+def data_synth(out, per_class, size, seed, fields_per_specimen, style):
     """Generate synthetic Gram-stained micrographs (gram_positive / gram_negative) into OUT."""
     from .data import SYNTH_GROUP_PATTERN, synthesize_dataset
 
     summary = synthesize_dataset(out, per_class, size=size, seed=seed,
-                                 fields_per_specimen=fields_per_specimen, progress=True)
+                                 fields_per_specimen=fields_per_specimen, progress=True, style=style)
     click.echo(format_table([{"class": k, "images": v} for k, v in summary["classes"].items()]))
     click.echo(f"{summary['n_written']} written, {summary['n_skipped']} already there -> {out}"
                f"  (splits group by specimen: '{SYNTH_GROUP_PATTERN}')")
@@ -445,18 +448,28 @@ def bench_group():
               help="also time each file with LiteRT's official Python benchmark tool and report official/ours")
 @click.option("--no-verify", is_flag=True,
               help="skip the check of each file's sha256 against its artifact manifest or sidecar")
+@click.option("--external", "external", multiple=True, metavar="NAME=DIR",
+              help="also evaluate every model on this ImageFolder (an external test set: another lab, microscope "
+                   "or stain batch; the model's class names); repeatable")
 def bench_cmd(paths, threads, rounds, runs, warmup, max_seconds, max_noise, max_busy_cores, out, no_eval, no_keras,
-              device, check_official, no_verify):
+              device, check_official, no_verify, external):
     """Time .tflite files with LiteRT (batch 1) in interleaved rounds and evaluate them on the test split of
-    their run's split file."""
+    their run's split file (and on each --external set)."""
     from .bench import bench_paths, discover
+    from .bench.litert import parse_external
     from .report import SUMMARY_COLUMNS, write_results
+    from .report.schema import in_domain
     from .report.stats import noise_warning
 
     rows = bench_paths(paths, threads=threads, rounds=rounds, runs=runs, warmup=warmup, max_seconds=max_seconds,
-                       evaluate=not no_eval, keras_reference=not no_keras, device=device, verify=not no_verify)
+                       evaluate=not no_eval, keras_reference=not no_keras, device=device, verify=not no_verify,
+                       external=parse_external(external))
     csv_path, json_path = write_results(rows, out)
-    click.echo(format_table(rows, SUMMARY_COLUMNS))
+    click.echo(format_table([r for r in rows if in_domain(r)], SUMMARY_COLUMNS))
+    ext = [r for r in rows if not in_domain(r)]
+    if ext:
+        click.echo(format_table(ext, ["dataset", "backbone", "sparsity_target", "variant", "runtime", "accuracy",
+                                      "n_test"]))
     click.echo(f"results -> {csv_path} and {json_path}")
     warn = noise_warning(rows, max_noise, max_busy_cores)
     if warn:
@@ -546,7 +559,10 @@ def peak_cmd(threads, as_json):
               callback=_in_range("report.selective_target"),
               help="accuracy (a fraction) whose coverage the selective-prediction section states per artifact "
                    "[default: the dense fp32 model's in-domain accuracy]")
-def report_cmd(results, out, max_drop_pp, deprecated_max_drop_pp, max_noise, max_busy_cores, selective_target):
+@click.option("--auto-on", type=click.Choice(_CHOICES["report.auto_on"]), default=ReportConfig.auto_on,
+              show_default=True, help="the sets on which 'auto' must stay within --max-drop-pp: the test split, "
+              "every external test set, or worst (both; the test split alone without external sets)")
+def report_cmd(results, out, max_drop_pp, deprecated_max_drop_pp, max_noise, max_busy_cores, selective_target, auto_on):
     """Markdown report + plots from one or more results files."""
     from .report import build_report, load_results
 
@@ -554,7 +570,7 @@ def report_cmd(results, out, max_drop_pp, deprecated_max_drop_pp, max_noise, max
         max_drop_pp = deprecated_max_drop_pp
     rows = load_results(results)
     made = build_report(rows, out, max_drop=max_drop_pp / 100, max_noise_pct=max_noise,  # the library takes a fraction
-                        max_busy_cores=max_busy_cores, selective_target=selective_target)
+                        max_busy_cores=max_busy_cores, selective_target=selective_target, auto_on=auto_on)
     auto = made.get("auto") or {}
     table = [{"backbone": k if isinstance(k, str) else "/".join(map(str, k)),
               "auto": f"{r.get('variant')} (sparsity {r.get('sparsity_target')})",

@@ -38,6 +38,11 @@ def _fmt(x) -> str:
     return str(int(x)) if isinstance(x, (int, float)) and math.isfinite(x) and float(x).is_integer() else f"{x:g}"
 
 
+def _shown(name: str) -> str:
+    """A mapping key inside a dotted key of a message: as typed when printable and short, else its repr."""
+    return name if name.isprintable() and 0 < len(name) <= 40 else short(name, 40)
+
+
 def short(value, limit: int = MAX_VALUE_CHARS) -> str:
     """repr(value) cut to `limit` characters: error messages never echo megabytes."""
     if isinstance(value, (list, dict, tuple)) and len(value) > limit:
@@ -106,6 +111,19 @@ CALIBRATION_SEARCH = "search"  # the most accurate of several methods on val (co
 BIAS_CORRECTION_INPUTS = ("quantized", "float")  # what bias correction measures on (optimize/bias_correction.py)
 IO_TYPES = ("uint8", "int8", "float32")  # full-integer variants' input/output type (convert/converter.py)
 GELU_FORMS = ("erf", "tanh")  # transformers' GELU: exact | tanh approximation (models/registry.py)
+# which sets' accuracy the "auto" choice must keep within report.max_drop_pp (report/stats.py): the in-domain
+# test split, every external set, or both (worst: the largest drop of all; docs/generalization.md)
+AUTO_ON = ("worst", "in_domain", "external")
+
+
+@dataclass
+class ExternalSet:
+    """One external test set (data.external.NAME): an ImageFolder with the study's class names (`dir`), or
+    a synthetic rendering in a shifted style the study makes itself (`synth_style`, a name of
+    gram_tf.data.synth.STYLES; other specimens than the study's own: seed + 1). A plain string is `dir`."""
+    dir: Optional[str] = _path()
+    synth_style: Optional[str] = None
+    synth_per_class: Optional[int] = _num(None, 1, _COUNT)  # None -> data.synth_per_class
 
 
 @dataclass
@@ -118,6 +136,9 @@ class DataConfig:
     test: float = _num(0.2, 0, 0.9)
     group_pattern: Optional[str] = None  # regex; group(1) (or the match) is the specimen id
     stratify: bool = True
+    # test sets from elsewhere (another lab, microscope, stain batch): every artifact is evaluated on each
+    # (docs/generalization.md); {name: DIR} or {name: {synth_style: NAME}}
+    external: dict[str, ExternalSet] = field(default_factory=dict)
 
 
 @dataclass
@@ -248,6 +269,8 @@ class ReportConfig:
     # selective prediction: the accuracy (a fraction) whose coverage the report states per artifact;
     # None -> the dense fp32 model's in-domain accuracy (docs/generalization.md)
     selective_target: Optional[float] = _num(None, 0, 1, lo_open=True)
+    # on which sets: worst = the test split and every external set (the same as in_domain without any)
+    auto_on: str = _pick(AUTO_ON[0], AUTO_ON)
 
 
 @dataclass
@@ -404,6 +427,14 @@ def _coerce(value: Any, tp, key: str, source: str):
     if tp is dict or origin is dict:
         if not isinstance(value, dict):
             raise GramTFError(f"{source}: key '{key}' must be a mapping, got {type(value).__name__} {short(value)}")
+        item = (typing.get_args(tp) or [None, str])[1]
+        if dataclasses.is_dataclass(item):  # {name: section}; a string is the section's first key (a path)
+            first = dataclasses.fields(item)[0].name
+            out = {}
+            for k, v in value.items():
+                name = _coerce(k, str, key, source)
+                out[name] = _build(item, {first: v} if isinstance(v, str) else v, source, f"{key}.{_shown(name)}.")
+            return out
         return {_coerce(k, str, key, source): _coerce(v, str, f"{key}.{k}", source) for k, v in value.items()}
     if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
@@ -486,6 +517,25 @@ def _validate(cfg: StudyConfig, source: str) -> None:
     if unknown:
         raise GramTFError(f"{source}: backbone_weights names {', '.join(unknown)[:MAX_VALUE_CHARS]}, which is not in 'backbones'")
     check_name(cfg.name, f"{source}: key 'name'")
+    for name, ext in cfg.data.external.items():
+        _validate_external(name, ext, source)
+
+
+def _validate_external(name: str, ext: ExternalSet, source: str) -> None:
+    """A set's name becomes a folder and the `dataset` column of its rows; it is a folder or a style."""
+    where = f"{source}: key 'data.external.{_shown(name)}"
+    check_name(name, f"{source}: a name in 'data.external'")
+    for f in dataclasses.fields(ext):
+        value = getattr(ext, f.name)
+        if "range" in f.metadata:
+            f.metadata["range"].check(value, f"{where}.{f.name}'")
+        if f.metadata.get("path") and value is not None:
+            check_path(value, f"{where}.{f.name}'")
+    if (ext.dir is None) == (ext.synth_style is None):
+        raise GramTFError(f"{where}' needs exactly one of 'dir' (an ImageFolder) or 'synth_style' (a synthetic "
+                          f"rendering), e.g. data.external.{_shown(name)}.synth_style=faded")
+    if ext.dir is not None and ext.synth_per_class is not None:
+        raise GramTFError(f"{where}.synth_per_class' is for a synthetic set; a 'dir' set has the images it has")
 
 
 def get_value(cfg, dotted: str):

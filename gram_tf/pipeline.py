@@ -1,8 +1,9 @@
 """`gram-tf run CONFIG`: the whole study from one YAML.
 
-data (synthesise or a folder) -> split -> per backbone: train -> prune levels -> convert variants
--> bench -> report. Each stage records a key (hash of its config and inputs) in
-<out>/<name>/stages/; a stage whose key matches and whose outputs exist is skipped, so an
+data (synthesise or a folder) -> split -> external test sets (data.external: folders, or synthetic
+renderings in a shifted style made here) -> per backbone: train -> prune levels -> convert variants
+-> bench (timing on the test split; accuracy on it and on every external set) -> report. Each stage
+records a key (hash of its config and inputs) in <out>/<name>/stages/; a stage whose key matches and whose outputs exist is skipped, so an
 interrupted or extended study resumes where it stopped.
 """
 from __future__ import annotations
@@ -12,11 +13,14 @@ from pathlib import Path
 
 import dataclasses
 import os
+import shutil
 
 from . import data as data_mod
 from .bench import bench_paths
+from .bench.litert import check_external_name
 from .config import StudyConfig, config_hash, dump_yaml
 from .convert import convert_run, get_variant
+from .data.synth import get_style
 from .deploy import MANIFEST_NAME
 from .errors import GramTFError
 from .io_utils import atomic_write_json, folder_lock, read_json, require_dir, sha256_file
@@ -94,6 +98,43 @@ def _data_stage(cfg: StudyConfig, root: Path, stages: _Stages) -> Path:
     return manifest
 
 
+EXTERNAL_DIR = "external"  # <out>/<name>/external/<set>: the synthetic external sets a study renders
+EXTERNAL_SEED_OFFSET = 1  # their specimens: other slides than the study's own (seed + 1), same classes
+
+
+def _external_stage(cfg: StudyConfig, root: Path, manifest: Path, stages: _Stages) -> dict:
+    """{name: folder} of data.external, each checked against the study's classes before any training;
+    the synthetic sets are rendered first (a stage of their own, redone when their settings change)."""
+    if not cfg.data.external:
+        return {}
+    synth = {n: e for n, e in cfg.data.external.items() if e.synth_style is not None}
+    folder = {n: Path(e.dir) if e.dir is not None else root / EXTERNAL_DIR / n for n, e in cfg.data.external.items()}
+    if synth:
+        key = config_hash({"external": {n: dataclasses.asdict(e) for n, e in synth.items()},
+                           "per_class": cfg.data.synth_per_class, "size": cfg.data.synth_size, "seed": cfg.seed})
+        if stages.done("external", key) is not None and all(folder[n].is_dir() for n in synth):
+            stages.start("external", skipped=True)
+        else:
+            stages.start("external", skipped=False)
+            made = {}
+            for n, e in synth.items():
+                shutil.rmtree(folder[n], ignore_errors=True)  # files of another style must not stay beside these
+                made[n] = data_mod.synthesize_dataset(
+                    folder[n], e.synth_per_class or cfg.data.synth_per_class, size=cfg.data.synth_size,
+                    seed=cfg.seed + EXTERNAL_SEED_OFFSET, style=e.synth_style, progress=stages.progress)
+            stages.finish("external", key, made)
+    labels = data_mod.manifest_labels(data_mod.read_manifest(manifest))
+    for n, f in folder.items():
+        data_mod.external_items(f, labels, n, quiet=True)  # an unknown class: one line before any training
+    return folder
+
+
+def _external_hashes(external: dict, labels) -> dict:
+    """What the bench stage key holds of each external set: every file's class path and sha256."""
+    return {n: [(str(p.relative_to(f)), sha256_file(p)) for p, _ in data_mod.external_items(f, labels, n, quiet=True)]
+            for n, f in external.items()}
+
+
 def run_study(cfg: StudyConfig, progress: bool = True) -> dict:
     """Run (or resume) the study described by `cfg`; returns {'rows', 'report', 'stages'}."""
     # everything the config names is checked before any work or file: a typo costs nothing
@@ -101,6 +142,10 @@ def run_study(cfg: StudyConfig, progress: bool = True) -> dict:
         get_backbone(backbone)
     for variant in [*cfg.convert.variants, *cfg.convert.pruned_variants]:
         get_variant(variant)
+    for name, ext in cfg.data.external.items():
+        check_external_name(name, f"data.external.{name}")
+        if ext.synth_style is not None:
+            get_style(ext.synth_style)
     root = _writable(Path(cfg.out) / cfg.name, "the study's output folder (out / --out)")
     tflite_dir = _writable(Path(cfg.tflite_dir) / cfg.name, "tflite_dir")
     _require_study_folder(root)
@@ -185,9 +230,11 @@ def _outputs_intact(tflite_dir: Path, files) -> bool:
 def _run_study(cfg: StudyConfig, root: Path, tflite_dir: Path, progress: bool) -> dict:
     dump_yaml(cfg, root / "config.yaml")
     n_levels = len(cfg.prune.levels)
-    stages = _Stages(root, 1 + len(cfg.backbones) * (2 + 2 * n_levels) + 2, progress)
+    synth_sets = any(e.synth_style is not None for e in cfg.data.external.values())
+    stages = _Stages(root, 1 + synth_sets + len(cfg.backbones) * (2 + 2 * n_levels) + 2, progress)
 
     manifest = _data_stage(cfg, root, stages)
+    external = _external_stage(cfg, root, manifest, stages)
     manifest_sha = sha256_file(manifest)
     artifacts: list[str] = []  # this config's artifacts, in order: what bench times, nothing else
     for backbone in cfg.backbones:
@@ -238,7 +285,9 @@ def _run_study(cfg: StudyConfig, root: Path, tflite_dir: Path, progress: bool) -
         raise GramTFError(f"no artifacts in {tflite_dir}; check convert.variants")
     # the noise guard's limits only change the report, not the timing
     timing = {k: v for k, v in dataclasses.asdict(cfg.bench).items() if k not in ("max_noise_pct", "max_busy_cores")}
-    bkey = config_hash({"bench": timing, "files": [sha256_file(f) for f in files]})
+    labels = data_mod.manifest_labels(data_mod.read_manifest(manifest))
+    bkey = config_hash({"bench": timing, "files": [sha256_file(f) for f in files]}
+                       | ({"external": _external_hashes(external, labels)} if external else {}))
     results_csv = root / "results.csv"
     rec = stages.done("bench", bkey)
     if rec is not None and results_csv.is_file():
@@ -249,7 +298,7 @@ def _run_study(cfg: StudyConfig, root: Path, tflite_dir: Path, progress: bool) -
         rows = bench_paths(files, threads=cfg.bench.threads, rounds=cfg.bench.rounds, runs=cfg.bench.runs,
                            warmup=cfg.bench.warmup,
                            max_seconds=cfg.bench.max_seconds, keras_reference=cfg.bench.keras_reference,
-                           progress=progress, run_name=cfg.name, device=cfg.bench.device)
+                           progress=progress, run_name=cfg.name, device=cfg.bench.device, external=external)
         write_results(rows, results_csv)
         stages.finish("bench", bkey, {"rows": len(rows)})
     stages.start("report", skipped=False)
@@ -258,6 +307,6 @@ def _run_study(cfg: StudyConfig, root: Path, tflite_dir: Path, progress: bool) -
         print(f"warning: {warn}", flush=True)
     made = build_report(rows, root / "report", max_drop=cfg.report.max_drop_pp / 100, title=f"gram_tf study: {cfg.name}",
                         max_noise_pct=cfg.bench.max_noise_pct, max_busy_cores=cfg.bench.max_busy_cores,
-                        selective_target=cfg.report.selective_target)
+                        selective_target=cfg.report.selective_target, auto_on=cfg.report.auto_on)
     return {"rows": rows, "report": made["report"], "auto": made.get("auto"),
             "stages": {"ran": stages.ran, "skipped": stages.skipped}, "root": str(root)}

@@ -324,3 +324,68 @@ def test_noise_guard_flags_a_steady_neighbour_that_leaves_no_spread():
     assert warn.startswith("other processes kept 1.0 cores busy while timing (limit 0.5)") and "unreliable" in warn
     both = noise_warning([{**busy[0], "noise_pct": 30.0}], 15.0, 0.5)
     assert both.startswith("timing noise 30 %") and "; other processes kept 1.0 cores" in both
+
+
+# ------------------------------------------------------------------------ external test sets (issue 33)
+
+
+def _external_folder(synth_manifest, root, classes):
+    """An ImageFolder of the test images of `classes` (a lab's set may lack a class)."""
+    import shutil
+
+    from gram_tf.data import read_manifest
+
+    for r in read_manifest(synth_manifest):
+        if r["split"] == "test" and r["label"] in classes:
+            (root / r["label"]).mkdir(parents=True, exist_ok=True)
+            shutil.copy(r["path"], root / r["label"])
+    return root
+
+
+def test_every_model_is_evaluated_on_an_external_set(artifacts, synth_manifest, tmp_path, capsys):
+    """One untimed row per model (Keras included) and set; a class the set lacks is one notice line."""
+    other = _external_folder(synth_manifest, tmp_path / "other", ["gram_positive"])
+    rows = bench_paths([artifacts], threads=[1], rounds=1, runs=1, warmup=0, progress=False,
+                       external={"other_lab": str(other)})
+    notice = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("notice:")]
+    assert len(notice) == 1 and "other_lab" in notice[0] and "no images of gram_negative" in notice[0]
+    inside = {r["variant"]: r for r in rows if r["dataset"] == "test"}
+    ext = {r["variant"]: r for r in rows if r["dataset"] == "other_lab"}
+    assert set(inside) == set(ext) == {"fp32", "int8", "keras"} and len(rows) == 6
+    n = len(list((other / "gram_positive").iterdir()))
+    for v, r in ext.items():
+        assert list(r) == ROW_COLUMNS
+        assert r["threads"] is None and r["latency_ms_p50"] is None and r["speedup_vs_fp32"] is None
+        assert r["n_test"] == n and len(r["correct"]) == n and len(r["predicted"].split(";")) == n
+        assert r["accuracy"] == pytest.approx(r["correct"].count("1") / n)
+        assert set(r["predicted"].split(";")) <= {"0", "1"}
+        # labels in the model's order: correct is predicted == gram_positive (index 1)
+        assert r["correct"] == "".join("1" if p == "1" else "0" for p in r["predicted"].split(";"))
+        assert inside[v]["latency_ms_p50"] > 0 and len(inside[v]["predicted"].split(";")) == inside[v]["n_test"]
+    assert ext["keras"]["predicted"] == ext["fp32"]["predicted"]  # the float model and its .tflite agree there too
+
+
+def test_external_set_class_checks_before_any_timing(artifacts, synth_manifest, tmp_path, monkeypatch):
+    from gram_tf.bench import litert
+
+    def no_timing(*a, **k):
+        raise AssertionError("timed before the external sets were checked")
+
+    monkeypatch.setattr(litert, "time_in_rounds", no_timing)
+    bad = _external_folder(synth_manifest, tmp_path / "bad", ["gram_positive"])
+    (bad / "gram_variable").mkdir()
+    (bad / "gram_variable" / "x.png").write_bytes((bad / "gram_positive").iterdir().__next__().read_bytes())
+    with pytest.raises(GramTFError, match=r"external set 'bad_lab' \(.*bad\): class folder 'gram_variable' is not "
+                                          r"a class of the model \(gram_negative, gram_positive\)"):
+        bench_paths([artifacts], threads=[1], rounds=1, runs=1, progress=False, external={"bad_lab": str(bad)})
+    for external, needle in [({"test": str(bad)}, "in-domain split"), ({"x": str(tmp_path / "none")}, "does not exist")]:
+        with pytest.raises(GramTFError, match=needle):
+            bench_paths([artifacts], threads=[1], rounds=1, runs=1, progress=False, external=external)
+    with pytest.raises(GramTFError, match="drop --no-eval"):
+        bench_paths([artifacts], evaluate=False, progress=False, external={"x": str(bad)})
+    # the CLI: NAME=DIR, repeatable, one line for a bad pair
+    for argv, needle in [(["--external", "nodir"], "expected NAME=DIR"),
+                         (["--external", f"a={bad}", "--external", f"a={bad}"], "given twice"),
+                         (["--external", f"a b={bad}"], "one folder name")]:
+        res = CliRunner().invoke(main, ["bench", str(artifacts), *argv])
+        assert res.exit_code == 2 and res.output.startswith("error: ") and needle in res.output, res.output

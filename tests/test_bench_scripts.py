@@ -252,11 +252,36 @@ def smoke_real_micrographs(tmp_path, request):
     assert len(slides) == 8 and all(len(s) == 1 for s in slides.values()), splits  # a photo's fields in one split
 
 
+def smoke_generalization_real(tmp_path, request):
+    """Photos laid out as ../shared/data/real (2 classes x 6), random weights at 32 px, no pruned level."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for k, cls in enumerate(("Escherichia_coli", "Pseudomonas_aeruginosa")):
+        (tmp_path / "real" / "gramstainr_reference" / cls).mkdir(parents=True)
+        for i in range(6):
+            pixels = rng.integers(0, 255, (72, 128, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(tmp_path / "real" / "gramstainr_reference" / cls / f"photo{k}{i:02d}.png")
+    run_script("benchmarks/generalization_real.py", "--source", tmp_path / "real", "--work", tmp_path / "work",
+               "--weights", "none", "--size", "32", "--epochs", "1", "--prune", "0", "--calibration", "4",
+               "--rounds", "1", "--runs", "1", "--name", "smoke", results=tmp_path)
+    rows = read_csv(tmp_path / "smoke.csv")
+    sets = {"other_photos", "other_photos_faded", "other_photos_defocus"}
+    assert {(r["set"], r["variant"]) for r in rows} == {(s, v) for s in sets for v in ("int8", "int8-per-tensor", "keras")}
+    assert all(r["n_external"] == "48" and float(r["drop_ext_low"]) <= float(r["drop_ext_high"]) for r in rows)  # 3 photos x 8
+    saved = json.loads((tmp_path / "smoke.json").read_text())
+    assert saved["environment"]["command"] and saved["environment"]["date"] and saved["environment"]["cpu"]
+    assert {r["dataset"] for r in saved["study_rows"]} == sets | {"test"}
+
+
 def smoke_make_docs_figures(tmp_path, request):
     from PIL import Image
 
+    from gram_tf.data.synth import STYLES
+
     run_script("benchmarks/make_docs_figures.py", "--out", tmp_path, results=tmp_path)
     assert Image.open(tmp_path / "synth_examples.png").size == (6 * 160, 2 * 160)
+    assert Image.open(tmp_path / "synth_styles.png").size == (6 * 128, len(STYLES) * 128)  # a row per style
 
 
 def smoke_backbone_catalogue(tmp_path, request):
@@ -335,6 +360,7 @@ SMOKES = {
     "benchmarks/check_official.py": smoke_check_official,
     "benchmarks/pixel_input.py": smoke_pixel_input,
     "benchmarks/real_micrographs.py": smoke_real_micrographs,
+    "benchmarks/generalization_real.py": smoke_generalization_real,
     "benchmarks/make_docs_figures.py": smoke_make_docs_figures,
     "tools/backbone_catalogue.py": smoke_backbone_catalogue,
 }

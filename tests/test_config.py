@@ -91,6 +91,27 @@ def test_per_backbone_weights_mapping(tmp_path):
         load_config(None, ["backbone_weights=[a]"])
 
 
+def test_external_sets_a_folder_or_a_synthetic_style(tmp_path):
+    cfg = load_config("configs/quickstart.yaml")
+    (name, ext), = cfg.data.external.items()  # the README's main command shows the shift section
+    assert ext.synth_style == "faded" and ext.dir is None
+    cfg = load_config(None, ["data.external={lab_b: /data/lab_b, lab_c: {dir: /data/c}, blur: {synth_style: defocus}}"])
+    assert {n: (e.dir, e.synth_style) for n, e in cfg.data.external.items()} == {
+        "lab_b": ("/data/lab_b", None), "lab_c": ("/data/c", None), "blur": (None, "defocus")}
+    from gram_tf.config import dump_yaml
+
+    dump_yaml(cfg, tmp_path / "c.yaml")  # a study's config.yaml reads back as the same config
+    assert load_config(tmp_path / "c.yaml").data.external == cfg.data.external
+    for value, needle in [("{x: {}}", "needs exactly one of 'dir'"),
+                          ("{x: {dir: d, synth_style: faded}}", "needs exactly one of 'dir'"),
+                          ("{x: {dir: d, synth_per_class: 3}}", "synth_per_class' is for a synthetic set"),
+                          ("{x: {synth_style: faded, synth_per_class: 0}}", "data.external.x.synth_per_class' = 0"),
+                          ("{x: {synth_stile: faded}}", "did you mean 'data.external.x.synth_style'"),
+                          ("{'a/b': d}", "one folder name"), ("[d]", "must be a mapping"), ("{x: 3}", "must be a mapping")]:
+        with pytest.raises(GramTFError, match=needle):
+            load_config(None, [f"data.external={value}"])
+
+
 # ---- issue 36: one config reader (hostile YAML, declared ranges, names and paths) ---------------------
 import math  # noqa: E402
 import time  # noqa: E402

@@ -8,7 +8,8 @@ from gram_tf.pipeline import run_study
 
 TINY = {
     "name": "tiny", "seed": 0, "backbones": ["mobilenet_v1_025"],
-    "data": {"synth_per_class": 16, "synth_size": 64, "val": 0.25, "test": 0.25},
+    "data": {"synth_per_class": 16, "synth_size": 64, "val": 0.25, "test": 0.25,
+             "external": {"faded": {"synth_style": "faded", "synth_per_class": 4}}},
     "train": {"input_size": 32, "weights": "none", "epochs": 5, "augment_views": 1, "tensorboard": False},
     "prune": {"levels": [0.5], "epochs": 2, "batch_size": 8},
     "convert": {"variants": ["fp32", "int8"], "pruned_variants": ["fp32"], "representative_samples": 8,
@@ -34,6 +35,18 @@ def test_run_end_to_end_then_resume_without_recomputing(tmp_path):
     md = (root / "report" / "report.md").read_text(encoding="utf-8")
     assert "## 8. Calibration" in md and "## 9. Selective prediction" in md and "](reliability.png)" in md
     assert (root / "report" / "reliability.png").is_file() and (root / "report" / "accuracy_coverage.png").is_file()
+    # the synthetic external set: rendered by the study, every artifact evaluated on it, the report's shift section
+    from gram_tf.report import load_results
+
+    rows = load_results([root / "results.csv"])
+    assert sorted(p.name for p in (root / "external" / "faded").iterdir()) == ["gram_negative", "gram_positive"]
+    ext = {(r["variant"], r["sparsity_target"]): r for r in rows if r["dataset"] == "faded"}
+    timed = {(r["variant"], r["sparsity_target"]) for r in rows if r["dataset"] == "test"}
+    assert set(ext) == timed == {("fp32", 0.0), ("int8", 0.0), ("fp32", 0.5)}
+    assert all(r["n_test"] == 8 and r["latency_ms_p50"] is None for r in ext.values())
+    md = (root / "report" / "report.md").read_text()
+    assert "## Does compression hurt generalization? External test sets" in md and "| faded | mobilenet_v1_025 |" in md
+    assert "on the test split and on every external test set (faded)" in md
     # the study's artifacts are phone-ready: both metadata entries, labels packed, uint8 pixels in
     from gram_tf.deploy import list_metadata_names, read_packed_files
 
@@ -49,10 +62,10 @@ def test_run_end_to_end_then_resume_without_recomputing(tmp_path):
 
     again = run_study(load_config(cfg_file), progress=False)
     assert again["stages"]["ran"] == ["report"]
-    assert set(again["stages"]["skipped"]) >= {"data", "train-mobilenet_v1_025", "prune-mobilenet_v1_025-50",
+    assert set(again["stages"]["skipped"]) >= {"data", "external", "train-mobilenet_v1_025", "prune-mobilenet_v1_025-50",
                                                "convert-mobilenet_v1_025-dense", "bench"}
     assert all(p.stat().st_mtime_ns == t for p, t in mtimes.items())
-    assert len(again["rows"]) == 3
+    assert len(again["rows"]) == 6  # 3 artifacts, timed on the test split and evaluated on the external set
 
     # changing one stage's config recomputes that stage and what follows, nothing before it
     changed = run_study(load_config(cfg_file, ["bench.runs=5"]), progress=False)
@@ -60,7 +73,8 @@ def test_run_end_to_end_then_resume_without_recomputing(tmp_path):
 
     # a config that drops a variant drops its rows: bench times this config's artifacts, not a glob
     fewer = run_study(load_config(cfg_file, ["convert.variants=[fp32]"]), progress=False)
-    assert {(r["variant"], r["sparsity_target"]) for r in fewer["rows"]} == {("fp32", 0.0), ("fp32", 0.5)}
+    assert {(r["variant"], r["sparsity_target"], r["dataset"]) for r in fewer["rows"]} == {
+        (v, s, d) for v, s in (("fp32", 0.0), ("fp32", 0.5)) for d in ("test", "faded")}
     assert (tfl / "mobilenet_v1_025__int8.tflite").is_file()  # kept on disk, just not this study's any more
 
     # a second study of the same name in another --out folder cannot take over these artifacts
@@ -191,3 +205,39 @@ def test_train_data_and_run_split_a_folder_alike(tmp_path, monkeypatch):
     ran = _splits(run_split(tmp_path / "study2", dir=str(own), group_pattern=r"^(P\d\w)_"))
     trained = _splits(train_split(own, tmp_path / "run2", "--group-pattern", r"^(P\d\w)_"))
     assert trained == ran and len({g for _, _, g in trained}) == 8
+
+
+def test_external_sets_are_checked_before_any_training(tmp_path, monkeypatch):
+    """A style or a class the study does not know is one line before training; a class an external folder lacks
+    is allowed. The check uses the study's classes (here a folder's own, a and b)."""
+    import pytest
+    from PIL import Image
+
+    import gram_tf.pipeline
+    from gram_tf.errors import GramTFError
+
+    def no_training(*args, **kwargs):
+        raise GramTFError("stopped before training")
+
+    monkeypatch.setattr(gram_tf.pipeline, "train", no_training)
+    own, lab = tmp_path / "own", tmp_path / "lab"
+    for root, classes in ((own, "ab"), (lab, "a")):
+        for cls in classes:
+            (root / cls).mkdir(parents=True)
+            for i in range(6):
+                Image.new("RGB", (16, 16), (i * 30, 90 if cls == "a" else 200, 50)).save(root / cls / f"{cls}{i}.png")
+
+    def study(name, external):
+        return load_config(None, {"name": name, "out": str(tmp_path / "runs"), "tflite_dir": str(tmp_path / "t" / name),
+                                  "data": {"dir": str(own), "external": external}})
+
+    with pytest.raises(GramTFError, match="stopped before training"):  # lab has no b: allowed
+        run_study(study("ok", {"lab": str(lab)}), progress=False)
+    with pytest.raises(GramTFError, match=r"external set 'syn' .*class folder 'gram_negative' is not a class of the "
+                                          r"model \(a, b\)"):
+        run_study(study("syn", {"syn": {"synth_style": "hue", "synth_per_class": 1}}), progress=False)
+    with pytest.raises(GramTFError, match="unknown synthetic style 'sepia'"):
+        run_study(study("sty", {"x": {"synth_style": "sepia"}}), progress=False)
+    assert not (tmp_path / "runs" / "sty").exists()  # a name checked before any folder is made
+    with pytest.raises(GramTFError, match="names an in-domain split"):
+        run_study(study("val", {"val": str(lab)}), progress=False)

@@ -179,7 +179,8 @@ def test_build_report_files(report, rows):
     with open(out / "results.csv", newline="") as fh:
         header = next(csv.reader(fh))
     with open(FIXTURE, newline="") as fh:
-        assert header == next(csv.reader(fh))
+        given = next(csv.reader(fh))
+    assert header == given + [c for c in COLUMNS if c not in given]  # columns newer than the file: appended, empty
     assert load_results([out / "results.csv"]) == rows
 
 
@@ -605,3 +606,122 @@ def test_among_tied_candidates_of_one_size_the_smaller_zip_wins():
     pruned = {**_timed("int8", 0.895, 0.62, 0.56, 0.71, 1000, sparsity=0.75), "zip_bytes": 300}
     rows = [_timed("fp32", 0.90, 1.0, 0.95, 1.05, 4000), dense, pruned]
     assert stats.select_auto(rows)[("r", "bb", 1)] is pruned
+
+
+# ------------------------------------------------------------------------ external test sets (issue 33)
+
+
+def _ext(variant, acc, name="other_lab", sparsity=0.0):
+    """A row of an external test set: accuracy only, no timing (as gram_tf.bench writes it)."""
+    return {"run": "r", "backbone": "bb", "variant": variant, "runtime": "litert", "sparsity_target": sparsity,
+            "threads": None, "accuracy": acc, "latency_ms_p50": None, "size_bytes": 1000, "dataset": name}
+
+
+def _shift_rows():
+    timed = [
+        _timed("fp32", 0.90, 1.00, 0.95, 1.05, 4000),
+        _timed("int8", 0.90, 0.50, 0.48, 0.52, 1000),             # fastest; loses 10 pp on the external set
+        _timed("dynamic", 0.895, 0.80, 0.78, 0.82, 1200),         # holds up everywhere
+        _timed("int8-per-tensor", 0.85, 0.40, 0.38, 0.42, 900),   # fastest of all; 5 pp down in-domain only
+    ]
+    return timed + [_ext("fp32", 0.80), _ext("int8", 0.70), _ext("dynamic", 0.80), _ext("int8-per-tensor", 0.80)]
+
+
+@pytest.mark.parametrize("auto_on, chosen", [("in_domain", "int8"), ("external", "int8-per-tensor"),
+                                             ("worst", "dynamic")])
+def test_auto_on_picks_with_the_accuracy_of_the_sets_it_names(auto_on, chosen):
+    rows = _shift_rows()
+    assert stats.select_auto(rows, auto_on=auto_on)[("r", "bb", 1)]["variant"] == chosen
+    # external rows are never picked nor grouped: they are not timed
+    assert set(stats.auto_choices(rows, auto_on=auto_on)) == {("r", "bb", 1)}
+
+
+def test_auto_on_without_external_sets_is_the_test_split():
+    timed = _shift_rows()[:4]
+    for auto_on in ("worst", "external"):  # external with nothing external: no empty check that passes all
+        assert stats.auto_sets(timed, auto_on) == [None]
+        assert stats.select_auto(timed, auto_on=auto_on)[("r", "bb", 1)]["variant"] == "int8"
+    # a candidate with no row on a set its reference has is not vouched for there
+    rows = _shift_rows()[:4] + [_ext("fp32", 0.80), _ext("int8-per-tensor", 0.80)]
+    assert stats.select_auto(rows, auto_on="external")[("r", "bb", 1)]["variant"] == "int8-per-tensor"
+    rows = _shift_rows()[:4] + [_ext("fp32", 0.80), _ext("dynamic", 0.80)]
+    assert stats.select_auto(rows, auto_on="external")[("r", "bb", 1)]["variant"] == "dynamic"
+    with pytest.raises(ValueError, match="auto_on"):
+        stats.auto_sets(timed, "somewhere")
+
+
+def test_report_states_where_auto_checks_accuracy(tmp_path):
+    rows = _shift_rows()
+    text = build_report(rows, tmp_path / "w")["report"].read_text()
+    assert "on the test split and on every external test set (other_lab)" in text and "**dynamic** (auto)" in text
+    text = build_report(rows, tmp_path / "i", auto_on="in_domain")["report"].read_text()
+    assert "percentage points on the test split;" in text and "**int8** (auto)" in text
+
+
+def test_paired_drop_and_excess_cis():
+    ref, model = "1" * 40, "1" * 36 + "0" * 4  # 4 images lost, none gained: a 10 pp drop
+    drop, lo, hi = stats.paired_drop_ci(ref, model)
+    assert drop == pytest.approx(0.1) and 0.0 <= lo < 0.1 < hi <= 0.25
+    assert stats.paired_drop_ci(ref, model) == (drop, lo, hi)  # deterministic per seed
+    assert stats.paired_drop_ci(ref, ref) == (0.0, 0.0, 0.0)
+    # the same images gained and lost: drop 0, a CI around it
+    d, lo2, hi2 = stats.paired_drop_ci("1100" * 10, "0011" * 10)
+    assert d == 0.0 and lo2 < 0 < hi2
+    # paired: 4 discordant images of 40 give a narrower CI than an unpaired difference of accuracies would
+    r2, m2 = "1" * 30 + "0" * 10, "0" * 4 + "1" * 26 + "0" * 10
+    _, plo, phi = stats.paired_drop_ci(r2, m2)
+    a, b = stats.bootstrap_ci(r2), stats.bootstrap_ci(m2)
+    assert phi - plo < 0.5 * ((b[1] - b[0]) + (a[1] - a[0]))
+    ex, elo, ehi = stats.drop_excess_ci(ref, ref, "1" * 40, "1" * 20 + "0" * 20)
+    assert ex == pytest.approx(0.5) and elo > 0.3
+    ex, elo, ehi = stats.drop_excess_ci(ref, model, ref, model)
+    assert ex == 0.0 and elo < 0 < ehi  # the same drop in and out of domain: no excess
+    assert stats.agreement("0;1;1;0", "0;1;0;0") == 0.75 and stats.agreement("0;1", "0;1;1") is None
+    with pytest.raises(ValueError, match="paired"):
+        stats.paired_drop_ci("11", "111")
+
+
+def _with_external(rows, name="other_lab"):
+    """The fixture plus external rows for backbone A: fp32 and dynamic right on 36 of 40 images, int8 on 16."""
+    ref_c, ok_c, bad_c = "1" * 36 + "0" * 4, "1" * 36 + "0" * 4, "1" * 16 + "0" * 24
+    pred = ";".join("0" * 20 + "1" * 20)
+    worse = ";".join("0" * 10 + "1" * 30)  # 10 of 40 images get another class than fp32's
+    ext = []
+    for var, c, p in (("fp32", ref_c, pred), ("dynamic", ok_c, pred), ("int8", bad_c, worse)):
+        base = _find(rows, A, var)
+        ext.append({**base, "threads": None, "latency_ms_p50": None, "latency_ms_ci_low": None,
+                    "latency_ms_ci_high": None, "round_ms": None, "dataset": name, "correct": c,
+                    "accuracy": c.count("1") / 40, "n_test": 40, "predicted": p})
+    return list(rows) + ext
+
+
+def test_report_shift_section_flags_a_variant_worse_off_domain(tmp_path, rows):
+    res = build_report(_with_external(rows), tmp_path / "shift")
+    md = Path(res["report"]).read_text()
+    section = md[md.index("## Does compression hurt generalization?"):]
+    bad = _cells(_table_line(section, "other_lab", A, "0", "int8", "litert"))
+    ok = _cells(_table_line(section, "other_lab", A, "0", "dynamic", "litert"))
+    assert bad[-1] == "**worse off-domain**" and ok[-1] == ""
+    assert bad[6] == "40.0% (90.0%)" and bad[8].startswith("+50.0 [") and bad[10] == "75.0%"
+    ref = _find(rows, A, "fp32")
+    drop_in = stats.paired_drop_ci(ref["correct"], _find(rows, A, "int8")["correct"])
+    assert bad[7] == f"{100 * drop_in[0]:+.1f} [{100 * drop_in[1]:+.1f}, {100 * drop_in[2]:+.1f}]"
+    assert bad[11] == fmt_p(stats.mcnemar("1" * 36 + "0" * 4, "1" * 16 + "0" * 24)["p_value"])
+    assert "**Answer: yes, for 1 of 2**" in section and "mobilenet_v3_small/int8 on other_lab" in section
+    # the timed sections read the in-domain rows only: same row count, same auto choices as without the set
+    plain = build_report(rows, tmp_path / "plain", auto_on="in_domain")
+    assert f"Result rows: {len(rows)} (" in md and res["auto"] != plain["auto"]  # worst: A's int8 is out
+    assert build_report(_with_external(rows), tmp_path / "in", auto_on="in_domain")["auto"] == plain["auto"]
+    # results.csv keeps every row, external ones included, in one flat table
+    back = load_results([tmp_path / "shift" / "results.csv"])
+    assert sorted(r["dataset"] or "" for r in back).count("other_lab") == 3
+    text = Path(plain["report"]).read_text()
+    assert "No external test sets in these results" in text
+
+
+def test_external_rows_alone_are_not_a_report(tmp_path, rows):
+    ext = [r for r in _with_external(rows) if r.get("dataset") == "other_lab"]
+    with pytest.raises(GramTFError, match="no in-domain result rows"):
+        build_report(ext, tmp_path / "x")
+    with pytest.raises(ValueError, match="predicted"):
+        normalize_row({**ext[0], "predicted": "0;x"})

@@ -48,7 +48,7 @@ def colour_set():
 def test_summary_and_counts(small_set):
     out, summary = small_set
     assert summary == {"out_dir": str(out), "classes": {c: 10 for c in CLASSES}, "size": 64,
-                       "seed": 7, "n_written": 20, "n_skipped": 0}
+                       "seed": 7, "style": "default", "n_written": 20, "n_skipped": 0}
     for c in CLASSES:
         assert len(list((out / c).glob("*.png"))) == 10
     assert sorted(p.name for p in out.iterdir()) == sorted(CLASSES)
@@ -201,6 +201,7 @@ def test_progress_bar_counts_every_image(tmp_path, capsys):
     ({"per_class": 2, "size": "64"}, "--size"),
     ({"per_class": 2, "seed": -1}, "--seed"),
     ({"per_class": 2, "fields_per_specimen": 0}, "fields_per_specimen"),
+    ({"per_class": 2, "style": "sepia"}, "faded"),  # an unknown style names the ones there are
 ])
 def test_bad_arguments_raise(tmp_path, kwargs, option):
     with pytest.raises(GramTFError) as exc:
@@ -344,3 +345,55 @@ def test_large_blurs_run_a_small_kernel(monkeypatch, sigma):
     assert out.shape == img.shape and out.dtype == np.float32
     if sigma <= 6:  # moderate sigmas: the pooled blur is the Gaussian blur, to 0.05
         assert np.abs(out - direct).max() < 0.05
+
+
+# -- shifted styles (external test sets) ----------------------------------------------------------
+def test_every_style_differs_from_the_default_and_is_deterministic_per_seed(small_set, tmp_path):
+    """Same seed: the same specimens, other pixels in each shifted style, the same bytes twice; another seed:
+    other images in the style too."""
+    default = _bytes(small_set[0])
+    assert synth.STYLE_NAMES[0] == "default" and len(synth.STYLES) >= 3
+    for style in synth.STYLE_NAMES[1:]:
+        synthesize_dataset(tmp_path / style, per_class=10, size=64, seed=7, style=style, progress=False)
+        a = _bytes(tmp_path / style)
+        assert a.keys() == default.keys() and all(a[k] != default[k] for k in a), style
+        synthesize_dataset(tmp_path / f"{style}2", per_class=10, size=64, seed=7, style=style, progress=False)
+        assert _bytes(tmp_path / f"{style}2") == a, style
+        synthesize_dataset(tmp_path / f"{style}8", per_class=2, size=64, seed=8, style=style, progress=False)
+        other = _bytes(tmp_path / f"{style}8")
+        assert all(other[k] != a[k] for k in other), style
+
+
+def _mean_colour(seed, style, n=8, size=64):
+    imgs = []
+    for sp in range(n):
+        st = synth.specimen_style(seed, 1, sp, "positive", style)
+        imgs.append(np.asarray(render_micrograph(synth.field_rng(seed, 1, sp, 0), "positive", size, st), np.float64))
+    return np.stack(imgs)
+
+
+def test_styles_shift_what_they_say():
+    """faded: paler stain (brighter fields); defocus: less fine detail; magnified: the field of view halved."""
+    base = _mean_colour(3, "default")
+    assert _mean_colour(3, "faded").mean() > base.mean() + 5
+    detail = lambda x: np.abs(np.diff(x, axis=2)).mean()  # noqa: E731
+    assert detail(_mean_colour(3, "defocus")) < 0.7 * detail(base)
+    for sp in range(4):
+        st, big = synth.specimen_style(3, 1, sp, "positive"), synth.specimen_style(3, 1, sp, "positive", "magnified")
+        assert big.fov_um == pytest.approx(st.fov_um / 2) and big.cv_strength == st.cv_strength
+    with pytest.raises(GramTFError, match="unknown synthetic style 'x'; choose one of default, faded"):
+        synth.get_style("x")
+
+
+def test_data_synth_offers_exactly_the_styles(tmp_path):
+    from click.testing import CliRunner
+
+    from gram_tf.cli import main
+
+    style = next(p for p in main.commands["data"].commands["synth"].params if p.name == "style")
+    assert tuple(style.type.choices) == synth.STYLE_NAMES
+    res = CliRunner().invoke(main, ["data", "synth", str(tmp_path / "h"), "--per-class", "2", "--size", "32",
+                                    "--style", "hue"])
+    assert res.exit_code == 0, res.output
+    default = synthesize_dataset(tmp_path / "d", per_class=2, size=32, progress=False)
+    assert _bytes(tmp_path / "h") != _bytes(tmp_path / "d") and default["n_written"] == 4

@@ -1335,6 +1335,38 @@ def official_tables(up: str) -> str:
     return ("\n" + _official("official_check_224", {"MobileNetV2-0.35 224 px, fp32 and int8 ({ms})": ""}, up) + "\n"
             + _official("official_check", {"the quickstart's {n} artifacts (96 px, {ms})": ""}, up))
 
+# ---- docs/generalization.md ----------------------------------------------------------------------------
+
+def synth_styles(up: str) -> str:
+    """The shifted styles of `gram-tf data synth --style`, from their table (gram_tf.data.synth.STYLES)."""
+    from gram_tf.data.synth import STYLES
+
+    return "\n" + md_table(["style", "the shift a lab sees"], [[f"`{s.name}`", s.shift] for s in STYLES]) + "\n"
+
+
+def _ci(row: dict, col: str) -> str:
+    return f"{row[col]:+.1f} [{row[col.replace('_pp', '') + '_low']:+.1f}, {row[col.replace('_pp', '') + '_high']:+.1f}]"
+
+
+def generalization_real(up: str) -> str:
+    """Per model and external set: in-domain and external drop vs dense fp32 (pp, 95 % CIs), their difference,
+    agreement with fp32 (benchmarks/generalization_real.py)."""
+    body = []
+    for r in rows("generalization_real"):
+        label = "Keras (TF)" if r["runtime"] == "keras" else r["variant"]
+        body.append([f"`{r['set']}`", f"{r['sparsity_target']:g}", label,
+                     f"{r['accuracy_in']:.3f} ({r['fp32_accuracy_in']:.3f})", _ci(r, "drop_in_pp"),
+                     f"{r['accuracy_ext']:.3f} ({r['fp32_accuracy_ext']:.3f})", _ci(r, "drop_ext_pp"),
+                     _ci(r, "excess_pp"), f"{100 * r['agreement_vs_fp32']:.1f} %",
+                     "**worse off-domain**" if str(r["flagged"]) == "True" else ""])
+    env = environment("generalization_real")
+    headers = ["external set", "sparsity", "variant", "test acc (fp32)", "in-domain drop pp [95% CI]",
+               "external acc (fp32)", "external drop pp [95% CI]", "external − in-domain pp [95% CI]",
+               "agreement with fp32", "flag"]
+    return ("\n" + caption(up, ["generalization_real"], f"accuracy only, study wall time {minsec(env['wall_s'])}")
+            + "\n\n" + md_table(headers, body) + "\n")
+
+
 # ---- benchmarks/results/README.md --------------------------------------------------------------------
 
 RUN_SUFFIXES = (".env.json", ".peak.json", ".fast.json", ".targets.json", ".ranges.csv", ".ranges.json",
@@ -1481,6 +1513,9 @@ BLOCKS = [
     Block("docs/benchmark-and-report.md", "official", ("official_check.official.json", "official_check_224.json"), official_tables),
     Block("docs/benchmark-and-report.md", "bench-trust", ("bench_trust.csv", "bench_trust.summary.csv"),
           bench_trust_table),
+    Block("docs/generalization.md", "synth-styles", (), synth_styles),
+    Block("docs/generalization.md", "generalization-real", ("generalization_real.csv", "generalization_real.json"),
+          generalization_real),
 ]
 
 

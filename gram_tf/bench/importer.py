@@ -94,6 +94,7 @@ def import_logs(logs, models_dir, device: str, threads: Optional[int] = None, ev
                    accuracy_source="local evaluation of the same file (sha256 checked)")
         if evaluate and info.get("data_manifest"):
             add_metrics(row, testset.evaluate(local, info))  # verified above
+            row["dataset"] = testset.split[str(info["data_manifest"])]
         rows.append(row)
     add_relative_columns(rows)
     return [{c: r.get(c) for c in ROW_COLUMNS} for r in rows]

@@ -8,7 +8,10 @@ order, so drift and neighbours hit all of them alike. A row's p50 is the median 
 with the order-statistics CI; its speed-up vs fp32 is paired per round (gram_tf.report.schema).
 Workers of one backbone (its artifacts and Keras reference) are alive together; backbones are timed
 one after another, which bounds memory (~120 MB per LiteRT worker, ~600 MB per Keras one).
-Results are flat rows in the one schema (gram_tf.report.schema): one per model x variant x threads.
+Results are flat rows in the one schema (gram_tf.report.schema): one per model x variant x threads,
+`dataset` naming the in-domain split they were evaluated on. Each external test set adds one row per
+model (`dataset` = the set's name) with its accuracy and no timing: latency is measured once, on the
+in-domain rows (docs/generalization.md).
 """
 from __future__ import annotations
 
@@ -20,16 +23,19 @@ import tempfile
 from pathlib import Path
 from typing import Optional
 
+import numpy as np
+
 from .. import data as data_mod
 from ..deploy import Classifier
 from ..deploy.classifier import artifact_entries, verify_sha256
+from ..config import check_name
 from ..errors import GramTFError
 from ..io_utils import compressed_sizes, require_regular_file
 from ..metrics import classification_metrics
 from ..models import load_model
 from ..deploy.timing import round_stats, run_rounds
 from ..report.schema import ROW_COLUMNS, add_noise_columns, add_relative_columns
-from ..train import evaluate_keras
+from ..train import predict_probs
 from .device import NeighbourMeter, device_info
 
 
@@ -143,15 +149,19 @@ class TestSet:
     def __init__(self):
         self._cache = {}
         self._metrics = {}
+        self.split = {}  # manifest -> the split evaluated on: test, or val when test is empty
 
     def get(self, manifest, size, resize, labels):
         key = (str(manifest), size, resize)
         if key not in self._cache:
             rows = data_mod.read_manifest(manifest)
-            x, y, _ = data_mod.load_split(rows, "test", size, resize, progress=False)
+            split = "test"
+            x, y, _ = data_mod.load_split(rows, split, size, resize, progress=False)
             if len(x) == 0:
-                x, y, _ = data_mod.load_split(rows, "val", size, resize, progress=False)
+                split = "val"
+                x, y, _ = data_mod.load_split(rows, split, size, resize, progress=False)
             self._cache[key] = (x, y, data_mod.manifest_labels(rows))
+            self.split[str(manifest)] = split
         x, y, manifest_labels = self._cache[key]
         if list(manifest_labels) != list(labels):
             raise GramTFError(f"labels of the model {labels} differ from the data manifest {manifest} ({manifest_labels})")
@@ -169,12 +179,61 @@ class TestSet:
         return self._metrics[path]
 
 
+def parse_external(pairs) -> dict:
+    """`--external name=DIR` (repeatable) -> {name: DIR}; a name is one folder name, not a split's."""
+    out = {}
+    for pair in pairs or ():
+        name, eq, folder = str(pair).partition("=")
+        if not eq or not name.strip() or not folder.strip():
+            raise GramTFError(f"--external {pair!r}: expected NAME=DIR, e.g. --external other_lab=data/other_lab")
+        name = name.strip()
+        if name in out:
+            raise GramTFError(f"--external {name!r} is given twice; give each set its own name")
+        check_external_name(name, f"--external {pair!r}")
+        out[name] = folder.strip()
+    return out
+
+
+def check_external_name(name: str, where: str) -> None:
+    check_name(name, f"{where}: the set's name")
+    if name in data_mod.SPLITS:
+        raise GramTFError(f"{where}: {name!r} names an in-domain split; call the external set something else, "
+                          "e.g. other_lab")
+
+
+class ExternalSets:
+    """Decoded images of each external set per (size, resize rule), labelled in a model's class order."""
+
+    def __init__(self, sets: dict):
+        self.sets = dict(sets)
+        self._cache = {}
+
+    def get(self, name, size, resize, labels):
+        key = (name, size, resize, tuple(labels))
+        if key not in self._cache:
+            items = data_mod.external_items(self.sets[name], labels, name, quiet=True)
+            rows = [{"path": str(p), "label": c, "split": "test", "sha256": ""} for p, c in items]
+            x, y, _, errors = data_mod.load_images(rows, size, resize, progress=False, labels=labels)
+            for e in errors:
+                print(f"warning: external set {name!r}: excluded {e['error']}", file=sys.stderr)
+            self._cache[key] = (x, y)
+        return self._cache[key]
+
+
 def evaluate_tflite(path, images, y, labels, threads: int = 2, verify: bool = True) -> dict:
     """Metrics of the model's own scores, and (`_ts` keys) of the scores after the temperature recorded
     in its metadata, which is what `gram-tf predict` shows by default."""
     clf = Classifier(str(path), threads=threads, verify=verify, temperature=False)
-    probs = clf.predict_arrays(images)
-    return classification_metrics(y, probs, labels, temperature=clf.recorded_temperature)
+    return _metrics(y, clf.predict_arrays(images), labels, clf.recorded_temperature)
+
+
+def _metrics(y, probs, labels, temperature=None) -> dict:
+    """classification_metrics (with a temperature also its `_ts` keys) plus `predicted`: each image's top-1
+    class index, ';'-separated (agreement between two models on the same images needs them; `correct` alone
+    cannot tell two errors apart)."""
+    m = classification_metrics(y, probs, labels, temperature=temperature)
+    m["predicted"] = ";".join(str(int(i)) for i in np.asarray(probs).argmax(axis=1)) if len(probs) else None
+    return m
 
 
 def artifact_info(path: Path, verify: bool = True) -> dict:
@@ -223,19 +282,29 @@ def _check_tflite(path: Path) -> None:
 def bench_paths(paths, threads=(1,), runs: int = 10, warmup: int = 5, max_seconds=None,
                 evaluate: bool = True, keras_reference: bool = True, progress: bool = True,
                 run_name: Optional[str] = None, device: Optional[str] = None, verify: bool = True,
-                rounds: int = 7) -> list[dict]:
+                rounds: int = 7, external: Optional[dict] = None) -> list[dict]:
     """Benchmark and evaluate every .tflite under `paths`; returns flat result rows, each naming
     this machine (`device`: a label, default the CPU model; see gram_tf.bench.device). Every file is
     checked against the sha256 recorded at export before anything is timed (`verify=False` skips).
 
     Timing: `rounds` rounds of `runs` samples per (model, threads), after `warmup` untimed calls
-    (module docstring); `max_seconds`, if set, is the time per (model, threads) over all rounds."""
+    (module docstring); `max_seconds`, if set, is the time per (model, threads) over all rounds.
+    `external` {name: ImageFolder}: every model (the Keras reference included) is also evaluated on each
+    set, one untimed row per model and set (module docstring)."""
     here = {**device_info(device), "timing_source": f"gram_tf (LiteRT Python, warm worker, {rounds} rounds)",
             "accuracy_source": "this machine"}
+    external = dict(external or {})
+    if external and not evaluate:
+        raise GramTFError("external test sets are for evaluation; drop --no-eval or the external sets")
+    for name in external:
+        check_external_name(name, "external set")
     files = discover(paths)
     for f in files:
         _check_tflite(f)
     infos = {f: artifact_info(f, verify) for f in files}
+    for name, folder in external.items():  # class names checked (a missing class said) before any timing
+        for labels in {tuple(i["labels"]) for i in infos.values() if i.get("labels")}:
+            data_mod.external_items(folder, labels, name)
     if verify:  # all of them before the first timing: a changed file must not cost a run, nor write a row
         for f in files:
             verify_sha256(f)
@@ -275,6 +344,7 @@ def bench_paths(paths, threads=(1,), runs: int = 10, warmup: int = 5, max_second
             row.update(threads=t, runtime="litert", **timings[("tflite", f, t)], **here)
             if evaluate and info.get("data_manifest"):
                 add_metrics(row, testset.evaluate(f, info))
+                row["dataset"] = testset.split[str(info["data_manifest"])]
             rows.append(row)
     for model_path, (f, info) in keras_models.items():
         metrics = None
@@ -289,16 +359,50 @@ def bench_paths(paths, threads=(1,), runs: int = 10, warmup: int = 5, max_second
                        **{**here, "timing_source": f"gram_tf (TensorFlow, warm worker, {rounds} rounds)"})
             if metrics:
                 add_metrics(row, metrics)
+                row["dataset"] = testset.split[str(info["data_manifest"])]
             rows.append(row)
     add_relative_columns(rows)
     add_noise_columns(rows)
+    rows += _external_rows(external, files, infos, keras_models, run_name, here)
     return [{c: r.get(c) for c in ROW_COLUMNS} for r in rows]
+
+
+def _external_rows(external: dict, files, infos, keras_models, run_name, here) -> list[dict]:
+    """One row per model and external set: its accuracy there, no timing (threads and latency empty)."""
+    if not external:
+        return []
+    sets = ExternalSets(external)
+    here = {**here, "timing_source": None}  # not timed
+    rows = []
+    for name in external:
+        for f in files:
+            info = infos[f]
+            if not (info.get("labels") and info.get("input_size") and info.get("preprocessing")):
+                continue  # a file without its manifest entry (--no-verify): nothing says how to feed it
+            x, y = sets.get(name, info["input_size"], info["preprocessing"]["resize"], info["labels"])
+            row = base_row(f, info, run_name)
+            row.update(compressed_sizes(f))
+            row.update(runtime="litert", dataset=name, **here)
+            add_metrics(row, evaluate_tflite(f, x, y, info["labels"], verify=False))
+            rows.append(row)
+    for model_path, (f, info) in keras_models.items():
+        model = load_model(model_path)
+        for name in external:
+            x, y = sets.get(name, info["input_size"], info["preprocessing"]["resize"], info["labels"])
+            row = base_row(f, info, run_name)
+            row.update(variant="keras", runtime="keras", path=str(model_path),
+                       size_bytes=Path(model_path).stat().st_size, weight_quantization="none", io_type="float32",
+                       flagged=None, dataset=name, **here)
+            add_metrics(row, _metrics(y, predict_probs(model, x, info["preprocessing"]), info["labels"],
+                                      info.get("temperature")))
+            rows.append(row)
+    return rows
 
 
 def _evaluate_keras(model_path, testset, info) -> dict:
     x, y = testset.of(info)
-    return evaluate_keras(load_model(model_path), x, y, info["preprocessing"], info["labels"],
-                          temperature=info.get("temperature"))
+    return _metrics(y, predict_probs(load_model(model_path), x, info["preprocessing"]), info["labels"],
+                    info.get("temperature"))
 
 
 def base_row(f: Path, info: dict, run_name) -> dict:
@@ -313,7 +417,7 @@ def base_row(f: Path, info: dict, run_name) -> dict:
 
 # the metrics (gram_tf.metrics.classification_metrics keys) a result row carries under the same name
 _ROW_METRICS = ("accuracy", "loss", "f1_macro", "auc", "correct", "ece", "ece_adaptive", "brier", "confidence",
-                "temperature", "ece_ts", "ece_adaptive_ts", "brier_ts", "nll_ts", "confidence_ts")
+                "temperature", "ece_ts", "ece_adaptive_ts", "brier_ts", "nll_ts", "confidence_ts", "predicted")
 
 
 def add_metrics(row: dict, m: dict) -> None:

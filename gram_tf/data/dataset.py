@@ -11,6 +11,7 @@ import io
 import os
 import random
 import re
+import sys
 import warnings
 from collections import Counter, defaultdict
 from pathlib import Path
@@ -85,6 +86,29 @@ def require_classes(root, classes, counts) -> None:
             f"{root}: found {len(classes)} class folder(s); an ImageFolder needs at least 2 "
             "sub-folders, one per class"
         )
+
+
+def external_items(root, labels, name: str, quiet: bool = False) -> list[tuple[Path, str]]:
+    """[(path, class)] of an external test set: an ImageFolder whose class folders are classes of the model
+    (`labels`). A folder naming another class is an error (its images could be scored against nothing);
+    a class with no folder or no images is allowed (one notice line, unless `quiet`): a lab's set may
+    hold only the species it sees."""
+    where = f"external set {name!r} ({root})"
+    root = Path(root)
+    if not root.is_dir():
+        raise GramTFError(f"{where}: folder does not exist; pass an ImageFolder with one sub-folder per class")
+    items, classes, counts = scan_image_folder(root)
+    unknown = [c for c in classes if c not in labels]
+    if unknown:
+        raise GramTFError(f"{where}: class folder {unknown[0]!r} is not a class of the model ({', '.join(labels)}); "
+                          "rename it to one of them or remove it")
+    if not items:
+        raise GramTFError(f"{where}: no images ({', '.join(IMAGE_EXTENSIONS)}) in its class folders")
+    missing = [c for c in labels if counts.get(c, 0) == 0]
+    if missing and not quiet:
+        print(f"notice: {where} has no images of {', '.join(missing)}; its accuracy is over "
+              f"{', '.join(c for c in labels if c not in missing)} only", file=sys.stderr)
+    return items
 
 
 def probe_image(path) -> tuple[Optional[tuple[int, int]], Optional[str]]:

@@ -15,15 +15,16 @@ from typing import Iterable
 
 import numpy as np
 
-from ..config import BenchConfig
+from ..config import AUTO_ON, BenchConfig
 from ..errors import GramTFError, one_line
 from ..metrics import within_drop
 from ..io_utils import atomic_write_text
 from . import stats
 from .calibration import calibration_sections
 from .plots import plot_accuracy_vs_latency, plot_sizes, plot_sparsity, pruned_groups
-from .schema import (devices_of, normalize_row, reference_model_key, sparsity_of, threads_of,
+from .schema import (devices_of, in_domain, normalize_row, reference_model_key, sparsity_of, threads_of,
                      to_float, write_results)
+from .shift import section_shift
 from .view import (ALPHA, N_BOOT, ResultView, fmt_bytes, fmt_ci, fmt_ms, fmt_ms_ci, fmt_num, fmt_p, fmt_pct, fmt_pp,
                    fmt_rate, fmt_sp, fmt_x, fmt_x_ci, md_table, model_key, variant_rank)
 
@@ -85,8 +86,20 @@ def _auto_note(d: ResultView, detail: dict) -> str:
     return f"tied within noise with {shown}; smallest"
 
 
+def _auto_on_text(rows, auto_on: str) -> str:
+    """Where the auto choice's accuracy budget is checked, in words (stats.auto_sets)."""
+    sets = stats.auto_sets(rows, auto_on)
+    named = ", ".join(s for s in sets if s is not None)
+    if sets == [None]:
+        return "on the test split" + (" (auto_on external, but there are no external test sets)"
+                                      if auto_on == "external" else "")
+    if None not in sets:
+        return f"on every external test set ({named})"
+    return f"on the test split and on every external test set ({named})"
+
+
 def _section_summary(d: ResultView, autos: dict, max_drop: float, max_noise_pct: float,
-                     max_busy_cores: float) -> str:
+                     max_busy_cores: float, on: str = "on the test split") -> str:
     n_tests = sorted({m.n_test for m in d.models.values() if m.n_test is not None})
     out = ["## 1. Summary", ""]
     out.append(f"- Runs: {', '.join(d.runs) or 'n/a'}")
@@ -100,7 +113,7 @@ def _section_summary(d: ResultView, autos: dict, max_drop: float, max_noise_pct:
     out.append(
         f"- Auto choice (**auto**): per run, backbone and thread count, the fastest LiteRT model "
         f"(lowest p50 latency) whose accuracy is at least the dense fp32 accuracy − {100 * max_drop:.1f} "
-        f"percentage points; among models tied with it within noise, the smallest file."
+        f"percentage points {on}; among models tied with it within noise, the smallest file."
     )
     out.append("")
     body = []
@@ -429,7 +442,7 @@ def _section_plots(plots: list[Path], pruned: bool) -> str:
 # =========================================================================== entry point
 
 
-def _section_devices(rows: list[dict], devices: list, max_drop: float) -> str:
+def _section_devices(rows: list[dict], devices: list, max_drop: float, auto_on: str = AUTO_ON[0]) -> str:
     """Latency and speed-up vs fp32 per device side by side (the study's phone table), and the
     `auto` choice of each device: the fastest variant within the accuracy budget can differ."""
     names = [str(dev) for dev in devices]
@@ -437,7 +450,8 @@ def _section_devices(rows: list[dict], devices: list, max_drop: float) -> str:
            f"Sections 1-6 describe **{names[0]}**. Here every device's LiteRT rows side by side: p50 latency and "
            "speed-up against the same device's dense fp32 at the same threads. Accuracy and size are the same "
            "files' (imported rows are evaluated on this machine: see `accuracy_source`).", ""]
-    lite = [r for r in rows if r.get("runtime") == "litert"]
+    lite = [r for r in rows if r.get("runtime") == "litert" and in_domain(r)]
+    external = [r for r in rows if not in_domain(r)]  # accuracy of the same files elsewhere: every device's auto
     by = {}
     for r in lite:
         key = (str(r.get("run")), str(r.get("backbone")), sparsity_of(r), str(r.get("variant")), threads_of(r))
@@ -459,7 +473,8 @@ def _section_devices(rows: list[dict], devices: list, max_drop: float) -> str:
             line += [fmt_ms(p50), fmt_x(ref_p50 / p50 if p50 and ref_p50 else None)]
         body.append(line)
     out += [md_table(head, body), "", f"### auto per device (fastest within {100 * max_drop:.1f} pp of fp32)", ""]
-    autos = {dev: stats.select_auto([r for r in lite if r.get("device") == dev], max_drop=max_drop) for dev in devices}
+    autos = {dev: stats.select_auto([r for r in lite if r.get("device") == dev] + external, max_drop=max_drop,
+                                    auto_on=auto_on) for dev in devices}
     groups = sorted({k for a in autos.values() for k in a}, key=lambda k: (str(k[0]), str(k[1]), k[2] or 0))
     body = []
     for g in groups:
@@ -475,7 +490,8 @@ def _section_devices(rows: list[dict], devices: list, max_drop: float) -> str:
 
 def build_report(rows: Iterable[dict], out_dir, max_drop: float = 0.01, title: str = "gram_tf report",
                  max_noise_pct: float = BenchConfig.max_noise_pct,
-                 max_busy_cores: float = BenchConfig.max_busy_cores, selective_target: float | None = None) -> dict:
+                 max_busy_cores: float = BenchConfig.max_busy_cores, selective_target: float | None = None,
+                 auto_on: str = AUTO_ON[0]) -> dict:
     """Write report.md, results.csv and the PNG plots into out_dir (created if needed).
 
     rows: result rows (typed by `load_results`, or raw benchmark dicts: they are normalized here).
@@ -484,6 +500,9 @@ def build_report(rows: Iterable[dict], out_dir, max_drop: float = 0.01, title: s
     timing) above which the summary marks latency conclusions unreliable.
     selective_target: accuracy (fraction) whose coverage section 9 states per artifact; None = the dense
     fp32 model's in-domain accuracy.
+    auto_on: the sets whose accuracy the auto choice keeps within max_drop (config.AUTO_ON; stats.auto_sets).
+    Rows of external test sets (`dataset` not in-domain) feed only the shift section and the auto choice;
+    every other section reads the timed, in-domain rows.
     Every file is written atomically (temp file in out_dir + os.replace).
 
     Returns {"report": Path, "results_csv": Path, "plots": [Path, ...],
@@ -499,11 +518,14 @@ def build_report(rows: Iterable[dict], out_dir, max_drop: float = 0.01, title: s
         raise GramTFError("no result rows to report; run the benchmark first or check the results paths")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    all_rows, devices = rows, devices_of(rows)
+    all_rows, devices = rows, devices_of([r for r in rows if in_domain(r)])
     if len(devices) > 1:  # sections 1-6 describe the first device; section 7 puts all side by side
-        rows = [r for r in rows if r.get("device") == devices[0]]
-    d = ResultView(rows)
-    autos = stats.auto_choices(rows, max_drop=max_drop)
+        rows = [r for r in rows if r.get("device") == devices[0] or not in_domain(r)]
+    if not any(in_domain(r) for r in rows):
+        raise GramTFError("no in-domain result rows (dataset test or val) to report; external test set rows only "
+                          "add to a benchmark's own rows")
+    d = ResultView([r for r in rows if in_domain(r)])
+    autos = stats.auto_choices(rows, max_drop=max_drop, auto_on=auto_on)
     auto = {k: v["choice"] for k, v in autos.items()}
 
     csv_path, _ = write_results(all_rows, out / "results.csv", json_twin=False)
@@ -530,7 +552,7 @@ def build_report(rows: Iterable[dict], out_dir, max_drop: float = 0.01, title: s
         "",
         "Generated by `gram_tf.report` from the benchmark result rows (all rows are in [results.csv](results.csv)).",
         "",
-        _section_summary(d, autos, max_drop, max_noise_pct, max_busy_cores),
+        _section_summary(d, autos, max_drop, max_noise_pct, max_busy_cores, _auto_on_text(rows, auto_on)),
         "",
         _section_models(d, auto),
         "",
@@ -544,7 +566,8 @@ def build_report(rows: Iterable[dict], out_dir, max_drop: float = 0.01, title: s
         "",
     ]
     if len(devices) > 1:
-        parts += [_section_devices(all_rows, devices, max_drop), ""]
+        parts += [_section_devices(all_rows, devices, max_drop, auto_on), ""]
+    parts += [section_shift(d, rows), ""]
     calib_md, calib_plots, calib_skipped = calibration_sections(d, out, selective_target)
     parts += [calib_md, ""]
     plots += calib_plots

@@ -12,6 +12,7 @@ import io
 import json
 import math
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -61,6 +62,10 @@ _TABLE = [
     ("busy_cores", float),
     # what the full-integer variants got on their way to int8 (gram_tf.convert.recipe tag, e.g. cle+bc)
     ("int8_recipe", str),
+    # the images the accuracy columns are measured on: the in-domain split (test; val when the test split is
+    # empty; empty in old rows) or an external test set's name, whose rows carry no timing (in_domain)
+    ("dataset", str),
+    ("predicted", str),  # each image's top-1 class index, ';'-separated, in the order of `correct`
 ]
 COLUMNS = [c for c, _ in _TABLE]
 ROW_COLUMNS = COLUMNS
@@ -79,6 +84,19 @@ SUMMARY_COLUMNS = ["backbone", "sparsity_target", "variant", "threads", "accurac
 
 # The reference row of a group: dense fp32 in LiteRT.
 REFERENCE_VARIANT, REFERENCE_RUNTIME = "fp32", "litert"
+# `dataset` of the rows measured on the study's own held-out split (bench/litert.py); any other name is an
+# external test set
+IN_DOMAIN_SETS = ("test", "val")
+
+
+def in_domain(row) -> bool:
+    """A row measured on the in-domain split (the timed rows; a row without `dataset` is an old one of them)."""
+    return (row.get("dataset") or IN_DOMAIN_SETS[0]) in IN_DOMAIN_SETS
+
+
+def external_name(row):
+    """The external test set a row was measured on, or None for an in-domain row."""
+    return None if in_domain(row) else str(row.get("dataset"))
 
 
 def to_float(v) -> float | None:
@@ -255,7 +273,12 @@ def normalize_row(row: dict) -> dict:
             parse_scores(out.get(col))
         except ValueError as e:
             raise ValueError(f"column {col!r}: {e}") from None
+    if out.get("predicted") is not None and not _PREDICTED.fullmatch(out["predicted"]):
+        raise ValueError(f"column 'predicted' holds ';'-separated class indices, got {out['predicted'][:20]!r}")
     return out
+
+
+_PREDICTED = re.compile(r"\d+(;\d+)*")
 
 
 def _read_csv(path: Path) -> list[dict]:

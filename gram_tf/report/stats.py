@@ -18,9 +18,9 @@ from typing import Iterable, Sequence
 import numpy as np
 from scipy import stats as _st
 
-from ..config import BenchConfig
+from ..config import AUTO_ON, BenchConfig
 from ..metrics import within_drop
-from .schema import is_reference, reference_key, to_float
+from .schema import external_name, in_domain, is_reference, reference_key, to_float
 
 __all__ = [
     "correct_array",
@@ -32,6 +32,10 @@ __all__ = [
     "pareto_front",
     "select_auto",
     "auto_choices",
+    "paired_drop_ci",
+    "drop_excess_ci",
+    "agreement",
+    "predicted_array",
     "tied",
     "latency_interval",
     "noise_warning",
@@ -84,6 +88,60 @@ def bootstrap_ci(correct, n_boot: int = 2000, alpha: float = 0.05, seed: int = 0
     boot = rng.binomial(n, p_hat, size=n_boot) / n
     lo, hi = np.quantile(boot, [alpha / 2.0, 1.0 - alpha / 2.0])
     return float(lo), float(hi)
+
+
+def _discordant(ref, other) -> tuple[int, int, int]:
+    """(n, b, c): images, those the reference got right and `other` wrong, and the reverse."""
+    a, o = correct_array(ref), correct_array(other)
+    if a is None or o is None or a.shape != o.shape:
+        raise ValueError("paired correctness vectors of equal, non-zero length are needed")
+    return int(a.size), int(np.count_nonzero(a & ~o)), int(np.count_nonzero(~a & o))
+
+
+def _drop_draws(ref, other, n_boot: int, rng) -> tuple[float, np.ndarray]:
+    """The accuracy drop ref - other and `n_boot` bootstrap replicates of it, resampling images (paired).
+    Only b and c move the difference, so a resample of n images is Multinomial(n, [b, c, rest] / n)
+    (O(n_boot), like bootstrap_ci)."""
+    n, b, c = _discordant(ref, other)
+    draws = rng.multinomial(n, [b / n, c / n, (n - b - c) / n], size=n_boot)
+    return (b - c) / n, (draws[:, 0] - draws[:, 1]) / n
+
+
+def paired_drop_ci(ref_correct, correct, n_boot: int = 2000, alpha: float = 0.05, seed: int = 0) -> tuple:
+    """(drop, low, high): accuracy of the reference minus this model's on the same images (> 0: this model
+    is worse), with its percentile-bootstrap (1 - alpha) CI over images, paired. Deterministic per seed."""
+    drop, boot = _drop_draws(ref_correct, correct, n_boot, np.random.default_rng(seed))
+    lo, hi = np.quantile(boot, [alpha / 2.0, 1.0 - alpha / 2.0])
+    return float(drop), float(lo), float(hi)
+
+
+def drop_excess_ci(ref_in, model_in, ref_ext, model_ext, n_boot: int = 2000, alpha: float = 0.05,
+                   seed: int = 0) -> tuple:
+    """(excess, low, high): the external drop minus the in-domain drop (each paired with its reference), with
+    a bootstrap CI that resamples the two image sets independently (they are different images). A low bound
+    above 0 says compression cost more accuracy on the external set than on the test split."""
+    rng = np.random.default_rng(seed)
+    d_in, b_in = _drop_draws(ref_in, model_in, n_boot, rng)
+    d_ext, b_ext = _drop_draws(ref_ext, model_ext, n_boot, rng)
+    lo, hi = np.quantile(b_ext - b_in, [alpha / 2.0, 1.0 - alpha / 2.0])
+    return float(d_ext - d_in), float(lo), float(hi)
+
+
+def predicted_array(predicted) -> np.ndarray | None:
+    """A `predicted` field (';'-separated class indices) as an int array; None when absent."""
+    if predicted is None or (isinstance(predicted, str) and not predicted.strip()):
+        return None
+    if isinstance(predicted, str):
+        return np.array([int(v) for v in predicted.split(";")], dtype=np.int64)
+    return np.asarray(predicted, dtype=np.int64).ravel()
+
+
+def agreement(predicted_a, predicted_b) -> float | None:
+    """Fraction of images on which two models give the same top-1 class (None without both, or unpaired)."""
+    a, b = predicted_array(predicted_a), predicted_array(predicted_b)
+    if a is None or b is None or a.shape != b.shape:
+        return None
+    return float(np.mean(a == b))
 
 
 def mcnemar(correct_a, correct_b) -> dict:
@@ -303,20 +361,50 @@ def noise_problems(rows, max_noise_pct: float, max_busy_cores: float = BenchConf
     return problems
 
 
-def select_auto(rows, max_drop: float = 0.01) -> dict:
+def select_auto(rows, max_drop: float = 0.01, auto_on: str = AUTO_ON[0]) -> dict:
     """{(run, backbone, threads): the chosen row} (see `auto_choices`)."""
-    return {k: v["choice"] for k, v in auto_choices(rows, max_drop).items()}
+    return {k: v["choice"] for k, v in auto_choices(rows, max_drop, auto_on).items()}
 
 
-def auto_choices(rows, max_drop: float = 0.01) -> dict:
+def _model(r) -> tuple:
+    """(run, backbone, sparsity, variant, runtime): the rows of one model, timed or on any set."""
+    s = to_float(r.get("sparsity_target"))
+    return (r.get("run"), r.get("backbone"), 0.0 if s is None else s, r.get("variant"), r.get("runtime"))
+
+
+def external_accuracies(rows) -> dict:
+    """{model key: {external set: accuracy}} from the rows of external test sets (any device)."""
+    out: dict = {}
+    for r in rows:
+        name, acc = external_name(r), to_float(r.get("accuracy"))
+        if name is not None and acc is not None:
+            out.setdefault(_model(r), {})[name] = acc
+    return out
+
+
+def auto_sets(rows, auto_on: str = AUTO_ON[0]) -> list:
+    """The sets whose accuracy `auto` keeps within budget: None stands for the in-domain split. `external`
+    without any external rows falls back to the in-domain split (an empty check would accept anything)."""
+    if auto_on not in AUTO_ON:
+        raise ValueError(f"auto_on must be one of {', '.join(AUTO_ON)}, got {auto_on!r}")
+    names = sorted({n for n in map(external_name, rows) if n is not None})
+    if auto_on == "in_domain" or not names:
+        return [None]
+    return names if auto_on == "external" else [None, *names]
+
+
+def auto_choices(rows, max_drop: float = 0.01, auto_on: str = AUTO_ON[0]) -> dict:
     """Pick, per (run, backbone, threads), the fastest acceptable LiteRT model; among models tied
     with the fastest within noise, the smallest artifact.
 
     Reference: the row with variant "fp32", sparsity_target 0 (None counts as 0), runtime "litert"
     in the same (run, backbone, threads) group, with a known accuracy; groups without one are
     skipped. Candidates: LiteRT rows of the group (any variant, any sparsity, the reference
-    included) with known accuracy and latency_ms_p50 and accuracy >= ref accuracy - max_drop
-    (absolute; 0.01 = 1 percentage point; float round-off tolerated). The fastest is the lowest
+    included) with known accuracy and latency_ms_p50 whose accuracy is >= the reference's - max_drop
+    (absolute; 0.01 = 1 percentage point; float round-off tolerated) on every set `auto_on` names
+    (`auto_sets`: the in-domain split, every external test set, or both; a candidate without a row on a
+    set the reference has is not acceptable). Only in-domain rows are timed, so only they are grouped
+    and picked; external rows only answer "within budget there?". The fastest is the lowest
     latency_ms_p50; every candidate `tied` with it (latency CIs overlap) is as fast as far as the
     measurement can tell, and among those the smallest size_bytes wins, then the smallest zip_bytes
     (a pruned file), then the more accurate, then the lower p50. Without CIs (imported logs, old rows) this is the lowest p50.
@@ -324,22 +412,38 @@ def auto_choices(rows, max_drop: float = 0.01) -> dict:
     Returns {(run, backbone, threads): {"choice": row, "fastest": row, "tied": [rows tied with the
     fastest, the fastest included]}} (the row dicts themselves).
     """
+    sets = auto_sets(rows, auto_on)
+    ext = external_accuracies(rows) if sets != [None] else {}
     groups: dict[tuple, list] = {}
     for r in rows:
-        groups.setdefault(reference_key(r), []).append(r)
+        if in_domain(r):
+            groups.setdefault(reference_key(r), []).append(r)
     out = {}
     for key, grp in groups.items():
         refs = [r for r in grp if is_reference(r) and to_float(r.get("accuracy")) is not None]
         if not refs:
             continue
         ref_acc = max(to_float(r.get("accuracy")) for r in refs)
+        ref_ext = ext.get(_model(refs[0]), {})
+
+        def acceptable(r) -> bool:
+            for name in sets:
+                if name is None:
+                    if not within_drop(ref_acc, to_float(r.get("accuracy")), max_drop):
+                        return False
+                elif name in ref_ext:
+                    acc = ext.get(_model(r), {}).get(name)
+                    if acc is None or not within_drop(ref_ext[name], acc, max_drop):
+                        return False
+            return True
+
         cands = [
             r
             for r in grp
             if str(r.get("runtime") or "") == "litert"
             and to_float(r.get("accuracy")) is not None
             and to_float(r.get("latency_ms_p50")) is not None
-            and within_drop(ref_acc, to_float(r.get("accuracy")), max_drop)
+            and acceptable(r)
         ]
         if not cands:  # cannot happen while the reference has a latency; kept for robustness
             continue

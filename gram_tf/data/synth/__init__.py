@@ -8,14 +8,18 @@ Images come in specimens. The fields of one specimen share a :class:`SpecimenSty
 strength, decolourisation, magnification, morphology mix, background tint, optics). On disk they
 are ``<out>/<class>/FILE_NAME_FORMAT`` and GROUP_PATTERN finds the specimen (both in names.py).
 
-Modules, bottom up: names (classes, file names), style (SpecimenStyle, seeding), raster (array
+A shifted style (STYLES: faded stain, another hue, defocus, magnification) renders the same kind of
+specimens as another lab would see them: the external test sets of docs/generalization.md.
+
+Modules, bottom up: names (classes, file names), style (SpecimenStyle, seeding, STYLES), raster (array
 helpers), stamp (cell SDFs into density maps), layout (bacteria, debris), host (host cells),
 render (one micrograph), write (a dataset folder).
 """
 from .names import CLASSES, FILE_NAME_FORMAT, GROUP_PATTERN, NAME_PATTERN, is_synthetic_folder
 from .render import render_micrograph
-from .style import ARRANGEMENTS, SpecimenStyle, field_rng, specimen_style
+from .style import ARRANGEMENTS, STYLE_NAMES, STYLES, SpecimenStyle, Style, field_rng, get_style, specimen_style
 from .write import synthesize_dataset
 
-__all__ = ["CLASSES", "ARRANGEMENTS", "FILE_NAME_FORMAT", "GROUP_PATTERN", "NAME_PATTERN", "SpecimenStyle",
-           "field_rng", "is_synthetic_folder", "render_micrograph", "specimen_style", "synthesize_dataset"]
+__all__ = ["CLASSES", "ARRANGEMENTS", "FILE_NAME_FORMAT", "GROUP_PATTERN", "NAME_PATTERN", "STYLES", "STYLE_NAMES",
+           "SpecimenStyle", "Style", "field_rng", "get_style", "is_synthetic_folder", "render_micrograph",
+           "specimen_style", "synthesize_dataset"]

@@ -1,15 +1,19 @@
-"""What the fields of one specimen share (SpecimenStyle), and the seeding of specimens and fields.
+"""What the fields of one specimen share (SpecimenStyle), the seeding of specimens and fields, and the
+shifted styles (STYLES) that render test sets from another lab.
 
 Every file has its own RNG, seeded by ``SeedSequence([seed, class_index, specimen, field])``; a
 specimen's style has its own stream. A file's bytes therefore do not depend on ``per_class`` or on
-which files already exist.
+which files already exist. A shifted style changes a sampled SpecimenStyle and nothing else, so a
+specimen and its fields are the same in every style: only the stain, optics or magnification differ.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
 
+from ...config import short
 from ...errors import GramTFError
 
 # Cell arrangements; SpecimenStyle.morphology holds one weight per entry (fraction of cells).
@@ -204,9 +208,47 @@ def gram_is_positive(gram: str) -> bool:
     raise GramTFError(f"gram must be 'positive' or 'negative', got {gram!r}")
 
 
-def specimen_style(seed: int, class_index: int, specimen: int, gram: str) -> SpecimenStyle:
+def specimen_style(seed: int, class_index: int, specimen: int, gram: str, style: str = "default") -> SpecimenStyle:
     rng = np.random.default_rng(np.random.SeedSequence([seed, class_index, specimen, _STYLE_TAG]))
-    return SpecimenStyle.sample(rng, gram)
+    return get_style(style).apply(SpecimenStyle.sample(rng, gram))
+
+
+@dataclass(frozen=True)
+class Style:
+    """A shift of the specimen distribution a lab meets: each SpecimenStyle field in `scale` is multiplied
+    by its factor, each in `add` gets its offset."""
+    name: str
+    shift: str  # what a lab would see, for the docs and --help
+    scale: tuple = ()  # ((SpecimenStyle field, factor), ...)
+    add: tuple = ()  # ((SpecimenStyle field, offset), ...)
+
+    def apply(self, st: SpecimenStyle) -> SpecimenStyle:
+        changes = {f: getattr(st, f) * k for f, k in self.scale}
+        for f, d in self.add:
+            changes[f] = changes.get(f, getattr(st, f)) + d
+        return dataclasses.replace(st, **changes) if changes else st
+
+
+# The styles of `gram-tf data synth --style` and data.external.NAME.synth_style (one list: the CLI's choice,
+# the config check and docs/generalization.md come from it). Sizes of the shifts: the sampled ranges above
+# (defocus 0.02-0.11 um, hue +-4 deg, stain uptake +-12-18 %) are one lab's spread; each shift leaves it.
+STYLES = (
+    Style("default", "the built-in mix of stains, optics and magnifications (the study's own data)"),
+    Style("faded", "a weak or old stain batch: crystal violet and safranin uptake at 45 %",
+          scale=(("cv_strength", 0.45), ("saf_strength", 0.45))),
+    Style("hue", "another stain lot or camera white balance: colours rotated 40 degrees", add=(("hue_shift_deg", 40.0),)),
+    Style("defocus", "slides slightly out of focus: 0.5 um more defocus blur", add=(("defocus_um", 0.5),)),
+    Style("magnified", "a higher-power objective: twice the magnification (half the field of view)",
+          scale=(("fov_um", 0.5),)),
+)
+STYLE_NAMES = tuple(s.name for s in STYLES)
+
+
+def get_style(name: str) -> Style:
+    for s in STYLES:
+        if s.name == name:
+            return s
+    raise GramTFError(f"unknown synthetic style {short(name)}; choose one of {', '.join(STYLE_NAMES)}")
 
 
 def field_rng(seed: int, class_index: int, specimen: int, field: int) -> np.random.Generator:

@@ -10,17 +10,17 @@ import numpy as np
 from ...errors import GramTFError
 from .names import CLASSES, FILE_NAME_FORMAT, GROUP_PATTERN
 from .render import check_size, render_micrograph
-from .style import MAX_FIELDS, field_rng, specimen_style
+from .style import MAX_FIELDS, field_rng, get_style, specimen_style
 
 TMP_SUFFIX = ".tmp.png"  # a file being written; renamed into place when complete
 TMP_NAME = re.compile(GROUP_PATTERN + r"\d+" + re.escape(TMP_SUFFIX) + "$")  # left by an interrupted run
 
 
 def synthesize_dataset(out_dir, per_class: int, size: int = 256, seed: int = 0,
-                       fields_per_specimen: int = 4, progress: bool = True) -> dict:
-    """Write out_dir/<class>/FILE_NAME_FORMAT for both classes; return a summary dict
-    {"out_dir": str, "classes": {name: count}, "size": size, "seed": seed, "n_written": int,
-    "n_skipped": int}."""
+                       fields_per_specimen: int = 4, progress: bool = True, style: str = "default") -> dict:
+    """Write out_dir/<class>/FILE_NAME_FORMAT for both classes, in `style` (a name of STYLES); return a
+    summary dict {"out_dir": str, "classes": {name: count}, "size": size, "seed": seed, "style": style,
+    "n_written": int, "n_skipped": int}."""
     def _int(v):
         return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
 
@@ -32,6 +32,7 @@ def synthesize_dataset(out_dir, per_class: int, size: int = 256, seed: int = 0,
     if not _int(fields_per_specimen) or not 1 <= fields_per_specimen <= MAX_FIELDS:
         raise GramTFError(f"fields_per_specimen must be an integer from 1 to {MAX_FIELDS}, "
                           f"got {fields_per_specimen!r}")
+    get_style(style)  # an unknown name before any folder is made
     per_class, seed, fps = int(per_class), int(seed), int(fields_per_specimen)
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
@@ -73,7 +74,7 @@ def synthesize_dataset(out_dir, per_class: int, size: int = 256, seed: int = 0,
             key = (ci, sp)
             if key not in styles:
                 styles.clear()  # fields of a specimen are consecutive
-                styles[key] = specimen_style(seed, ci, sp, gram)
+                styles[key] = specimen_style(seed, ci, sp, gram, style)
             img = render_micrograph(field_rng(seed, ci, sp, f), gram, size, styles[key])
             tmp = path.with_name(path.stem + TMP_SUFFIX)
             try:
@@ -92,4 +93,4 @@ def synthesize_dataset(out_dir, per_class: int, size: int = 256, seed: int = 0,
         if bar is not None:
             bar.close()
     return {"out_dir": str(out), "classes": {name: per_class for name in CLASSES}, "size": size,
-            "seed": seed, "n_written": written, "n_skipped": skipped}
+            "seed": seed, "style": style, "n_written": written, "n_skipped": skipped}
