@@ -6,7 +6,7 @@ from pathlib import Path
 
 from ..metrics import ECE_BINS, accuracy_coverage, coverage_at_accuracy, parse_scores
 from .plots import plot_accuracy_coverage, plot_reliability
-from .schema import is_reference, to_float
+from .schema import in_domain, is_reference, to_float
 from .view import PLOT_FILES, ResultView, fmt_num, fmt_pct, md_table
 
 RELIABILITY_PNG, COVERAGE_PNG = PLOT_FILES[3:5]
@@ -25,9 +25,9 @@ def deployed_scores(m):
 
 
 def in_domain_reference_accuracy(d: ResultView, key) -> float | None:
-    """The dense fp32 LiteRT model's accuracy on the run's own test split (a row with no `dataset`)."""
+    """The dense fp32 LiteRT model's accuracy on the run's own test split (an in-domain row)."""
     for r in d.rows:
-        if (is_reference(r) and r.get("run") == key[0] and r.get("backbone") == key[1] and not r.get("dataset")
+        if (is_reference(r) and r.get("run") == key[0] and r.get("backbone") == key[1] and in_domain(r)
                 and to_float(r.get("accuracy")) is not None):
             return to_float(r.get("accuracy"))
     return None
