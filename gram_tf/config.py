@@ -106,6 +106,9 @@ CALIBRATION_SEARCH = "search"  # the most accurate of several methods on val (co
 BIAS_CORRECTION_INPUTS = ("quantized", "float")  # what bias correction measures on (optimize/bias_correction.py)
 IO_TYPES = ("uint8", "int8", "float32")  # full-integer variants' input/output type (convert/converter.py)
 GELU_FORMS = ("erf", "tanh")  # transformers' GELU: exact | tanh approximation (models/registry.py)
+# `gram-tf run --executor`: who runs the study's stage tasks (pipeline.py; not a config key: the same
+# study, same keys and files, runs under either, and one can finish what the other started)
+EXECUTORS = ("local", "ray")
 
 
 @dataclass
