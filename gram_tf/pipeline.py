@@ -522,7 +522,7 @@ def _collect(ray, refs: dict, names: dict, stages: _Stages) -> dict:
                         raise cause from None  # bad input: the same one line as local, not a Ray traceback
                     raise
                 except ray.exceptions.RayError as exc:  # the worker died more than RAY_RETRIES times, the node left
-                    raise GramTFError(f"{names[ref]}: its Ray task failed {RAY_RETRIES + 1} times "
+                    raise GramTFError(f"{names[ref]}: its Ray task failed on all {RAY_RETRIES + 1} attempts "
                                       f"({type(exc).__name__}: {one_line(exc, 200)}); finished stages are kept, run "
                                       "again to resume") from None
                 outcomes[outcome["name"]] = outcome

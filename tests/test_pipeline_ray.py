@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -24,6 +25,8 @@ from .test_pipeline import TINY
 
 ROOT = Path(__file__).resolve().parents[1]
 KILL_ENV = "GRAM_TF_TEST_KILL_ONCE"
+SLOW_BENCH_S = 5
+RAY_LOG = re.compile(r"^(\x1b\[[\d;]*m)?\((raylet|\S+ pid=\d+)")  # a line Ray forwards from a worker or raylet
 # two backbones: two branches of the DAG that Ray runs at once. No pruning level: a prune task is dispatched
 # as a train task is, and pruning at once in two processes on 2 cores took 60-90 s (the suite's budget)
 TWO = {**TINY, "name": "two", "backbones": ["mobilenet_v1_025", "mobilenet_v2_035"], "prune": {"levels": []},
@@ -45,12 +48,16 @@ def ray_or_skip():
     return ray
 
 
-def kill_once_in_convert():
-    """A Ray worker's setup hook: the first artifact written after KILL_ENV's file is removed ends its
-    worker (os._exit), as a killed or out-of-memory worker ends, its conversion half done."""
-    import gram_tf.convert.stage as stage
+def worker_setup():
+    """Each Ray worker's setup hook. The first artifact written after KILL_ENV's file is removed ends its
+    worker (os._exit), as a killed or out-of-memory worker ends, its conversion half done. A bench task
+    takes seconds longer, so that any task the scheduler let share its node would overlap it."""
+    import time
 
-    marker, export = os.environ[KILL_ENV], stage.export_artifact
+    import gram_tf.convert.stage as stage
+    import gram_tf.pipeline as pipeline
+
+    marker, export, bench = os.environ[KILL_ENV], stage.export_artifact, pipeline.bench_paths
 
     def export_then_die(*args, **kwargs):
         entry = export(*args, **kwargs)
@@ -60,7 +67,11 @@ def kill_once_in_convert():
             return entry
         os._exit(1)
 
-    stage.export_artifact = export_then_die
+    def slow_bench(*args, **kwargs):
+        time.sleep(SLOW_BENCH_S)
+        return bench(*args, **kwargs)
+
+    stage.export_artifact, pipeline.bench_paths = export_then_die, slow_bench
 
 
 def sha256(path: Path) -> str:
@@ -80,7 +91,7 @@ def ray_instance(tmp_path_factory):
     path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
     ray.init(address="local", num_cpus=2, resources={BENCH_RESOURCE: 1}, include_dashboard=False,
              logging_level="ERROR", runtime_env={"env_vars": {"PYTHONPATH": path, KILL_ENV: str(marker)},
-                                                 "worker_process_setup_hook": kill_once_in_convert})
+                                                 "worker_process_setup_hook": worker_setup})
     yield marker
     ray.shutdown()
 
@@ -155,7 +166,7 @@ def test_bench_tasks_hold_their_node_alone(study):
     """No task of the study ran on a node while a bench task timed there (the records' start and end times)."""
     ran = [t for t in study["ray"]["tasks"] if t["state"] == "ran"]
     benches = [t for t in ran if t["name"].startswith("bench-")]
-    assert len(benches) == 2
+    assert len(benches) == 2 and all(b["finished"] - b["started"] > SLOW_BENCH_S for b in benches)
     for bench in benches:
         for other in ran:
             if other is not bench and other["node"] == bench["node"]:
@@ -180,9 +191,11 @@ def test_bad_input_fails_as_one_line_on_either_executor(ray_instance, tmp_path):
         cfg.write_text(yaml.safe_dump({**TINY, "name": executor, "data": {"manifest": str(broken)},
                                        "out": str(tmp_path / "o"), "tflite_dir": str(tmp_path / "t")}))
         res = CliRunner().invoke(main, ["run", str(cfg), "--executor", executor])
-        assert res.exit_code == 2 and res.output.startswith("error: ") and "Traceback" not in res.output, res.output
-        lines[executor] = res.output.splitlines()[-1]
-    assert lines["ray"] == lines["local"] and str(broken) in lines["ray"]
+        # what Ray forwards from its processes (a fresh worker's TensorFlow start-up lines) is theirs
+        ours = [line for line in res.output.splitlines() if not RAY_LOG.match(line)]
+        assert res.exit_code == 2 and len(ours) == 1 and "Traceback" not in res.output, res.output
+        lines[executor] = ours[0]
+    assert lines["ray"] == lines["local"] and lines["ray"].startswith("error: ") and str(broken) in lines["ray"]
 
 
 def test_a_worker_that_cannot_see_the_study_folder_says_so(tmp_path):
