@@ -66,19 +66,24 @@ def start_cluster(nodes: int, tmp: Path, env: dict) -> tuple[str, list]:
         procs.append(subprocess.Popen([*ray_cli, *where, *ports], stdout=log, stderr=subprocess.STDOUT, env=env,
                                       start_new_session=True))
         if i == 0:
-            wait_for_nodes(address, 1, procs)
-    wait_for_nodes(address, nodes, procs)
+            wait_for_nodes(address, 1, procs, env)
+    wait_for_nodes(address, nodes, procs, env)
     return address, procs
 
 
-def wait_for_nodes(address: str, n: int, procs: list, timeout: float = 120) -> None:
+def wait_for_nodes(address: str, n: int, procs: list, env: dict, timeout: float = 120) -> None:
     code = (f"import ray, time\nray.init(address={address!r}, logging_level='ERROR')\n"
             f"while sum(x['Alive'] for x in ray.nodes()) < {n}: time.sleep(0.5)\n")
-    try:
-        subprocess.run([sys.executable, "-c", code], check=True, timeout=timeout, capture_output=True)
-    except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
-        stop_cluster(procs)
-        raise SystemExit(f"error: the Ray cluster at {address} did not reach {n} nodes ({type(exc).__name__})")
+    deadline = time.monotonic() + timeout
+    while True:  # the head's GCS takes seconds to answer
+        done = subprocess.run([sys.executable, "-c", code], timeout=timeout, capture_output=True, text=True, env=env)
+        if done.returncode == 0:
+            return
+        if time.monotonic() > deadline or any(p.poll() is not None for p in procs):
+            stop_cluster(procs)
+            raise SystemExit(f"error: the Ray cluster at {address} did not reach {n} nodes: "
+                             f"{done.stderr.strip().splitlines()[-1:]}")
+        time.sleep(2)
 
 
 def stop_cluster(procs: list) -> None:
@@ -136,8 +141,9 @@ def main(argv=None):
     from gram_tf.config import load_config
     from gram_tf.pipeline import plan
 
+    # Ray 2.5x clusters started by `ray start` require a token (~/.ray/auth_token) from every client
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p),
-           "RAY_USAGE_STATS_ENABLED": "0"}
+           "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "token"}
     with tempfile.TemporaryDirectory(prefix="gram_tf_ray_") as tmp:
         tmp = Path(tmp)
         config = Path(args.config) if args.config else tmp / "grid.yaml"

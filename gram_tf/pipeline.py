@@ -478,7 +478,8 @@ def _connect(ray, address: Optional[str]) -> None:
             ray.init(address=address, **common)
         except (ConnectionError, RuntimeError, ValueError) as exc:
             raise GramTFError(f"cannot join the Ray cluster at {address} ({one_line(exc, 200)}); start it with "
-                              "`ray start --head` or check --address (docs/cluster.md)") from None
+                              "`ray start --head` or check --address; a cluster with token authentication also needs "
+                              "RAY_AUTH_MODE=token and its token here (docs/cluster.md)") from None
     else:  # a fresh instance on this machine, even when a cluster started by `ray start` is running here
         ray.init(address="local", num_cpus=os.cpu_count(), resources={BENCH_RESOURCE: 1}, **common)
 

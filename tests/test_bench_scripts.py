@@ -314,7 +314,7 @@ def smoke_ray_cluster(tmp_path, request):
 
     ray_or_skip()
     config = tmp_path / "tiny.yaml"
-    config.write_text("name: tiny\nbackbones: [mobilenet_v1_025]\ndata: {synth_per_class: 8, synth_size: 32}\n"
+    config.write_text("name: tiny\nbackbones: [mobilenet_v1_025]\ndata: {synth_per_class: 12, synth_size: 32}\n"
                       "train: {input_size: 32, weights: none, epochs: 1, tensorboard: false}\nprune: {levels: []}\n"
                       "convert: {variants: [fp32], representative_samples: 4, check_samples: 2}\n"
                       "bench: {threads: [1], rounds: 1, runs: 1, warmup: 1, keras_reference: false}\n")
