@@ -31,8 +31,8 @@ NAME = "ray_cluster"
 GRID = {
     "name": "grid", "seed": 0, "backbones": ["mobilenet_v2_035", "mobilenet_v1_025"],
     "data": {"synth_per_class": 40, "synth_size": 96},
-    "train": {"input_size": 64, "weights": "none", "epochs": 8, "tensorboard": False},
-    "prune": {"levels": [0.5], "epochs": 2},
+    "train": {"input_size": 64, "weights": "none", "epochs": 6, "tensorboard": False},
+    "prune": {"levels": [0.5], "epochs": 1},
     "convert": {"variants": ["fp32", "dynamic", "int8", "int8-per-tensor"], "pruned_variants": ["fp32", "int8"],
                 "representative_samples": 32},
     "bench": {"threads": [1], "rounds": 3, "runs": 5, "warmup": 2, "keras_reference": False},
@@ -144,6 +144,7 @@ def main(argv=None):
     # Ray 2.5x clusters started by `ray start` require a token (~/.ray/auth_token) from every client
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p),
            "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "token"}
+    load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="gram_tf_ray_") as tmp:
         tmp = Path(tmp)
         config = Path(args.config) if args.config else tmp / "grid.yaml"
@@ -168,8 +169,10 @@ def main(argv=None):
              "this machine", "seconds": round(s, 1)} for ex, s in walls.items()]
     rows += [{"kind": "stage", "executor": ex, "stage": name, "node": node, "seconds": round(s, 1)}
              for ex, stages in times.items() for name, (node, s) in stages.items()]
+    # the load average says whether other processes shared the cores during the runs
     write_results(args.name, rows, environment_extra={**summary, "wall_s": {k: round(v, 1) for k, v in walls.items()},
-                                                      "nodes": args.nodes, "config": str(args.config or "GRID")})
+                                                      "nodes": args.nodes, "config": str(args.config or "GRID"),
+                                                      "load_before": load_before, "load_after": os.getloadavg()})
     print(f"local {walls['local']:.0f} s, ray on {args.nodes} nodes {walls['ray']:.0f} s; total work {work:.0f} s, "
           f"critical path {crit:.0f} s ({summary['critical_path']}): at most {summary['max_speedup']}x on many nodes")
 
