@@ -474,7 +474,9 @@ def cluster_table(up: str) -> str:
             + f"\n\nTotal work (the local run's stage times added up): {env['total_work_s']:.0f} s. Critical path "
             f"(the longest chain of the DAG, same times): {env['critical_path_s']:.0f} s, "
             f"{env['critical_path'].replace(' -> ', ' → ')}. No number of nodes can make this study more than "
-            f"{env['max_speedup']:.2f}x faster than the sum of its stages.\n")
+            f"{env['max_speedup']:.2f}x faster than the sum of its stages. On the Ray run's own stage times: work "
+            f"{env['ray_total_work_s']:.0f} s, critical path {env['ray_critical_path_s']:.0f} s, wall time "
+            f"{walls['ray']:.0f} s.\n")
 
 
 # ---- benchmarks/results/README.md --------------------------------------------------------------------
