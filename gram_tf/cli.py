@@ -13,7 +13,7 @@ from pathlib import Path
 import click
 
 from . import __version__
-from .config import _CHOICES, RENAMED, BenchConfig, ConvertConfig, Range, ReportConfig, field_range
+from .config import _CHOICES, EXECUTORS, RENAMED, BenchConfig, ConvertConfig, Range, ReportConfig, field_range
 from .data.synth.style import STYLE_NAMES, STYLES
 from .errors import GramTFError, one_line
 from .metrics import REFER, SUMMARY
@@ -586,13 +586,18 @@ def report_cmd(results, out, max_drop_pp, deprecated_max_drop_pp, max_noise, max
 @click.argument("config", type=click.Path())
 @click.option("--out", "out", type=click.Path(), default=None, help="override the config's out folder")
 @click.option("--set", "sets", multiple=True, help="override a config key, e.g. backbones=[resnet50]")
-def run_cmd(config, out, sets):
+@click.option("--executor", type=click.Choice(EXECUTORS), default=EXECUTORS[0], show_default=True,
+              help="who runs the stage tasks: this process, one after the other, or Ray tasks on a cluster "
+                   "(pip install 'gram-tf[ray]'; docs/cluster.md)")
+@click.option("--address", default=None, help="with --executor ray: the Ray cluster to join (e.g. 10.0.0.1:6379 or "
+                                              "auto); without it a local Ray instance is started")
+def run_cmd(config, out, sets, executor, address):
     """Run the whole study from one YAML: data -> split -> train -> prune -> convert -> bench -> report."""
     cfg = _load_cfg(config, sets, {"out": out} if out else None)
     from .pipeline import run_study
     from .report import SUMMARY_COLUMNS
 
-    result = run_study(cfg, progress=True)
+    result = run_study(cfg, progress=True, executor=executor, address=address)
     click.echo(format_table(result["rows"], SUMMARY_COLUMNS))
     click.echo(f"report -> {result['report']}")
 

@@ -125,6 +125,10 @@ class ExternalSet:
     synth_style: Optional[str] = None
     synth_per_class: Optional[int] = _num(None, 1, _COUNT)  # None -> data.synth_per_class
 
+# `gram-tf run --executor`: who runs the study's stage tasks (pipeline.py; not a config key: the same
+# study, same keys and files, runs under either, and one can finish what the other started)
+EXECUTORS = ("local", "ray")
+
 
 @dataclass
 class DataConfig:

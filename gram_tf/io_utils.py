@@ -52,17 +52,23 @@ LOCK_NAME = ".gram_tf.lock"
 
 
 @contextlib.contextmanager
-def folder_lock(folder, what: str = "this folder"):
-    """Hold `folder` for one writer: a second process gets a one-line error naming the holder (pid,
-    start time). A lock whose process is gone (killed, rebooted) is stale and taken over."""
+def folder_lock(folder, what: str = "this folder", wait: float = 0):
+    """Hold `folder` for one writer: a second process gets a one-line error naming the holder (pid, host,
+    start time), after waiting up to `wait` seconds for it to let go. A lock whose process is gone (killed,
+    rebooted) is stale and taken over; one held on another host (a shared file system) counts as held,
+    since its process cannot be checked from here."""
     import datetime
+    import socket
     import time
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     lock = folder / LOCK_NAME
-    me = {"pid": os.getpid(), "started": datetime.datetime.now().isoformat(timespec="seconds")}
-    for _ in range(2):
+    host = socket.gethostname()
+    me = {"pid": os.getpid(), "host": host, "started": datetime.datetime.now().isoformat(timespec="seconds")}
+    deadline = time.monotonic() + wait
+    stale = 0
+    while True:
         try:
             fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
         except FileExistsError:
@@ -71,17 +77,23 @@ def folder_lock(folder, what: str = "this folder"):
             except (OSError, ValueError):
                 holder = {}
             pid = int(holder.get("pid", -1))
-            if pid > 0 and pid != os.getpid() and _alive(pid):
-                raise GramTFError(f"{folder} is being written by process {pid} (since {holder.get('started')}, "
+            there = holder.get("host", host)
+            if pid > 0 and (there != host or (pid != os.getpid() and _alive(pid))):
+                if time.monotonic() < deadline:
+                    time.sleep(0.1)
+                    continue
+                raise GramTFError(f"{folder} is being written by process {pid}"
+                                  f"{'' if there == host else ' on ' + str(there)} (since {holder.get('started')}, "
                                   f"{what}); wait for it, or remove {lock} if that process is gone") from None
+            stale += 1
+            if stale > 2:  # pragma: no cover - two takers raced for a stale lock
+                raise GramTFError(f"{folder}: could not take {lock}; run the command again")
             lock.unlink(missing_ok=True)  # stale (or ours from a crash in this process): take it over
             time.sleep(0.01)
             continue
         with os.fdopen(fd, "w") as fh:
             json.dump(me, fh)
         break
-    else:  # pragma: no cover - two takers raced for a stale lock
-        raise GramTFError(f"{folder}: could not take {lock}; run the command again")
     try:
         yield lock
     finally:

@@ -333,6 +333,32 @@ def smoke_quickstart(tmp_path, request):
     assert read_csv(tmp_path / "quickstart.csv")[0]["rounds"] == "2"
 
 
+def smoke_ray_cluster(tmp_path, request):
+    """Two one-CPU Ray nodes and a one-stage-per-kind study: both executors' wall times and the critical path."""
+    from .test_pipeline_ray import ray_or_skip
+
+    ray_or_skip()
+    config = tmp_path / "tiny.yaml"
+    config.write_text("name: tiny\nbackbones: [mobilenet_v1_025]\ndata: {synth_per_class: 12, synth_size: 32}\n"
+                      "train: {input_size: 32, weights: none, epochs: 1, tensorboard: false}\nprune: {levels: []}\n"
+                      "convert: {variants: [fp32], representative_samples: 4, check_samples: 2}\n"
+                      "bench: {threads: [1], rounds: 1, runs: 1, warmup: 1, keras_reference: false}\n")
+    stdout = run_script("benchmarks/ray_cluster.py", "--config", config, "--name", "smoke", results=tmp_path)
+    saved = json.loads((tmp_path / "smoke.json").read_text())
+    studies = {r["executor"]: r for r in saved["rows"] if r["kind"] == "study"}
+    assert set(studies) == {"local", "ray"} and all(r["seconds"] > 0 for r in studies.values())
+    stages = {(r["executor"], r["stage"]): r for r in saved["rows"] if r["kind"] == "stage"}
+    assert {s for _, s in stages} == {"data", "train-mobilenet_v1_025", "convert-mobilenet_v1_025-dense",
+                                      "bench-mobilenet_v1_025"}
+    # a Ray stage names its node (host/node id), a local one the host
+    assert stages["ray", "data"]["node"].startswith(stages["local", "data"]["node"] + "/")
+    env = saved["environment"]
+    # one backbone, no pruning: the DAG is a chain, so the critical path is all the work
+    assert abs(env["critical_path_s"] - env["total_work_s"]) <= 0.1 and env["max_speedup"] == 1.0
+    assert env["critical_path"] == "data -> train-mobilenet_v1_025 -> convert-mobilenet_v1_025-dense -> " \
+                                   "bench-mobilenet_v1_025" and "critical path" in stdout
+
+
 def smoke_ci_timing(tmp_path, request):
     out = tmp_path / "ci.json"
     run_script("tools/ci_timing.py", out, "--wall-s", "557.1", "--summary", "= 619 passed, 2 skipped in 557.10s =",
@@ -351,6 +377,7 @@ SMOKES = {
     "benchmarks/bench_int8.py": smoke_bench_int8,
     "benchmarks/bench_trust.py": smoke_bench_trust,
     "benchmarks/quickstart.py": smoke_quickstart,
+    "benchmarks/ray_cluster.py": smoke_ray_cluster,
     "tools/ci_timing.py": smoke_ci_timing,
     "tools/docs_tables.py": smoke_docs_tables,
     "benchmarks/sweep_table.py": smoke_sweep_table,

@@ -3,6 +3,7 @@ expected, corrupted artifacts, temp files of a killed conversion. Each case is a
 (exit 2) or is handled, never a traceback, and nothing runs code from a model file."""
 from __future__ import annotations
 
+import os
 import shutil
 
 import pytest
@@ -255,6 +256,41 @@ def test_a_second_writer_gets_the_holder_and_a_stale_lock_is_taken_over(tiny_run
     # the holder is gone: its lock is stale and taken over; released after the run
     convert_run(tiny_run, ["fp32"], out_dir=out, cfg=ConvertConfig(check_samples=4), progress=False)
     assert list(out.glob("*.tflite")) and not (out / LOCK_NAME).exists()
+
+
+def test_a_lock_from_another_host_is_held_and_a_waiting_writer_waits(tmp_path):
+    """On a shared file system the holder's pid means nothing here: its lock is not stale. `wait` waits for
+    a holder to let go (the conversions of `gram-tf run --executor ray` merge one manifest)."""
+    import json
+    import threading
+    import time
+
+    from gram_tf.io_utils import LOCK_NAME, folder_lock
+
+    lock = tmp_path / LOCK_NAME
+    lock.write_text(json.dumps({"pid": 2 ** 30, "host": "node-b", "started": "2026-12-06T19:00:00"}))  # no such pid here
+    with pytest.raises(GramTFError, match=r"being written by process \d+ on node-b"):
+        with folder_lock(tmp_path):
+            pass
+    threading.Timer(0.5, lock.unlink).start()
+    start = time.monotonic()
+    with folder_lock(tmp_path, wait=20):
+        waited = time.monotonic() - start
+        assert json.loads(lock.read_text())["pid"] == os.getpid()
+    assert 0.4 < waited < 20 and not lock.exists()
+
+
+def test_a_shared_artifact_folder_clears_only_the_runs_own_temp_files(tiny_run, tmp_path):
+    out = tmp_path / "tfl"
+    out.mkdir()
+    theirs = out / ".other__fp32.tflite.b2.tflite"
+    convert_run(tiny_run, ["fp32"], out_dir=out, cfg=ConvertConfig(check_samples=4), progress=False, shared=True)
+    stem = next(out.glob("*.tflite")).stem
+    mine = out / f".{stem}.tflite.a1.tflite"
+    for f in (mine, theirs):
+        f.write_bytes(b"half written")
+    convert_run(tiny_run, ["fp32"], out_dir=out, cfg=ConvertConfig(check_samples=4), progress=False, shared=True)
+    assert not mine.exists() and theirs.exists()  # another conversion may be writing that one right now
 
 
 def test_huge_images_are_refused_from_their_header(tmp_path, monkeypatch, capfd):

@@ -63,13 +63,13 @@ def test_run_end_to_end_then_resume_without_recomputing(tmp_path):
     again = run_study(load_config(cfg_file), progress=False)
     assert again["stages"]["ran"] == ["report"]
     assert set(again["stages"]["skipped"]) >= {"data", "external", "train-mobilenet_v1_025", "prune-mobilenet_v1_025-50",
-                                               "convert-mobilenet_v1_025-dense", "bench"}
+                                               "convert-mobilenet_v1_025-dense", "bench-mobilenet_v1_025"}
     assert all(p.stat().st_mtime_ns == t for p, t in mtimes.items())
     assert len(again["rows"]) == 6  # 3 artifacts, timed on the test split and evaluated on the external set
 
     # changing one stage's config recomputes that stage and what follows, nothing before it
     changed = run_study(load_config(cfg_file, ["bench.runs=5"]), progress=False)
-    assert changed["stages"]["ran"] == ["bench", "report"]
+    assert changed["stages"]["ran"] == ["bench-mobilenet_v1_025", "report"]
 
     # a config that drops a variant drops its rows: bench times this config's artifacts, not a glob
     fewer = run_study(load_config(cfg_file, ["convert.variants=[fp32]"]), progress=False)

@@ -1367,6 +1367,30 @@ def generalization_real(up: str) -> str:
             + "\n\n" + md_table(headers, body) + "\n")
 
 
+def cluster_table(up: str) -> str:
+    """benchmarks/ray_cluster.py: the same study on `local` and on Ray nodes of this machine, and the DAG's bounds."""
+    env = load_json("ray_cluster.json")["environment"]
+    walls, stages = {}, {}
+    for r in rows("ray_cluster"):
+        if r["kind"] == "study":
+            walls[r["executor"]] = r["seconds"]
+        else:
+            stages.setdefault(r["stage"], {})[r["executor"]] = r
+    nodes = {s["ray"]["node"] for s in stages.values() if "ray" in s}
+    body = [["**whole study (wall time)**", f"**{minsec(walls['local'])}**", f"**{minsec(walls['ray'])}**", ""]]
+    body += [[f"`{name}`", f"{s['local']['seconds']:.1f} s", f"{s['ray']['seconds']:.1f} s",
+              f"node {sorted(nodes).index(s['ray']['node']) + 1}"] for name, s in stages.items()]
+    headers = ["stage", "local (one process)", f"ray ({env['nodes']} nodes x 1 CPU)", "ray node"]
+    return ("\n" + caption(up, ["ray_cluster"], "stage times as each stage's record has them") + "\n\n"
+            + md_table(headers, body)
+            + f"\n\nTotal work (the local run's stage times added up): {env['total_work_s']:.0f} s. Critical path "
+            f"(the longest chain of the DAG, same times): {env['critical_path_s']:.0f} s, "
+            f"{env['critical_path'].replace(' -> ', ' → ')}. No number of nodes can make this study more than "
+            f"{env['max_speedup']:.2f}x faster than the sum of its stages. On the Ray run's own stage times: work "
+            f"{env['ray_total_work_s']:.0f} s, critical path {env['ray_critical_path_s']:.0f} s, wall time "
+            f"{walls['ray']:.0f} s.\n")
+
+
 # ---- benchmarks/results/README.md --------------------------------------------------------------------
 
 RUN_SUFFIXES = (".env.json", ".peak.json", ".fast.json", ".targets.json", ".ranges.csv", ".ranges.json",
@@ -1445,6 +1469,7 @@ BLOCKS = [
     Block("benchmarks/results/README.md", "machines", ("*.json", "*.env.json", "*.peak.json", "*.csv"), results_machines),
     Block("docs/transformers.md", "paper2", tuple(f"{n}.csv" for n in PAPER2), paper2_table),
     Block("docs/training.md", "training-cache", ("training_cache.json",), training_cache_table),
+    Block("docs/cluster.md", "ray-cluster", ("ray_cluster.csv", "ray_cluster.json"), cluster_table),
     Block("docs/study.md", "quickstart-wall", ("quickstart.json",), quickstart_wall),
     Block("docs/study.md", "quickstart", ("quickstart.csv", "quickstart.json"), quickstart_table),
     Block("docs/study.md", "quickstart-smaller", ("quickstart.csv",), quickstart_smaller),

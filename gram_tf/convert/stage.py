@@ -153,8 +153,12 @@ def export_artifact(model, path, variant: str, *, size: int, preprocessing: dict
 
 
 def convert_run(run_dir, variants=None, out_dir=None, cfg: Optional[ConvertConfig] = None, seed: int = 0,
-                progress: bool = True, skip_existing: bool = False) -> dict:
-    """Convert a trained (or pruned) run to every requested variant; returns the run manifest."""
+                progress: bool = True, skip_existing: bool = False, shared: bool = False) -> dict:
+    """Convert a trained (or pruned) run to every requested variant; returns the run manifest.
+
+    The folder is held for the whole conversion, unless `shared`: then other conversions of other runs
+    write their own files into it at the same time (gram-tf run's executors), and it is held only to
+    clear this run's stale temp files and to merge the manifest (waiting for the other holder)."""
     cfg = cfg or ConvertConfig()
     variants = list(variants or cfg.variants)
     specs = [get_variant(v) for v in variants]  # unknown names fail before any work
@@ -165,14 +169,23 @@ def convert_run(run_dir, variants=None, out_dir=None, cfg: Optional[ConvertConfi
     out_dir = Path(out_dir) if out_dir else default_out_dir(run_dir, run)
     if out_dir.exists() and not out_dir.is_dir():
         raise GramTFError(f"{out_dir} is a file; pass a folder for the artifacts (--out DIR)")
+    if shared:
+        with folder_lock(out_dir, "gram-tf convert", wait=SHARED_WAIT_S):
+            for spec in specs:
+                for stale in out_dir.glob(f".{artifact_stem(run, spec.name)}.tflite.*"):
+                    stale.unlink(missing_ok=True)
+        return _convert_specs(run_dir, run, specs, out_dir, cfg, seed, progress, skip_existing, shared)
     with folder_lock(out_dir, "gram-tf convert"):
         for stale in out_dir.glob(".*.tflite.*"):  # temp files of a killed conversion (io_utils.atomic_path)
             stale.unlink(missing_ok=True)
         return _convert_specs(run_dir, run, specs, out_dir, cfg, seed, progress, skip_existing)
 
 
+SHARED_WAIT_S = 600  # a shared folder is held for a manifest merge (milliseconds); longer means a stuck holder
+
+
 def _convert_specs(run_dir: Path, run: dict, specs: list, out_dir: Path, cfg: ConvertConfig, seed: int,
-                   progress: bool, skip_existing: bool) -> dict:
+                   progress: bool, skip_existing: bool, shared: bool = False) -> dict:
     import tf_keras
 
     rows = data_mod.read_manifest(run["manifest"])
@@ -243,7 +256,11 @@ def _convert_specs(run_dir: Path, run: dict, specs: list, out_dir: Path, cfg: Co
                   f"{entry['check']['n']} check images (flagged in the manifest)")
     header = {"run": out_dir.name, "labels": labels, "input_size": size, "preprocessing": artifact_pre,
               "data_manifest": run["manifest"]}
-    manifest = _merge_manifest(out_dir / MANIFEST_NAME, entries, header)
+    if shared:
+        with folder_lock(out_dir, "gram-tf convert", wait=SHARED_WAIT_S):
+            manifest = _merge_manifest(out_dir / MANIFEST_NAME, entries, header)
+    else:
+        manifest = _merge_manifest(out_dir / MANIFEST_NAME, entries, header)
     tf_keras.backend.clear_session()
     return {**manifest, "artifacts": entries, "manifest_path": str(out_dir / MANIFEST_NAME)}
 
