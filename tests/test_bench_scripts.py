@@ -279,8 +279,11 @@ def smoke_make_docs_figures(tmp_path, request):
 
     from gram_tf.data.synth import STYLES
 
-    run_script("benchmarks/make_docs_figures.py", "--out", tmp_path, results=tmp_path)
+    run_script("benchmarks/make_docs_figures.py", "--out", tmp_path, "--results", ROOT / "benchmarks" / "results",
+               results=tmp_path)
     assert Image.open(tmp_path / "synth_examples.png").size == (6 * 160, 2 * 160)
+    # the real-weights generalization run's calibration plots, drawn from its saved study rows
+    assert all(Image.open(tmp_path / f"generalization_{p}.png").size[0] > 400 for p in ("reliability", "coverage"))
     assert Image.open(tmp_path / "synth_styles.png").size == (6 * 128, len(STYLES) * 128)  # a row per style
 
 
