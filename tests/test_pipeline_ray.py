@@ -34,7 +34,8 @@ TWO = {**TINY, "name": "two", "backbones": ["mobilenet_v1_025", "mobilenet_v2_03
 # what a re-timing changes: every latency figure, what is derived from them, and the machine's labels
 TIMED = {"latency_ms_mean", "latency_ms_std", "latency_ms_p50", "latency_ms_p90", "latency_ms_p99", "first_ms",
          "init_ms", "images_per_s", "peak_rss_mb", "latency_ms_ci_low", "latency_ms_ci_high", "round_ms", "spread_pct",
-         "speedup_vs_fp32", "speedup_ci_low", "speedup_ci_high", "gmacs_per_s", "noise_pct", *DEVICE_COLUMNS}
+         "speedup_vs_fp32", "speedup_ci_low", "speedup_ci_high", "gmacs_per_s", "noise_pct", "busy_cores",
+         *DEVICE_COLUMNS}
 
 
 def ray_or_skip():
