@@ -92,7 +92,7 @@ def study_config(args, inside: Path, external: dict):
                  "external": {n: str(d) for n, d in external.items()}},
         "train": {"input_size": args.size, "weights": args.weights, "epochs": args.epochs, "tensorboard": False},
         "prune": {"levels": [args.prune] if args.prune else [], "epochs": args.prune_epochs},
-        "convert": {"variants": ["fp32", "int8", "int8-per-tensor"], "pruned_variants": ["fp32", "int8"],
+        "convert": {"variants": args.variants.split(","), "pruned_variants": ["fp32", "int8"],
                     "representative_samples": args.calibration, "check_samples": min(32, args.calibration)},
         "bench": {"threads": [1], "rounds": args.rounds, "runs": args.runs, "warmup": 1, "keras_reference": True},
     })
@@ -134,6 +134,7 @@ def main(argv=None):
     ap.add_argument("--prune", type=float, default=0.5, help="a pruned level's sparsity (0: none)")
     ap.add_argument("--prune-epochs", type=int, default=4)
     ap.add_argument("--calibration", type=int, default=100, help="representative images for int8")
+    ap.add_argument("--variants", default="fp32,int8,int8-per-tensor", help="the dense model's variants")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--name", default="generalization_real")

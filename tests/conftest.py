@@ -115,7 +115,7 @@ def mnv3():
 
 # Longest files first: xdist hands whole files to the two workers in collection order, so starting
 # the long ones early keeps both workers busy to the end (longest-processing-time-first).
-LONG_FILES = ("test_deit_study.py", "test_timm_backbones_smoke.py", "test_convert.py", "test_registry.py", "test_train.py", "test_pipeline.py",
+LONG_FILES = ("test_bench_scripts.py", "test_pipeline_ray.py", "test_deit_study.py", "test_timm_backbones_smoke.py", "test_convert.py", "test_registry.py", "test_train.py", "test_pipeline.py",
               "test_bench.py", "test_hardening.py", "test_prune.py", "test_vit.py", "test_stream.py")
 
 

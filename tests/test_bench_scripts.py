@@ -264,10 +264,10 @@ def smoke_generalization_real(tmp_path, request):
             Image.fromarray(pixels).save(tmp_path / "real" / "gramstainr_reference" / cls / f"photo{k}{i:02d}.png")
     run_script("benchmarks/generalization_real.py", "--source", tmp_path / "real", "--work", tmp_path / "work",
                "--weights", "none", "--size", "32", "--epochs", "1", "--prune", "0", "--calibration", "4",
-               "--rounds", "1", "--runs", "1", "--name", "smoke", results=tmp_path)
+               "--variants", "fp32,int8", "--rounds", "1", "--runs", "1", "--name", "smoke", results=tmp_path)
     rows = read_csv(tmp_path / "smoke.csv")
     sets = {"other_photos", "other_photos_faded", "other_photos_defocus"}
-    assert {(r["set"], r["variant"]) for r in rows} == {(s, v) for s in sets for v in ("int8", "int8-per-tensor", "keras")}
+    assert {(r["set"], r["variant"]) for r in rows} == {(s, v) for s in sets for v in ("int8", "keras")}
     assert all(r["n_external"] == "48" and float(r["drop_ext_low"]) <= float(r["drop_ext_high"]) for r in rows)  # 3 photos x 8
     saved = json.loads((tmp_path / "smoke.json").read_text())
     assert saved["environment"]["command"] and saved["environment"]["date"] and saved["environment"]["cpu"]
@@ -309,10 +309,10 @@ def smoke_bench_trust(tmp_path, request):
     convert_run(request.getfixturevalue("tiny_run"), ["fp32", "int8"], out_dir=models,
                 cfg=ConvertConfig(representative_samples=8, check_samples=4), progress=False)
     stdout = run_script("benchmarks/bench_trust.py", "--set", f"tiny={models}", "--threads", "1", "--truth-rounds", "2",
-                        "--truth-runs", "2", "--eval", "--out", "smoke", results=tmp_path)
+                        "--truth-runs", "2", "--eval", "--conditions", "quiet", "--out", "smoke", results=tmp_path)
     rows = read_csv(tmp_path / "smoke.csv")
-    assert {(r["condition"], r["method"]) for r in rows} == {(c, m) for c in ("quiet", "burner")
-                                                             for m in ("before", "after")}
+    # (a burner beside the smoke run would slow the other test worker; the real run has both conditions)
+    assert {(r["condition"], r["method"]) for r in rows} == {("quiet", "before"), ("quiet", "after")}
     assert all(r["file"].endswith("__int8.tflite") and float(r["truth_speedup"]) > 0 for r in rows)
     after = [r for r in rows if r["method"] == "after"]
     assert all(float(r["speedup_ci_low"]) <= float(r["bench_speedup"]) <= float(r["speedup_ci_high"]) for r in after)

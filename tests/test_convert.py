@@ -166,7 +166,7 @@ def test_variant_table_is_complete():
 
 def test_int8_fast_in_convert_run_records_why_and_accuracy(tiny_run, tmp_path):
     # a loose budget keeps this test on the candidates; the accuracy guard is tested in test_profile
-    cfg = ConvertConfig(representative_samples=16, check_samples=16, fast_threads=1, fast_max_drop=1.0)
+    cfg = ConvertConfig(representative_samples=16, check_samples=16, fast_threads=1, fast_max_drop_pp=100.0)
     [art] = convert_run(tiny_run, ["int8-fast"], out_dir=tmp_path, cfg=cfg, progress=False)["artifacts"]
     fast = art["fast"]
     assert "fp32" in fast["whole_model_ms"] and fast["chosen"] in fast["whole_model_ms"]
