@@ -140,7 +140,12 @@ def _op_macs(op_name: str, tensors, op) -> int:
 
 
 def _single_op_models(blob: bytes):
-    """Yield (index, op_name, output dtype, one-op model bytes, macs) per operator of subgraph 0."""
+    """Yield (index, op_name, output dtype, one-op model bytes, macs) per operator of subgraph 0.
+
+    Each one-op model holds only its operator's tensors and their buffers, renumbered: packing the whole
+    tensor table (names, per-channel scales) per operator took 0.12 s each on BEiT-base (512 ops, a minute)."""
+    import copy
+
     import flatbuffers
 
     schema = _schema()
@@ -148,10 +153,9 @@ def _single_op_models(blob: bytes):
     if len(model.subgraphs) != 1:
         raise GramTFError("per-op profile supports single-subgraph models only")
     sg = model.subgraphs[0]
-    ops, tensors, buffers = list(sg.operators), sg.tensors, list(model.buffers)
+    ops, tensors, buffers = list(sg.operators), list(sg.tensors), list(model.buffers)
     names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
     types = {v: k.lower() for k, v in vars(schema.TensorType).items() if not k.startswith("_")}
-    empty = schema.BufferT()
     model.signatureDefs, model.metadata, model.metadataBuffer = None, None, None
 
     def has_data(t: int) -> bool:
@@ -161,17 +165,32 @@ def _single_op_models(blob: bytes):
     for i, op in enumerate(ops):
         code = model.operatorCodes[op.opcodeIndex]
         name = names.get(max(code.builtinCode, code.deprecatedBuiltinCode), "CUSTOM")
-        used = [t for t in list(op.inputs) + list(op.outputs) if t >= 0]
-        keep = {tensors[t].buffer for t in used}
-        sg.operators = [op]
-        sg.inputs = [t for t in op.inputs if t >= 0 and not has_data(t)]
-        sg.outputs = list(op.outputs)
-        model.buffers = [b if j in keep or j == 0 else empty for j, b in enumerate(buffers)]
+        extra = list(op.intermediates) if op.intermediates is not None else []
+        used = list(dict.fromkeys(t for t in [*op.inputs, *op.outputs, *extra] if t >= 0))
+        new_index = {t: j for j, t in enumerate(used)}
+        new_buffers, new_tensors = [schema.BufferT()], []  # buffer 0: the empty sentinel TFLite expects
+        for t in used:
+            tensor = copy.copy(tensors[t])
+            if tensor.buffer and has_data(t):
+                new_buffers.append(buffers[tensor.buffer])
+                tensor.buffer = len(new_buffers) - 1
+            else:
+                tensor.buffer = 0
+            new_tensors.append(tensor)
+        one = copy.copy(op)
+        one.inputs = [new_index[t] if t >= 0 else -1 for t in op.inputs]
+        one.outputs = [new_index[t] for t in op.outputs]
+        if extra:
+            one.intermediates = [new_index[t] for t in extra]
+        sg.operators, sg.tensors = [one], new_tensors
+        sg.inputs = [new_index[t] for t in op.inputs if t >= 0 and not has_data(t)]
+        sg.outputs = [new_index[t] for t in op.outputs]
+        model.buffers = new_buffers
         builder = flatbuffers.Builder(1024)
         builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
         dtype = types.get(tensors[op.outputs[0]].type, "?")
         yield i, name, dtype, bytes(builder.Output()), _op_macs(name, tensors, op)
-    sg.operators, model.buffers = ops, buffers
+    sg.operators, sg.tensors, model.buffers = ops, tensors, buffers
 
 
 def op_profile(src, threads: int = 1, runs: int = 20, warmup: int = 3, seed: int = 0,
