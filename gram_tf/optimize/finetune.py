@@ -65,7 +65,11 @@ def finetune(wrapped, teacher, xs: dict, ys: dict, pre: dict, cfg, sched_info: d
     weight, temperature = float(cfg.distill), float(cfg.temperature)
     use_teacher = teacher is not None and weight > 0
 
-    @tf.function
+    # one trace: slots built beforehand (creating them in the first call traces the step twice) and the
+    # batch dimension left open (a smaller last batch would trace it again); a trace costs seconds
+    opt.build(wrapped.trainable_variables)
+
+    @tf.function(input_signature=train_ds.element_spec)
     def train_step(x, y):
         t = teacher(x, training=False) if use_teacher else y
         with tf.GradientTape() as tape:
