@@ -49,14 +49,24 @@ def _timm_file(name: str, size: int, path):
     return path
 
 
+@pytest.fixture(scope="module")
+def few_images(tmp_path_factory):
+    """Eight images a class: one epoch of Swin-tiny at 224 px on the session's 96 took a minute."""
+    from gram_tf.data.synth import synthesize_dataset
+
+    out = tmp_path_factory.mktemp("few")
+    synthesize_dataset(out, per_class=8, size=32, seed=0, fields_per_specimen=1, progress=False)
+    return out
+
+
 # the smallest of each family at its smallest input (Swin's window 7 needs 224 px)
 @pytest.mark.parametrize("name,size", [("poolformer_s12", 32), ("mobilevit_xxs", 64), ("swin_tiny", 224),
                                        ("beit_base", 32)])
-def test_train_convert_predict(name, size, synth_dir, tmp_path):
+def test_train_convert_predict(name, size, few_images, tmp_path):
     runner = CliRunner()
     ckpt = _timm_file(name, size, tmp_path / f"{name}.safetensors")
     run = tmp_path / "run"
-    r = runner.invoke(main, ["train", "--data", str(synth_dir), "--backbone", name, "--weights", str(ckpt),
+    r = runner.invoke(main, ["train", "--data", str(few_images), "--backbone", name, "--weights", str(ckpt),
                              "--input-size", str(size), "--epochs", "1", "--out", str(run)])
     assert r.exit_code == 0, r.output
     assert json.loads((run / "run.json").read_text())["weights"] == str(ckpt)
@@ -67,7 +77,7 @@ def test_train_convert_predict(name, size, synth_dir, tmp_path):
     r = runner.invoke(main, ["convert", str(run), "--variants", ",".join(variants), "--representative-samples", "4",
                              "--out", str(tfl)])
     assert r.exit_code == 0, r.output
-    images = sorted(p for p in synth_dir.rglob("*.png"))[:3]
+    images = sorted(p for p in few_images.rglob("*.png"))[:3]
     for variant in variants:
         model = next(tfl.glob(f"*__{variant}.tflite"))
         r = runner.invoke(main, ["predict", str(model), *map(str, images), "--json"])
