@@ -49,48 +49,97 @@ def weights_dir() -> Path:
     return shared_or_skip(WEIGHTS_DIR)
 
 
+def built_once(tmp_path_factory, name: str, build) -> Path:
+    """A folder `build(folder)` writes once per test session, not once per test worker: the first xdist
+    worker to ask builds it (the other waits on the lock), in the folder both workers' temp folders share.
+    Tests only read it; what they change they copy first."""
+    import fcntl
+    import shutil
+
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent / "built_once"
+        root.mkdir(exist_ok=True)
+    with open(root / f".{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        folder, done = root / name, root / f".{name}.done"
+        if not done.exists():
+            shutil.rmtree(folder, ignore_errors=True)  # a worker that failed half-way
+            folder.mkdir()
+            build(folder)
+            done.touch()
+    return folder
+
+
 @pytest.fixture(scope="session")
 def synth_dir(tmp_path_factory) -> Path:
     """A small synthetic Gram-stain ImageFolder (both classes), shared by the whole session."""
     from gram_tf.data.synth import synthesize_dataset
 
-    out = tmp_path_factory.mktemp("synth")
-    synthesize_dataset(out, per_class=48, size=96, seed=0, fields_per_specimen=1, progress=False)
-    return out
+    return built_once(tmp_path_factory, "synth", lambda out: synthesize_dataset(
+        out, per_class=48, size=96, seed=0, fields_per_specimen=1, progress=False))
 
 
 @pytest.fixture(scope="session")
 def synth_manifest(synth_dir, tmp_path_factory) -> Path:
     from gram_tf.data import SYNTH_GROUP_PATTERN, split_dataset, write_manifest
 
-    rows = split_dataset(synth_dir, val=0.2, test=0.25, seed=0, group_pattern=SYNTH_GROUP_PATTERN, progress=False)
-    path = tmp_path_factory.mktemp("manifest") / "manifest.csv"
-    write_manifest(rows, path)
-    return path
+    def build(out):
+        write_manifest(split_dataset(synth_dir, val=0.2, test=0.25, seed=0, group_pattern=SYNTH_GROUP_PATTERN,
+                                     progress=False), out / "manifest.csv")
+
+    return built_once(tmp_path_factory, "manifest", build) / "manifest.csv"
+
+
+TINY_RUN_CONFIG = dict(input_size=64, weights="none", epochs=30, augment_views=1, tensorboard=False)
+PRUNED_RUN_CONFIG = dict(levels=[0.6], epochs=2, batch_size=16, allocation="uniform")
+
+
+def _trained(synth_manifest, tmp_path_factory) -> Path:
+    from gram_tf.config import TrainConfig
+    from gram_tf.train import train
+
+    return built_once(tmp_path_factory, "mnv1", lambda out: train(
+        synth_manifest, "mobilenet_v1_050", out, TrainConfig(**TINY_RUN_CONFIG), seed=0, progress=False))
 
 
 @pytest.fixture(scope="session")
 def tiny_run(synth_manifest, tmp_path_factory) -> Path:
     """A trained run: MobileNet v1 0.50 at 64 px with random weights (fast to compile; for the
-    pruning, conversion and benchmark tests)."""
-    from gram_tf.config import TrainConfig
-    from gram_tf.train import train
+    pruning, conversion and benchmark tests). Trained once per session; each worker gets its own copy
+    (tests prune into it and write next to it)."""
+    import shutil
 
-    out = tmp_path_factory.mktemp("run") / "mnv1"
-    cfg = TrainConfig(input_size=64, weights="none", epochs=30, augment_views=1, tensorboard=False)
-    train(synth_manifest, "mobilenet_v1_050", out, cfg, seed=0, progress=False)
-    return out
+    own = tmp_path_factory.mktemp("run") / "mnv1"
+    shutil.copytree(_trained(synth_manifest, tmp_path_factory), own)
+    return own
 
 
 @pytest.fixture(scope="session")
-def pruned_run(tiny_run):
-    """tiny_run pruned to 60% (backbone + head); returns (run_dir, prune summary)."""
+def pruned_run(tiny_run, synth_manifest, tmp_path_factory):
+    """tiny_run pruned to 60% (backbone + head); returns (run_dir, prune summary). Pruned once per session
+    (in a copy of the trained run); copied into this worker's tiny_run, where prune_run finds it done."""
+    import json
+    import shutil
+
     from gram_tf.config import PruneConfig
     from gram_tf.optimize import prune_run
 
-    [summary] = prune_run(tiny_run, PruneConfig(levels=[0.6], epochs=2, batch_size=16, allocation="uniform"),
-                          progress=False)
-    return tiny_run / "pruned_60", summary
+    cfg = PruneConfig(**PRUNED_RUN_CONFIG)
+
+    def build(out):
+        shutil.copytree(_trained(synth_manifest, tmp_path_factory), out, dirs_exist_ok=True)
+        prune_run(out, cfg, progress=False)
+
+    pruned = tiny_run / "pruned_60"
+    shutil.copytree(built_once(tmp_path_factory, "mnv1_pruned", build) / "pruned_60", pruned)
+    run_file = pruned / "run.json"
+    record = json.loads(run_file.read_text())
+    record["parent_run"] = str(tiny_run.resolve())
+    record["prune"]["summary"]["out_dir"] = str(pruned)
+    run_file.write_text(json.dumps(record))
+    [summary] = prune_run(tiny_run, cfg, progress=False)
+    return pruned, summary
 
 
 MNV3_SIZE = 32

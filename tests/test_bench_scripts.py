@@ -337,7 +337,7 @@ def smoke_quickstart(tmp_path, request):
 
 
 def smoke_ray_cluster(tmp_path, request):
-    """Two one-CPU Ray nodes and a one-stage-per-kind study: both executors' wall times and the critical path."""
+    """A one-CPU Ray node and a one-stage-per-kind study: both executors' wall times and the critical path."""
     from .test_pipeline_ray import ray_or_skip
 
     ray_or_skip()
@@ -346,7 +346,8 @@ def smoke_ray_cluster(tmp_path, request):
                       "train: {input_size: 32, weights: none, epochs: 1, tensorboard: false}\nprune: {levels: []}\n"
                       "convert: {variants: [fp32], representative_samples: 4, check_samples: 2}\n"
                       "bench: {threads: [1], rounds: 1, runs: 1, warmup: 1, keras_reference: false}\n")
-    stdout = run_script("benchmarks/ray_cluster.py", "--config", config, "--name", "smoke", results=tmp_path)
+    stdout = run_script("benchmarks/ray_cluster.py", "--config", config, "--nodes", "1", "--name", "smoke",
+                        results=tmp_path)
     saved = json.loads((tmp_path / "smoke.json").read_text())
     studies = {r["executor"]: r for r in saved["rows"] if r["kind"] == "study"}
     assert set(studies) == {"local", "ray"} and all(r["seconds"] > 0 for r in studies.values())

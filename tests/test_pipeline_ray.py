@@ -25,7 +25,7 @@ from .test_pipeline import TINY
 
 ROOT = Path(__file__).resolve().parents[1]
 KILL_ENV = "GRAM_TF_TEST_KILL_ONCE"
-SLOW_BENCH_S = 5
+SLOW_BENCH_S = 3
 RAY_LOG = re.compile(r"^(\x1b\[[\d;]*m)?\((raylet|\S+ pid=\d+)")  # a line Ray forwards from a worker or raylet
 # the quickstart's shape at tiny sizes: two backbones (two branches of the DAG that Ray runs at once), a
 # pruning level (a prune task per branch, beside the other branch's conversions; its cheapest recipe: the
