@@ -50,6 +50,40 @@ def test_op_profile_rows_and_summary(mnv3):
     assert table[-1]["op"] == "(whole model)"
 
 
+def test_each_one_op_model_computes_what_its_operator_computes_in_the_model(mnv3):
+    """Fed the values its operator got in the whole model, each cut-out gives that operator's output there,
+    bit for bit (builtin kernels on both sides: only they keep every intermediate tensor)."""
+    import numpy as np
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    from gram_tf.deploy.profile import _single_op_models
+
+    def interpreter(blob):
+        it = Interpreter(model_content=blob, experimental_preserve_all_tensors=True,
+                         experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+        it.allocate_tensors()
+        return it
+
+    for variant in ("fp32", "int8"):
+        whole = interpreter(mnv3[variant])
+        [inp] = whole.get_input_details()
+        whole.set_tensor(inp["index"], np.random.default_rng(0).integers(0, 256, inp["shape"]).astype(inp["dtype"]))
+        whole.invoke()
+        ops = whole._get_ops_details()
+        cut = list(_single_op_models(mnv3[variant]))
+        assert len(cut) == len(ops) > 20
+        for (index, name, _, blob, _), op in zip(cut, ops):
+            one = interpreter(blob)
+            assert name == op["op_name"], index
+            by_name = {whole.get_tensor_details()[t]["name"]: t for t in op["inputs"] if t >= 0}
+            for d in one.get_input_details():
+                one.set_tensor(d["index"], whole.get_tensor(by_name[d["name"]]))
+            one.invoke()
+            [out] = one.get_output_details()
+            np.testing.assert_array_equal(one.get_tensor(out["index"]), whole.get_tensor(op["outputs"][0]),
+                                          err_msg=f"{variant} op {index} {name}")
+
+
 def test_output_names_match_between_fp32_and_int8(mnv3):
     fp32, int8 = output_names(mnv3["fp32"]), output_names(mnv3["int8"])
     assert len(fp32) == len(int8) and set(int8) <= set(fp32)
